@@ -1,0 +1,38 @@
+"""terrabeam: satellite imagery to land-cover maps with Apache Beam and TensorFlow.
+
+This file is what `--setup_file ./setup.py` ships to Dataflow workers, so it declares every runtime
+dependency once. requirements.txt pins the exact versions CI tested.
+"""
+
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    # 2.77: the Beam version the container image and CI use; RunInference and
+    # with_exception_handling as used here need >= 2.50.
+    "apache-beam[gcp]>=2.77,<3",
+    # Keras 3 export API (model.export / ExportArchive) and tf.data AUTOTUNE behaviour we rely on.
+    "tensorflow-cpu>=2.16",
+    # ee.data.computePixels with NUMPY_NDARRAY and the high-volume endpoint.
+    "earthengine-api>=1.0",
+    # WarpedVRT, MemoryFile and the COG driver (GDAL >= 3.1) in the bundled wheels.
+    "rasterio>=1.3",
+    # numpy 2 dtypes and the stable C ABI that rasterio/tensorflow wheels build against.
+    "numpy>=1.26",
+    # google.auth.default() and service-account credentials for Earth Engine.
+    "google-auth>=2.0",
+    # The retry decorator with backoff and jitter.
+    "retry>=0.9.2",
+]
+
+setup(
+    name="terrabeam",
+    version="0.1.0",
+    description="Satellite imagery to land-cover maps with deep learning, at any scale.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*", "model", "model.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.5"]},
+)
