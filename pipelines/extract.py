@@ -1,0 +1,464 @@
+"""Extract training data: stratified points -> patches -> TFRecord shards + manifest.json.
+
+    python -m pipelines.extract                       # the generated demo scene, DirectRunner
+    python -m pipelines.extract --inputs a.tif b.tif --labels worldcover.tif --regions regions.geojson \\
+        --bands B2,B3,B4,B8,elevation --patch-size 128 --points-per-class 100 --output gs://bucket/data \\
+        --runner DataflowRunner --project P --region R --temp_location gs://bucket/tmp --setup_file ./setup.py
+
+Every Beam pipeline option passes through. Inputs are validated before the pipeline starts, so bad input
+stops with a clear message and writes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.pvalue import AsDict, AsList, AsSingleton
+
+from transforms.classes import CLASS_NAMES
+from transforms.extract import (
+    ERRORS,
+    SPLITS,
+    STATS,
+    FetchPatches,
+    RetryConfig,
+    SplitConfig,
+    SumArrays,
+    sample_points,
+)
+from transforms.grid import GridSpec, grid_spec_of
+from transforms.manifest import MANIFEST_NAME, build_manifest, write_manifest
+from transforms.sampling import Region, RegionsError, load_regions
+from transforms.schema import PatchSchema
+from transforms.sources import LocalRasterSource, SourceError
+
+DEFAULT_OUTPUT = "out/demo/data"
+COMPRESSION_SUFFIX = {"gzip": ".tfrecord.gz", "none": ".tfrecord"}
+
+
+class UsageError(ValueError):
+    """Bad command-line input; the message says what to change."""
+
+
+class ExtractOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        group = parser.add_argument_group("terrabeam extraction")
+        group.add_argument(
+            "--inputs",
+            nargs="+",
+            default=None,
+            help="Input rasters: one multi-band file or one per band (default: the demo scene).",
+        )
+        group.add_argument(
+            "--band-names",
+            dest="band_names",
+            default=None,
+            help="Comma-separated names for all input bands, in file order (default: band descriptions, else file names).",
+        )
+        group.add_argument(
+            "--label-raster",
+            dest="label_raster",
+            default=None,
+            help="Label raster (class index per pixel; default: the demo scene's). `--labels PATH` is accepted too.",
+        )
+        group.add_argument(
+            "--label-band",
+            dest="label_band",
+            default=None,
+            help="Name of the label band in --labels (default: its first band).",
+        )
+        group.add_argument(
+            "--regions",
+            default=None,
+            help="GeoJSON of (multi)polygons in lon/lat to sample inside (default: the demo scene's).",
+        )
+        group.add_argument(
+            "--bands", default=None, help="Comma-separated input bands to export (default: all)."
+        )
+        group.add_argument(
+            "--patch-size", dest="patch_size", type=int, default=128, help="Patch width/height in pixels."
+        )
+        group.add_argument(
+            "--points-per-class",
+            dest="points_per_class",
+            type=int,
+            default=100,
+            help="Points per stratum and region.",
+        )
+        group.add_argument(
+            "--classes",
+            default=None,
+            help="Comma-separated class indices to sample (default: all labelled classes).",
+        )
+        group.add_argument(
+            "--strata-band",
+            dest="strata_band",
+            default=None,
+            help="Input band whose bins split each class into strata (e.g. elevation).",
+        )
+        group.add_argument(
+            "--strata-edges",
+            dest="strata_edges",
+            default=None,
+            help="Comma-separated bin edges for --strata-band, e.g. 500,1000,2000.",
+        )
+        group.add_argument(
+            "--seed", type=int, default=0, help="Sampling seed: the same seed gives the same points."
+        )
+        group.add_argument("--crs", default=None, help="CRS of the patch grid (default: the label raster's).")
+        group.add_argument(
+            "--scale",
+            type=float,
+            default=None,
+            help="Pixel size of the patch grid in CRS units (default: the label raster's).",
+        )
+        group.add_argument(
+            "--validation-fraction",
+            dest="validation_fraction",
+            type=float,
+            default=0.1,
+            help="Fraction of points in the validation split.",
+        )
+        group.add_argument(
+            "--split-block-size",
+            dest="split_block_size",
+            type=float,
+            default=0.0,
+            help="Split by spatial blocks of this size (CRS units) instead of per point; avoids leakage between overlapping patches.",
+        )
+        group.add_argument(
+            "--pad-edges",
+            dest="pad_edges",
+            action="store_true",
+            help="Keep points whose patch runs off the raster, padded with 0 (inputs) and 255 (label), flagged padded=1. Default: dead-letter them.",
+        )
+        group.add_argument(
+            "--compression", choices=sorted(COMPRESSION_SUFFIX), default="gzip", help="TFRecord compression."
+        )
+        group.add_argument(
+            "--max-attempts",
+            dest="max_attempts",
+            type=int,
+            default=5,
+            help="Tries per patch read before it is dead-lettered.",
+        )
+        group.add_argument("--output", default=DEFAULT_OUTPUT, help="Output folder (local or gs://).")
+        group.add_argument(
+            "--overwrite", action="store_true", help="Replace an earlier extraction in --output."
+        )
+        group.add_argument(
+            "--demo-cache",
+            dest="demo_cache",
+            default=None,
+            help="Folder for the generated demo scene (default: $TERRABEAM_CACHE or ~/.cache/terrabeam).",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractJob:
+    """Validated extraction settings: everything the pipeline needs, checked before it starts."""
+
+    inputs: LocalRasterSource
+    labels: LocalRasterSource
+    label_band: str
+    regions: tuple[Region, ...]
+    schema: PatchSchema
+    grid: GridSpec
+    split: SplitConfig
+    points_per_class: int
+    seed: int
+    classes: tuple[int, ...] | None
+    strata_band: tuple[str, int] | None
+    strata_edges: tuple[float, ...]
+    pad_edges: bool
+    compression: str
+    retry: RetryConfig
+    output: str
+    source: dict[str, Any]
+    options: dict[str, Any]
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _numbers(value: str | None, kind, flag: str) -> list:
+    try:
+        return [kind(v) for v in _csv(value) or []]
+    except ValueError:
+        raise UsageError(f"{flag} must be comma-separated numbers, got {value!r}.") from None
+
+
+def validate(opts: ExtractOptions) -> ExtractJob:
+    """Check every input and return the job, or raise UsageError/SourceError/RegionsError."""
+    source = {"kind": "local"}
+    inputs, labels_path, regions_path = opts.inputs, opts.label_raster, opts.regions
+    if not (inputs and labels_path and regions_path):
+        if inputs or labels_path or regions_path:
+            raise UsageError(
+                "Give all three of --inputs, --labels (--label-raster) and --regions, or none for the demo scene."
+            )
+        from pipelines.demo_scene import ensure_demo_scene
+
+        scene = ensure_demo_scene(opts.demo_cache)
+        inputs, labels_path, regions_path = [scene.image], scene.labels, scene.regions
+        source["kind"] = "demo"
+    if opts.patch_size <= 0:
+        raise UsageError(f"--patch-size must be a positive number of pixels, got {opts.patch_size}.")
+    if opts.points_per_class <= 0:
+        raise UsageError(f"--points-per-class must be at least 1, got {opts.points_per_class}.")
+    if opts.max_attempts < 1:
+        raise UsageError(f"--max-attempts must be at least 1, got {opts.max_attempts}.")
+
+    input_source = LocalRasterSource(inputs, _csv(opts.band_names))
+    bands = _csv(opts.bands) or list(input_source.bands)
+    input_source.check_bands(bands)
+    label_source = LocalRasterSource([labels_path])
+    label_band = opts.label_band or label_source.bands[0]
+    label_source.check_bands([label_band])
+
+    crs, transform, width, height = label_source.native_grid()
+    try:
+        grid = grid_spec_of(crs, transform)
+    except ValueError as e:
+        if not (opts.crs and opts.scale):
+            raise UsageError(f"Label raster {labels_path!r}: {e}") from None
+        grid = None
+    if opts.crs or opts.scale:
+        grid = GridSpec(opts.crs or crs, opts.scale or grid.scale)
+    if opts.patch_size > min(width, height) * abs(transform.a) / grid.scale:
+        raise UsageError(
+            f"--patch-size {opts.patch_size} is larger than the label raster ({width}x{height} pixels); "
+            "use a smaller patch."
+        )
+
+    regions = tuple(load_regions(regions_path))
+    _check_regions_inside(regions, input_source, label_source)
+
+    strata_band = None
+    strata_edges = tuple(_numbers(opts.strata_edges, float, "--strata-edges"))
+    if opts.strata_band:
+        input_source.check_bands([opts.strata_band])
+        ref = input_source.band_refs[opts.strata_band]
+        strata_band = (ref.path, ref.index)
+        if not strata_edges:
+            raise UsageError("--strata-band needs --strata-edges, e.g. --strata-edges 500,1000,2000.")
+    classes = tuple(_numbers(opts.classes, int, "--classes")) or None
+    try:
+        split = SplitConfig(opts.validation_fraction, opts.split_block_size)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    _prepare_output(opts.output, opts.overwrite)
+    source.update(inputs=list(inputs), labels=labels_path, regions=regions_path, label_band=label_band)
+    return ExtractJob(
+        inputs=input_source,
+        labels=label_source,
+        label_band=label_band,
+        regions=regions,
+        schema=PatchSchema(tuple(bands), opts.patch_size),
+        grid=grid,
+        split=split,
+        points_per_class=opts.points_per_class,
+        seed=opts.seed,
+        classes=classes,
+        strata_band=strata_band,
+        strata_edges=strata_edges,
+        pad_edges=opts.pad_edges,
+        compression=opts.compression,
+        retry=RetryConfig(attempts=opts.max_attempts),
+        output=opts.output.rstrip("/"),
+        source=source,
+        options={
+            "points_per_class": opts.points_per_class,
+            "seed": opts.seed,
+            "validation_fraction": opts.validation_fraction,
+            "split_block_size": opts.split_block_size,
+            "pad_edges": opts.pad_edges,
+            "classes": list(classes) if classes else None,
+            "strata_band": opts.strata_band,
+            "strata_edges": list(strata_edges),
+        },
+    )
+
+
+def _check_regions_inside(regions: Sequence[Region], *sources: LocalRasterSource) -> None:
+    from rasterio.warp import transform_bounds
+
+    from transforms.sampling import features
+
+    outside = []
+    for region in regions:
+        left, bottom, right, top = features.bounds(region.geometry)
+        for src in sources:
+            crs = src.native_grid()[0]
+            fl, fb, fr, ft = src.footprint(crs)
+            rl, rb, rr, rt = transform_bounds("EPSG:4326", crs, left, bottom, right, top)
+            if rl >= fr or rr <= fl or rb >= ft or rt <= fb:
+                outside.append(region.name)
+                break
+    if outside:
+        raise RegionsError(
+            f"Region(s) {', '.join(outside)} lie outside the raster footprint. Regions are lon/lat "
+            "(EPSG:4326) polygons; check the coordinates or the rasters."
+        )
+
+
+def _prepare_output(output: str, overwrite: bool) -> None:
+    """Fail early if the output is not writable or holds an earlier extraction (unless --overwrite)."""
+    base = output.rstrip("/")
+    existing = FileSystems.match([f"{base}/{MANIFEST_NAME}", f"{base}/train/*", f"{base}/validation/*"])
+    found = [m.path for result in existing for m in result.metadata_list]
+    if found and not overwrite:
+        raise UsageError(
+            f"{output!r} already holds an extraction ({found[0]}); pass --overwrite to replace it."
+        )
+    probe = f"{base}/.terrabeam-write-test"
+    try:
+        if "://" not in base:
+            import os
+
+            os.makedirs(base, exist_ok=True)
+        with FileSystems.create(probe) as f:
+            f.write(b"ok")
+        FileSystems.delete([probe])
+        if found:
+            FileSystems.delete(found)
+    except Exception as e:
+        raise UsageError(f"Output {output!r} is not writable: {e}") from None
+
+
+def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob) -> None:
+    """Sample -> reshuffle points -> fetch+encode+split -> write shards, dead letters, manifest."""
+    suffix = COMPRESSION_SUFFIX[job.compression]
+    compression = "gzip" if job.compression == "gzip" else "uncompressed"
+    points = (
+        pipeline
+        | "Regions" >> beam.Create(job.regions)
+        | "StratifiedSample"
+        >> beam.FlatMap(
+            sample_points,
+            job.labels.paths[0],
+            job.points_per_class,
+            job.seed,
+            job.classes,
+            job.strata_band,
+            job.strata_edges,
+        )
+        # Spread the points (not the patches) over workers.
+        | "SpreadPoints" >> beam.Reshuffle()
+    )
+    fetched = points | "FetchPatches" >> beam.ParDo(
+        FetchPatches(
+            job.inputs,
+            job.labels,
+            job.label_band,
+            job.schema,
+            job.grid,
+            job.split,
+            len(CLASS_NAMES),
+            job.pad_edges,
+            job.retry,
+        )
+    ).with_outputs(*SPLITS, ERRORS, STATS)
+    written = {
+        split: fetched[split]
+        | f"Write{split.title()}"
+        >> beam.io.WriteToTFRecord(
+            f"{job.output}/{split}/data",
+            file_name_suffix=suffix,
+            compression_type=compression,
+        )
+        for split in SPLITS
+    }
+    error_files = fetched[ERRORS] | "WriteErrors" >> beam.io.WriteToText(
+        f"{job.output}/errors/errors", file_name_suffix=".jsonl", num_shards=1
+    )
+    error_count = fetched[ERRORS] | "CountErrors" >> beam.combiners.Count.Globally()
+    stats = fetched[STATS] | "SumStats" >> beam.CombinePerKey(SumArrays())
+    _ = (
+        pipeline
+        | "ManifestTrigger" >> beam.Create([None])
+        | "WriteManifest"
+        >> beam.Map(
+            _write_manifest,
+            job,
+            AsList(written["train"]),
+            AsList(written["validation"]),
+            AsList(error_files),
+            AsSingleton(error_count),
+            AsDict(stats),
+        )
+    )
+
+
+def _write_manifest(
+    _, job: ExtractJob, train_files, validation_files, error_files, error_count, stats
+) -> str:
+    num_classes = len(CLASS_NAMES)
+    split_stats = {
+        split: {"patches_per_class": s[:num_classes].tolist(), "pixels_per_class": s[num_classes:].tolist()}
+        for split, s in stats.items()
+    }
+    manifest = build_manifest(
+        schema=job.schema,
+        classes=CLASS_NAMES,
+        crs=job.grid.crs,
+        scale=job.grid.scale,
+        compression="GZIP" if job.compression == "gzip" else "NONE",
+        split_files={"train": train_files, "validation": validation_files},
+        split_stats=split_stats,
+        error_count=error_count,
+        error_files=error_files if error_count else [],
+        source=job.source,
+        options=job.options,
+    )
+    path = write_manifest(job.output, manifest)
+    logging.info("Wrote %s: %s", path, {s: manifest["splits"][s]["patches"] for s in SPLITS})
+    return path
+
+
+def label_raster_alias(argv: Sequence[str]) -> list[str]:
+    """Accept `--labels PATH` for the label raster.
+
+    Beam's Google Cloud options already own `--labels` (Dataflow job labels, always `key=value`), so the
+    typed option is `--label-raster`; a `--labels` value without "=" is taken as the label raster.
+    """
+    args = list(argv)
+    for i, arg in enumerate(args):
+        if arg == "--labels" and i + 1 < len(args) and "=" not in args[i + 1]:
+            args[i] = "--label-raster"
+        elif arg.startswith("--labels=") and "=" not in arg[len("--labels=") :]:
+            args[i] = "--label-raster=" + arg[len("--labels=") :]
+    return args
+
+
+def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> None:
+    """Parse flags, validate, run the pipeline to completion."""
+    options = PipelineOptions(label_raster_alias(argv or []))
+    options.view_as(SetupOptions).save_main_session = save_main_session
+    job = validate(options.view_as(ExtractOptions))
+    with beam.Pipeline(options=options) as pipeline:
+        build_pipeline(pipeline, job)
+    print(f"Extraction written to {job.output} (manifest: {job.output}/{MANIFEST_NAME})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.getLogger().setLevel(logging.WARNING)
+    try:
+        run(argv if argv is not None else sys.argv[1:])
+    except (UsageError, SourceError, RegionsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""Extraction transforms: points -> patches -> records, with retries and a dead-letter output.
+
+`FetchPatches` fuses fetch, encode and split for each point, so the ~1 MB pixel arrays never cross a
+Beam stage boundary; only the encoded record bytes move on to the writer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam import pvalue
+from apache_beam.metrics import Metrics
+from retry.api import retry_call
+
+from transforms.grid import GridSpec
+from transforms.sampling import Point, Region, sample_region
+from transforms.schema import LABEL_NODATA, META_ID, META_LAT, META_LON, META_PADDED, META_REGION, PatchSchema
+from transforms.sources import LocalRasterSource, Resampling, SourceError, TransientSourceError
+from transforms.split import TRAIN, VALIDATION, block_split_of, split_of
+
+ERRORS = "errors"
+STATS = "stats"
+
+
+class PatchError(Exception):
+    """A point whose patch cannot be made (off the raster edge, no labelled pixel)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitConfig:
+    """How points are divided: by point-id hash, or by hash of spatial blocks of `block_size`."""
+
+    validation_fraction: float = 0.1
+    block_size: float = 0.0  # CRS units; 0 means a per-point split
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation fraction must be in [0, 1), got {self.validation_fraction}.")
+        if self.block_size < 0:
+            raise ValueError(f"split block size must be >= 0, got {self.block_size}.")
+
+    def split_of(self, point: Point) -> str:
+        if self.block_size:
+            return block_split_of(point.x, point.y, self.block_size, self.validation_fraction)
+        return split_of(point.id, self.validation_fraction)
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryConfig:
+    """Exponential backoff with jitter for transient source failures."""
+
+    attempts: int = 5
+    delay: float = 0.5
+    backoff: float = 2.0
+    max_delay: float = 30.0
+
+    def call(self, fn, *args, **kwargs):
+        return retry_call(
+            fn,
+            fargs=args,
+            fkwargs=kwargs,
+            exceptions=TransientSourceError,
+            tries=self.attempts,
+            delay=self.delay,
+            backoff=self.backoff,
+            max_delay=self.max_delay,
+            jitter=(0, self.delay),
+            logger=None,
+        )
+
+
+def sample_points(
+    region: Region,
+    labels_path: str,
+    points_per_class: int,
+    seed: int,
+    classes: Sequence[int] | None = None,
+    strata_band: tuple[str, int] | None = None,
+    strata_edges: Sequence[float] = (),
+) -> list[Point]:
+    """Beam-friendly wrapper of `sample_region` that counts points per region."""
+    points = sample_region(
+        region,
+        labels_path,
+        points_per_class,
+        seed,
+        classes=classes,
+        strata_band=strata_band,
+        strata_edges=strata_edges,
+    )
+    Metrics.counter("extract", "points_sampled").inc(len(points))
+    return points
+
+
+def dead_letter(point: Point, stage: str, error: BaseException) -> str:
+    """A JSON line that keeps everything needed to retry the point later."""
+    return json.dumps(
+        {
+            "stage": stage,
+            "error_type": type(error).__name__,
+            "error": str(error),
+            "point": dataclasses.asdict(point),
+        },
+        sort_keys=True,
+    )
+
+
+def make_record(
+    point: Point,
+    inputs: LocalRasterSource,
+    labels: LocalRasterSource,
+    label_band: str,
+    schema: PatchSchema,
+    grid: GridSpec,
+    pad_edges: bool,
+    retry: RetryConfig,
+) -> tuple[bytes, np.ndarray]:
+    """Fetch and encode one patch; returns the record and its label patch (for statistics)."""
+    x, y = (point.x, point.y) if point.crs == grid.crs else _reproject_point(point, grid.crs)
+    patch_grid = grid.patch_around(x, y, schema.patch_size)
+    image = retry.call(inputs.read, patch_grid, schema.bands)
+    label = retry.call(
+        labels.read,
+        patch_grid,
+        [label_band],
+        fill=LABEL_NODATA,
+        dtype="uint8",
+        resampling=Resampling.nearest,
+    )
+    padded = image.padded or label.padded
+    if padded and not pad_edges:
+        raise PatchError(
+            f"the {schema.patch_size}x{schema.patch_size} patch around ({x:.1f}, {y:.1f}) runs off the "
+            "raster edge; keep such points padded with --pad-edges, or move the region inwards"
+        )
+    label_patch = label.pixels[..., 0]
+    if not (label_patch != LABEL_NODATA).any():
+        raise PatchError("the patch holds no labelled pixel")
+    metadata = {
+        META_ID: point.id,
+        META_LON: point.lon,
+        META_LAT: point.lat,
+        META_REGION: point.region,
+        META_PADDED: int(padded),
+    }
+    return schema.encode(image.pixels, label_patch, metadata), label_patch
+
+
+def _reproject_point(point: Point, crs: str) -> tuple[float, float]:
+    from rasterio.warp import transform
+
+    xs, ys = transform(point.crs, crs, [point.x], [point.y])
+    return xs[0], ys[0]
+
+
+class FetchPatches(beam.DoFn):
+    """Point -> encoded record on the TRAIN or VALIDATION output; failures to ERRORS; counts to STATS."""
+
+    def __init__(
+        self,
+        inputs: LocalRasterSource,
+        labels: LocalRasterSource,
+        label_band: str,
+        schema: PatchSchema,
+        grid: GridSpec,
+        split: SplitConfig,
+        num_classes: int,
+        pad_edges: bool = False,
+        retry: RetryConfig | None = None,
+    ) -> None:
+        self.inputs = inputs
+        self.labels = labels
+        self.label_band = label_band
+        self.schema = schema
+        self.grid = grid
+        self.split = split
+        self.num_classes = num_classes
+        self.pad_edges = pad_edges
+        self.retry = retry or RetryConfig()
+        self.failed = Metrics.counter("extract", "patches_failed")
+        self.written = Metrics.counter("extract", "patches_encoded")
+
+    def setup(self) -> None:
+        random.seed()  # jitter must differ between workers
+
+    def process(self, point: Point) -> Iterator[Any]:
+        try:
+            record, label = make_record(
+                point,
+                self.inputs,
+                self.labels,
+                self.label_band,
+                self.schema,
+                self.grid,
+                self.pad_edges,
+                self.retry,
+            )
+        except (SourceError, TransientSourceError, PatchError, ValueError) as e:
+            self.failed.inc()
+            yield pvalue.TaggedOutput(ERRORS, dead_letter(point, "fetch", e))
+            return
+        split = self.split.split_of(point)
+        self.written.inc()
+        yield pvalue.TaggedOutput(split, record)
+        yield pvalue.TaggedOutput(STATS, (split, patch_stats(point.label, label, self.num_classes)))
+
+    def teardown(self) -> None:
+        self.inputs.close()
+        self.labels.close()
+
+
+def patch_stats(centre_class: int, label: np.ndarray, num_classes: int) -> np.ndarray:
+    """[patches per class (one-hot of the centre class) | labelled pixels per class]."""
+    stats = np.zeros(2 * num_classes, dtype=np.int64)
+    if 0 <= centre_class < num_classes:
+        stats[centre_class] = 1
+    valid = label[label < num_classes]
+    stats[num_classes:] = np.bincount(valid.ravel(), minlength=num_classes)[:num_classes]
+    return stats
+
+
+class SumArrays(beam.CombineFn):
+    """Element-wise sum of equally shaped integer arrays."""
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, accumulator, element):
+        return element.copy() if accumulator is None else accumulator + element
+
+    def merge_accumulators(self, accumulators):
+        result = None
+        for acc in accumulators:
+            if acc is not None:
+                result = acc.copy() if result is None else result + acc
+        return result
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+SPLITS = (TRAIN, VALIDATION)

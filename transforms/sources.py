@@ -1,0 +1,248 @@
+"""Pixel sources: read named bands on an explicit `PixelGrid`.
+
+`LocalRasterSource` reads any GeoTIFF/COG that rasterio/GDAL opens (local paths, `gs://`, `/vsicurl/`
+...), one multi-band file or one file per band. When a file's grid matches the requested lattice it is a
+plain windowed read; otherwise GDAL's `WarpedVRT` reprojects onto the requested lattice first, so
+extraction and prediction see the same pixels whatever the source's own CRS and resolution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Sequence
+from pathlib import PurePosixPath
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+
+from transforms.grid import GridSpec, PixelGrid
+
+
+class SourceError(Exception):
+    """A permanent problem with a source (bad path, unknown band): retrying will not help."""
+
+
+class TransientSourceError(Exception):
+    """A failure worth retrying (a dropped connection, a throttled or unavailable remote store)."""
+
+
+_REMOTE_PREFIXES = ("gs://", "s3://", "http://", "https://", "/vsi")
+
+
+def is_remote(path: str) -> bool:
+    return path.startswith(_REMOTE_PREFIXES)
+
+
+@dataclasses.dataclass(frozen=True)
+class _BandRef:
+    path: str
+    index: int  # 1-based band index inside the file
+
+
+@dataclasses.dataclass
+class ReadResult:
+    """Pixels of one grid: `pixels` is (H, W, bands); `padded` says some fell outside the source."""
+
+    pixels: np.ndarray
+    padded: bool
+
+
+class LocalRasterSource:
+    """Named bands from one or more rasters. Picklable: file handles are reopened on each worker."""
+
+    def __init__(self, paths: Sequence[str], band_names: Sequence[str] | None = None) -> None:
+        if not paths:
+            raise SourceError("No input rasters given: pass at least one path with --inputs.")
+        self.paths = tuple(str(p) for p in paths)
+        self._explicit_names = tuple(band_names) if band_names else None
+        self._refs: dict[str, _BandRef] | None = None
+        self._datasets: dict[str, rasterio.DatasetReader] = {}
+        self._vrts: dict[tuple, WarpedVRT] = {}
+
+    def __getstate__(self) -> dict:
+        return {"paths": self.paths, "_explicit_names": self._explicit_names}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["paths"], state["_explicit_names"])
+
+    # --- opening and band names ---------------------------------------------------------------
+    def _open(self, path: str) -> rasterio.DatasetReader:
+        dataset = self._datasets.get(path)
+        if dataset is None:
+            try:
+                dataset = rasterio.open(path)
+            except RasterioIOError as e:
+                if is_remote(path):
+                    raise TransientSourceError(f"Could not open raster {path!r}: {e}") from e
+                hint = "" if os.path.exists(path) else " (no such file)"
+                raise SourceError(
+                    f"Cannot open raster {path!r}{hint}: {e}. Check the path and that the file is a "
+                    "GeoTIFF/COG or another format GDAL reads."
+                ) from e
+            if dataset.crs is None:
+                raise SourceError(f"Raster {path!r} has no CRS; georeference it (e.g. gdal_edit.py -a_srs).")
+            self._datasets[path] = dataset
+        return dataset
+
+    @property
+    def band_refs(self) -> dict[str, _BandRef]:
+        if self._refs is None:
+            names: list[tuple[str, _BandRef]] = []
+            for path in self.paths:
+                dataset = self._open(path)
+                stem = PurePosixPath(path).name.split(".")[0]
+                for i, description in enumerate(dataset.descriptions, start=1):
+                    if description:
+                        name = description
+                    elif dataset.count == 1:
+                        name = stem
+                    else:
+                        name = f"{stem}_b{i}"
+                    names.append((name, _BandRef(path, i)))
+            if self._explicit_names is not None:
+                if len(self._explicit_names) != len(names):
+                    raise SourceError(
+                        f"--band-names gives {len(self._explicit_names)} names but the inputs hold "
+                        f"{len(names)} bands ({', '.join(n for n, _ in names)})."
+                    )
+                names = [(n, ref) for n, (_, ref) in zip(self._explicit_names, names)]
+            refs: dict[str, _BandRef] = {}
+            for name, ref in names:
+                if name in refs:
+                    raise SourceError(
+                        f"Band name {name!r} occurs in {refs[name].path!r} and {ref.path!r}; "
+                        "rename one with --band-names."
+                    )
+                refs[name] = ref
+            self._refs = refs
+        return self._refs
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        return tuple(self.band_refs)
+
+    def check_bands(self, bands: Sequence[str]) -> None:
+        missing = [b for b in bands if b not in self.band_refs]
+        if missing:
+            raise SourceError(
+                f"Band(s) {', '.join(missing)} not found in the inputs; available: {', '.join(self.bands)}."
+            )
+
+    def native_grid(self) -> tuple[str, object, int, int]:
+        """(CRS, affine transform, width, height) of the first raster."""
+        dataset = self._open(self.paths[0])
+        return dataset.crs.to_string(), dataset.transform, dataset.width, dataset.height
+
+    def footprint(self, crs: str) -> tuple[float, float, float, float]:
+        """Bounds covered by every input raster, in `crs`."""
+        boxes = [transform_bounds(self._open(p).crs, crs, *self._open(p).bounds) for p in self.paths]
+        return (
+            max(b[0] for b in boxes),
+            max(b[1] for b in boxes),
+            min(b[2] for b in boxes),
+            min(b[3] for b in boxes),
+        )
+
+    # --- reading ------------------------------------------------------------------------------
+    def read(
+        self,
+        grid: PixelGrid,
+        bands: Sequence[str],
+        *,
+        fill: float = 0.0,
+        dtype: str = "float32",
+        resampling: Resampling = Resampling.bilinear,
+    ) -> ReadResult:
+        """The bands on `grid` as (H, W, bands). Pixels outside the rasters or at nodata become `fill`."""
+        self.check_bands(bands)
+        out = np.full((grid.height, grid.width, len(bands)), fill, dtype=dtype)
+        padded = False
+        by_path: dict[str, list[tuple[int, int]]] = {}
+        for position, band in enumerate(bands):
+            ref = self.band_refs[band]
+            by_path.setdefault(ref.path, []).append((position, ref.index))
+        for path, wanted in by_path.items():
+            reader = self._reader_for(path, grid, resampling)
+            padded |= _read_into(reader, grid, wanted, out, fill)
+        return ReadResult(out, padded)
+
+    def _reader_for(self, path: str, grid: PixelGrid, resampling: Resampling):
+        dataset = self._open(path)
+        if _aligned(dataset, grid):
+            return dataset
+        spec = GridSpec(grid.crs, grid.transform[0], grid.transform[2], grid.transform[5])
+        key = (path, grid.crs, spec.scale, spec.origin_x % spec.scale, spec.origin_y % spec.scale, resampling)
+        vrt = self._vrts.get(key)
+        if vrt is None:
+            vrt = _warped_on_lattice(dataset, spec, resampling)
+            self._vrts[key] = vrt
+        return vrt
+
+    def close(self) -> None:
+        for vrt in self._vrts.values():
+            vrt.close()
+        for dataset in self._datasets.values():
+            dataset.close()
+        self._vrts.clear()
+        self._datasets.clear()
+
+
+def _aligned(dataset, grid: PixelGrid) -> bool:
+    """True when the grid's pixels are whole pixels of the dataset (same CRS, size, lattice)."""
+    t = dataset.transform
+    a, b, c, d, e, f = grid.transform
+    if b or d or t.b or t.d:
+        return False
+    if not (math.isclose(t.a, a, rel_tol=1e-9) and math.isclose(t.e, e, rel_tol=1e-9)):
+        return False
+    col, row = (c - t.c) / t.a, (f - t.f) / t.e
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return False
+    return dataset.crs == rasterio.crs.CRS.from_user_input(grid.crs)
+
+
+def _warped_on_lattice(dataset, spec: GridSpec, resampling: Resampling) -> WarpedVRT:
+    """A WarpedVRT of the whole dataset on the lattice `spec`, so each patch is a window read."""
+    left, bottom, right, top = transform_bounds(dataset.crs, spec.crs, *dataset.bounds, densify_pts=21)
+    col0, row0 = spec.pixel_of(left, top)
+    col1, row1 = spec.pixel_of(right, bottom)
+    window = spec.window(col0, row0, col1 - col0 + 1, row1 - row0 + 1)
+    return WarpedVRT(
+        dataset,
+        crs=spec.crs,
+        transform=window.affine,
+        width=window.width,
+        height=window.height,
+        resampling=resampling,
+    )
+
+
+def _read_into(reader, grid: PixelGrid, wanted: list[tuple[int, int]], out: np.ndarray, fill: float) -> bool:
+    """Read the grid's window from `reader` into `out[..., positions]`; True when clipped at an edge."""
+    t = reader.transform
+    col = round((grid.transform[2] - t.c) / t.a)
+    row = round((grid.transform[5] - t.f) / t.e)
+    c0, r0 = max(col, 0), max(row, 0)
+    c1, r1 = min(col + grid.width, reader.width), min(row + grid.height, reader.height)
+    padded = c0 != col or r0 != row or c1 != col + grid.width or r1 != row + grid.height
+    if c1 <= c0 or r1 <= r0:
+        return True
+    indexes = [index for _, index in wanted]
+    try:
+        block = reader.read(
+            indexes, window=Window(c0, r0, c1 - c0, r1 - r0), masked=reader.nodata is not None
+        )
+    except RasterioIOError as e:
+        raise TransientSourceError(f"Read failed on {reader.name!r}: {e}") from e
+    if np.ma.isMaskedArray(block):
+        block = block.filled(fill)
+    positions = [position for position, _ in wanted]
+    out[r0 - row : r1 - row, c0 - col : c1 - col, positions] = np.moveaxis(block, 0, -1)
+    return padded
