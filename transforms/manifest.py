@@ -103,8 +103,14 @@ def read_manifest(data_dir: str) -> dict[str, Any]:
     for key in ("bands", "patch_size", "classes", "splits"):
         if not manifest.get(key):
             raise ManifestError(f"Manifest {path!r} has no {key!r}; re-run the extraction.")
+
+    def absolute(f: str) -> str:
+        return f if "://" in f or f.startswith("/") else f"{base}/{f}"
+
     for split in manifest["splits"].values():
-        split["files"] = [f if "://" in f or f.startswith("/") else f"{base}/{f}" for f in split["files"]]
+        split["files"] = [absolute(f) for f in split["files"]]
+    errors = manifest.setdefault("errors", {"count": 0, "files": []})
+    errors["files"] = [absolute(f) for f in errors.get("files", [])]
     return manifest
 
 

@@ -164,7 +164,7 @@ def sample_region(
         return []
     flat = np.concatenate(list(chosen.values()))
     rows, cols = np.unravel_index(flat, labels.shape)
-    xs, ys = transform * (cols + 0.5, rows + 0.5)
+    xs, ys = transform @ (cols + 0.5, rows + 0.5)
     lons, lats = transform_coords(crs, "EPSG:4326", list(xs), list(ys))
     points = []
     for row, col, x, y, lon, lat in zip(rows, cols, xs, ys, lons, lats):
