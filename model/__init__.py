@@ -1,0 +1,1 @@
+"""Training, evaluation and export of land-cover models (see model/README.md for the model folder)."""
