@@ -1,0 +1,1 @@
+"""Beam pipelines and the data they run on by default."""
