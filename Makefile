@@ -19,7 +19,7 @@ $(STAMP): requirements.txt setup.py
 install: $(STAMP) ## Create .venv with the pinned dependencies and terrabeam itself
 
 demo: $(STAMP) ## Run the main job on the generated demo scene (output in out/demo)
-	$(PY) -m pipelines.extract --output out/demo/data
+	$(PY) -m pipelines.extract --output out/demo/data --overwrite
 
 test: $(STAMP) ## Run the test suite
 	$(PY) -m pytest -q -ra
