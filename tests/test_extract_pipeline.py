@@ -217,3 +217,18 @@ def test_multiprocessing_direct_runner(extracted, tiny_scene, tmp_path):
         got = sorted(r["point_id"] for r in read_records(manifest["splits"][split]["files"], manifest))
         want = sorted(r["point_id"] for r in read_records(reference["splits"][split]["files"], reference))
         assert got == want
+
+
+@pytest.mark.slow
+def test_no_arguments_uses_the_demo_scene(tmp_path, monkeypatch):
+    """The embedded default: the generated demo scene, all 14 bands, 128-pixel patches, every class."""
+    monkeypatch.setenv("TERRABEAM_CACHE", str(tmp_path / "cache"))
+    assert main(["--output", str(tmp_path / "demo"), "--points-per-class", "3"]) == 0
+    manifest = read_manifest(str(tmp_path / "demo"))
+    assert manifest["source"]["kind"] == "demo"
+    assert len(manifest["bands"]) == 14 and manifest["bands"][-1] == "elevation"
+    assert manifest["patch_size"] == 128 and manifest["crs"].startswith("EPSG:326")
+    counts = {
+        c: sum(s["patches_per_class"][c] for s in manifest["splits"].values()) for c in manifest["classes"]
+    }
+    assert all(n >= 3 for n in counts.values()), counts
