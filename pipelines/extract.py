@@ -24,6 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.pvalue import AsDict, AsList, AsSingleton
 
+from pipelines.options import unknown_flags_message
 from transforms.classes import CLASS_NAMES
 from transforms.extract import (
     ERRORS,
@@ -476,6 +477,9 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> N
     """Parse flags, validate, run the pipeline to completion."""
     options = PipelineOptions(label_raster_alias(argv or []))
     options.view_as(SetupOptions).save_main_session = save_main_session
+    problem = unknown_flags_message(options)
+    if problem:
+        raise UsageError(problem)
     job = validate(options.view_as(ExtractOptions))
     with beam.Pipeline(options=options) as pipeline:
         build_pipeline(pipeline, job)

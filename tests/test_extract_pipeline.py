@@ -232,3 +232,8 @@ def test_no_arguments_uses_the_demo_scene(tmp_path, monkeypatch):
         c: sum(s["patches_per_class"][c] for s in manifest["splits"].values()) for c in manifest["classes"]
     }
     assert all(n >= 3 for n in counts.values()), counts
+
+
+def test_misspelt_option_is_reported_not_ignored(tiny_scene, tmp_path, capsys):
+    assert extract(tiny_scene, tmp_path / "o", "--points-per-clas", "3") == 2
+    assert "--points-per-clas (did you mean --points-per-class?)" in capsys.readouterr().err

@@ -1,0 +1,35 @@
+"""Helpers shared by the Beam entry points' option handling."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+
+def unknown_flags(options: PipelineOptions) -> list[str]:
+    """Flags no registered option class knows (Beam would only log and drop them)."""
+    beam_logger = logging.getLogger("apache_beam.options.pipeline_options")
+    level = beam_logger.level
+    beam_logger.setLevel(logging.ERROR)  # we report unknown flags ourselves, with suggestions
+    try:
+        every = options.get_all_options(retain_unknown_options=True)
+        known = options.get_all_options()
+    finally:
+        beam_logger.setLevel(level)
+    return sorted(set(every) - set(known))
+
+
+def unknown_flags_message(options: PipelineOptions) -> str | None:
+    """A message naming each unknown flag and the closest known one, or None when all are known."""
+    unknown = unknown_flags(options)
+    if not unknown:
+        return None
+    known = list(options.get_all_options())
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean --{close[0].replace('_', '-')}?)" if close else ""
+        parts.append(f"--{name.replace('_', '-')}{hint}")
+    return f"Unknown option(s): {', '.join(parts)}. Run with --help to list the options."
