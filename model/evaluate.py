@@ -1,0 +1,164 @@
+"""Evaluation: pixel confusion matrix, accuracy and IoU on a split, and a confusion-matrix picture.
+
+    python -m model.evaluate --model out/demo/model --data out/demo/data [--split validation]
+
+Counts every usable pixel (label not NODATA, not masked) of the split; in classification mode every
+usable patch. IoU of class c = TP / (TP + FP + FN); the mean IoU averages the classes that occur in
+the labels or the predictions (a class absent from both has no IoU, reported as null).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model.errors import ModelError
+from transforms.classes import palette_rgb
+from transforms.schema import LABEL_NODATA
+
+
+def confusion_matrix(model: keras.Model, batches: tf.data.Dataset, num_classes: int) -> np.ndarray:
+    """(num_classes, num_classes) counts, rows = label, columns = prediction, over usable pixels."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    predict = tf.function(lambda x: tf.argmax(model(x, training=False), axis=-1, output_type=tf.int32))
+    for element in batches:
+        inputs, labels = element[0], element[1]
+        predicted = predict(inputs).numpy()
+        labels = labels.numpy()
+        usable = (labels != LABEL_NODATA) & (labels >= 0) & (labels < num_classes)
+        matrix += np.bincount(
+            labels[usable] * num_classes + predicted[usable], minlength=num_classes**2
+        ).reshape(num_classes, num_classes)
+    return matrix
+
+
+def summarize(matrix: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """Overall accuracy, per-class IoU / precision / recall, mean IoU, and the matrix itself."""
+    matrix = np.asarray(matrix, np.int64)
+    tp = np.diag(matrix).astype(np.float64)
+    support = matrix.sum(axis=1)
+    predicted = matrix.sum(axis=0)
+    union = support + predicted - tp
+    total = int(matrix.sum())
+
+    def ratio(num: np.ndarray, den: np.ndarray) -> list[float | None]:
+        return [round(float(n / d), 6) if d else None for n, d in zip(num, den)]
+
+    iou = ratio(tp, union)
+    present = [v for v in iou if v is not None]
+    return {
+        "pixels": total,
+        "overall_accuracy": round(float(tp.sum() / total), 6) if total else None,
+        "mean_iou": round(float(np.mean(present)), 6) if present else None,
+        "per_class_iou": dict(zip(classes, iou)),
+        "per_class_precision": dict(zip(classes, ratio(tp, predicted))),
+        "per_class_recall": dict(zip(classes, ratio(tp, support))),
+        "per_class_support": {c: int(n) for c, n in zip(classes, support)},
+        "classes": list(classes),
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: str, title: str = "") -> None:
+    """A PNG of the matrix: cells shaded by row share (recall), counts written in, class colours on the axes."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    matrix = np.asarray(matrix, np.int64)
+    n = len(classes)
+    cell, left, top, margin = 56, 170, 170, 20
+    width, height = left + n * cell + margin, top + n * cell + margin + 24
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    palette = palette_rgb()
+    draw.text((margin, margin), title or "Confusion matrix (pixels)", fill="black", font=font)
+    draw.text((margin, margin + 16), "rows: label   columns: prediction", fill="gray", font=font)
+    rows = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
+    for i, name in enumerate(classes):
+        colour = tuple(palette[i % len(palette)])
+        y = top + i * cell
+        draw.rectangle([left - 14, y + cell // 2 - 5, left - 4, y + cell // 2 + 5], fill=colour)
+        draw.text((margin, y + cell // 2 - 6), name, fill="black", font=font)
+        # Column headings, written sideways so that long class names fit.
+        label = Image.new("RGB", (top - 50, 14), "white")
+        ImageDraw.Draw(label).text((0, 0), name, fill="black", font=font)
+        x = left + i * cell
+        image.paste(label.rotate(90, expand=True), (x + cell // 2 - 7, 50))
+        draw.rectangle([x + cell // 2 - 5, top - 14, x + cell // 2 + 5, top - 4], fill=colour)
+        for j in range(n):
+            level = int(255 * (1 - share[i, j]))
+            fill = (level, level, 255) if i != j else (level, 255, level)
+            x0, y0 = left + j * cell, top + i * cell
+            draw.rectangle([x0, y0, x0 + cell, y0 + cell], fill=fill, outline=(200, 200, 200))
+            text = str(int(matrix[i, j]))
+            draw.text((x0 + 4, y0 + cell // 2 - 6), text, fill="black" if level > 110 else "white", font=font)
+    accuracy = np.trace(matrix) / matrix.sum() if matrix.sum() else 0.0
+    draw.text((left, top + n * cell + 6), f"overall accuracy {accuracy:.3f}", fill="black", font=font)
+    with tf.io.gfile.GFile(path, "wb") as f:
+        image.save(f, format="PNG")
+
+
+def write_metrics(metrics: Mapping[str, Any], path: str) -> None:
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(json.dumps(metrics, indent=2) + "\n")
+
+
+def evaluate_model_dir(model_dir: str, data: str, split: str = "validation", batch_size: int = 16) -> dict:
+    """Evaluate a trained model folder on a split of an extraction (bands and classes must match)."""
+    from model.dataset import (
+        PatchReader,
+        check_data_matches_model,
+        load_data_manifest,
+        make_batches,
+        manifest_compression,
+        read_patches,
+    )
+    from model.export import load_keras_model, load_model_metadata
+
+    info = load_model_metadata(model_dir)
+    manifest = load_data_manifest(data)
+    schema = check_data_matches_model(info, manifest)
+    files = manifest["splits"].get(split, {}).get("files", [])
+    if not files:
+        raise ModelError(
+            f"The data at {data!r} has no {split!r} split; choose one of {list(manifest['splits'])}."
+        )
+    model = load_keras_model(model_dir)
+    reader = PatchReader(schema, len(info["classes"]), mode=info["mode"])
+    patches = read_patches(files, reader, compression=manifest_compression(manifest))
+    batches = make_batches(patches, batch_size=batch_size)
+    return summarize(confusion_matrix(model, batches, len(info["classes"])), info["classes"])
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, help="Model folder written by `python -m model.train`.")
+    parser.add_argument("--data", required=True, help="Folder with manifest.json (local or gs://).")
+    parser.add_argument("--split", default="validation", help="Split of the manifest to evaluate on.")
+    parser.add_argument("--output", default=None, help="Write the metrics JSON here (default: stdout only).")
+    args = parser.parse_args(argv)
+    try:
+        metrics = evaluate_model_dir(args.model, args.data, args.split)
+    except ModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.output:
+        write_metrics(metrics, args.output)
+    print(
+        json.dumps(
+            {k: metrics[k] for k in ("pixels", "overall_accuracy", "mean_iou", "per_class_iou")}, indent=2
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())
