@@ -1,0 +1,228 @@
+"""Training end to end on a tiny synthetic extraction, and the model folder it writes.
+
+One module-scoped run trains a tiny U-Net for two epochs; the tests read what it wrote. The exported
+SavedModels are loaded with `tf.saved_model.load` only, and Earth Engine's side of the EE-ified model
+is written here from TensorFlow's own protobuf API, not with project code.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from model import evaluate, train
+from model.architecture import build_model
+from model.errors import IncompatibleDataError, ModelNotFoundError
+from model.export import export_model, load_keras_model, load_model_metadata
+from model.synthetic import write_synthetic_extraction
+from transforms.schema import LABEL_NODATA
+
+pytestmark = pytest.mark.slow
+
+CLASSES = ("water", "trees", "built")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> str:
+    return write_synthetic_extraction(tmp_path_factory.mktemp("data"), classes=CLASSES)
+
+
+@pytest.fixture(scope="module")
+def model_dir(data, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("model")
+    config = train.TrainConfig(data=data, output=str(output), epochs=2, filters=4, batch_size=8, verbose=0)
+    train.train(config)
+    return output
+
+
+def _sample(height: int = 24, width: int = 20, count: int = 2) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    return rng.uniform(500, 3000, (count, height, width, 3)).astype(np.float32)
+
+
+def test_a_few_training_steps_reduce_the_loss(data):
+    keras.utils.set_random_seed(0)
+    manifest = train.load_data_manifest(data)
+    reader = train.PatchReader(train.manifest_schema(manifest), 3)
+    patches = train.read_patches(manifest["splits"]["train"]["files"], reader, compression="GZIP")
+    stats = train.scan_statistics(patches, 3, 3)
+    x, y, w = next(iter(train.make_batches(patches, batch_size=16, class_weights=[1.0, 1.0, 1.0])))
+    model = build_model("unet", 3, 3, filters=4, mean=stats.mean, variance=stats.variance)
+    model.compile(
+        keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(ignore_class=LABEL_NODATA)
+    )
+    losses = [float(model.train_on_batch(x, y, sample_weight=w)) for _ in range(15)]
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_model_folder_follows_the_contract(model_dir, data):
+    for name in (
+        "model.json",
+        "metrics.json",
+        "confusion_matrix.png",
+        "earthengine.json",
+        "keras/model.keras",
+    ):
+        assert (model_dir / name).is_file(), name
+    for name in ("saved_model", "eeified"):
+        assert (model_dir / name / "saved_model.pb").is_file(), name
+    info = load_model_metadata(str(model_dir))
+    assert info["format"] == "terrabeam-model/1"
+    assert info["mode"] == "segmentation"
+    assert info["bands"] == ["b1", "b2", "b3"]
+    assert info["classes"] == list(CLASSES)
+    assert info["patch_size"] == 16
+    assert (info["crs"], info["scale"]) == ("EPSG:32632", 10.0)
+    assert info["receptive_field"] == 44
+    assert info["architecture"].startswith("unet")
+    assert 0.0 <= info["metrics"]["mean_iou"] <= 1.0
+    assert info["training"]["epochs_run"] == 2
+
+
+def test_metrics_cover_every_usable_validation_pixel(model_dir):
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    # 16 validation patches, one fully masked, 3 unlabelled pixels in each of the others.
+    assert metrics["pixels"] == 15 * (16 * 16 - 3)
+    matrix = np.array(metrics["confusion_matrix"])
+    assert matrix.shape == (3, 3) and matrix.sum() == metrics["pixels"]
+    assert metrics["overall_accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum(), abs=1e-6)
+    assert set(metrics["per_class_iou"]) == set(CLASSES)
+    ious = [v for v in metrics["per_class_iou"].values() if v is not None]
+    assert metrics["mean_iou"] == pytest.approx(np.mean(ious), abs=1e-6)
+    with Image.open(model_dir / "confusion_matrix.png") as png:
+        assert png.format == "PNG" and png.size[0] > 200
+
+
+def test_training_history_shows_progress(model_dir):
+    history = json.loads((model_dir / "history.json").read_text())
+    assert len(history["loss"]) == 2 and history["loss"][1] < history["loss"][0]
+    assert "val_loss" in history and "val_mean_iou" in history
+
+
+def test_saved_model_matches_the_keras_model_on_any_tile_size(model_dir):
+    keras_model = load_keras_model(str(model_dir))
+    serving = tf.saved_model.load(str(model_dir / "saved_model")).signatures["serving_default"]
+    assert list(serving.structured_input_signature[1]) == ["image"]
+    assert list(serving.structured_outputs) == ["probabilities"]
+    for height, width in ((16, 16), (40, 28)):  # trained on 16x16
+        x = _sample(height, width)
+        out = serving(image=tf.constant(x))["probabilities"].numpy()
+        assert out.shape == (2, height, width, 3)
+        np.testing.assert_allclose(out, keras_model.predict(x, verbose=0), atol=1e-5)
+
+
+def _ee_encode(array: np.ndarray) -> str:
+    """What Earth Engine sends for one tile: web-safe Base64 of a serialized TensorProto."""
+    return base64.urlsafe_b64encode(tf.make_tensor_proto(array).SerializeToString()).decode("ascii")
+
+
+def _ee_decode(text: bytes) -> np.ndarray:
+    proto = tf.make_tensor_proto(0.0)
+    proto.ParseFromString(base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4)))
+    return tf.make_ndarray(proto)
+
+
+def test_eeified_model_round_trips_earth_engine_payloads(model_dir):
+    keras_model = load_keras_model(str(model_dir))
+    serving = tf.saved_model.load(str(model_dir / "eeified")).signatures["serving_default"]
+    assert list(serving.structured_input_signature[1]) == ["array"]
+    x = _sample(32, 32)
+    expected = keras_model.predict(x, verbose=0)
+    for dtype in (np.float32, np.float64, np.int16):  # what toArray() of float / double / int bands sends
+        tiles = x.astype(dtype)
+        out = serving(array=tf.constant([_ee_encode(t) for t in tiles]))
+        decoded = np.stack([_ee_decode(s) for s in out["probabilities"].numpy()])
+        assert decoded.dtype == np.float32 and decoded.shape == (2, 32, 32, 3)
+        reference = (
+            expected if dtype != np.int16 else keras_model.predict(tiles.astype(np.float32), verbose=0)
+        )
+        np.testing.assert_allclose(decoded, reference, atol=1e-5)
+
+
+def test_earthengine_json_matches_the_eeified_model(model_dir):
+    config = json.loads((model_dir / "earthengine.json").read_text())
+    info = load_model_metadata(str(model_dir))
+    args = config["fromVertexAi"]
+    border = math.ceil(info["receptive_field"] / 2)
+    assert args["inputOverlapSize"] == [2 * border, 2 * border]
+    assert args["inputTileSize"][0] > args["inputOverlapSize"][0]
+    assert args["proj"] == {"crs": info["crs"], "scale": info["scale"]}
+    assert args["fixInputProj"] is True and args["payloadFormat"] == "SERIALIZED_TF_TENSORS"
+    serving = tf.saved_model.load(str(model_dir / "eeified")).signatures["serving_default"]
+    assert list(args["outputBands"]) == list(serving.structured_outputs)
+    assert config["inputBands"] == info["bands"]
+
+
+def test_evaluate_cli_scores_a_model_folder(model_dir, data, capsys):
+    assert evaluate.run(["--model", str(model_dir), "--data", data]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    stored = json.loads((model_dir / "metrics.json").read_text())
+    assert printed["mean_iou"] == pytest.approx(stored["mean_iou"], abs=1e-6)
+
+
+def test_continuing_from_a_model_needs_the_same_bands(model_dir, tmp_path):
+    other = write_synthetic_extraction(tmp_path / "data", bands=("b1", "b2", "b4"), classes=CLASSES)
+    config = train.TrainConfig(data=other, output=str(tmp_path / "m"), init_model=str(model_dir), verbose=0)
+    with pytest.raises(IncompatibleDataError, match=r"expects bands \['b1', 'b2', 'b3'\]"):
+        train.train(config)
+
+
+def test_cli_reports_bad_input_with_status_2(tmp_path, data, capsys):
+    assert train.run(["--data", str(tmp_path), "--output", str(tmp_path / "m")]) == 2
+    assert "error: No readable manifest" in capsys.readouterr().err
+    manifest = json.loads((Path(data) / "manifest.json").read_text())
+    manifest["classes"] = []
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert train.run(["--data", str(tmp_path), "--output", str(tmp_path / "m")]) == 2
+    assert "has no 'classes'" in capsys.readouterr().err
+    assert train.run(["--data", data, "--epochs", "0"]) == 2
+    assert "--epochs must be at least 1" in capsys.readouterr().err
+
+
+def test_records_that_do_not_match_the_manifest_are_explained(tmp_path, data):
+    manifest = json.loads((Path(data) / "manifest.json").read_text())
+    manifest["patch_size"] = 32
+    manifest["splits"] = {
+        s: {**v, "files": [str(Path(data) / f) for f in v["files"]]} for s, v in manifest["splits"].items()
+    }
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    config = train.TrainConfig(data=str(tmp_path), output=str(tmp_path / "m"), verbose=0)
+    with pytest.raises(IncompatibleDataError, match="do not match the manifest's schema"):
+        train.train(config)
+
+
+def test_metadata_and_export_errors_are_explained(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="No readable model metadata"):
+        load_model_metadata(str(tmp_path))
+    model = build_model("minimal", 3, 2, filters=4)
+    metadata = {
+        "mode": "segmentation",
+        "classes": ["a", "b"],
+        "patch_size": 8,
+        "crs": "EPSG:4326",
+        "scale": 10,
+    }
+    with pytest.raises(ValueError, match="lacks \\['bands'\\]"):
+        export_model(model, str(tmp_path), metadata)
+    with pytest.raises(ValueError, match="metadata names 2 bands"):
+        export_model(model, str(tmp_path), {**metadata, "bands": ["x", "y"]})
+
+
+def test_classification_mode_trains_and_exports(data, tmp_path):
+    config = train.TrainConfig(
+        data=data, output=str(tmp_path), mode="classification", epochs=1, filters=4, batch_size=8, verbose=0
+    )
+    info = train.train(config)
+    assert info["mode"] == "classification" and info["architecture"].startswith("classifier")
+    assert info["receptive_field"] == 16  # the whole patch
+    serving = tf.saved_model.load(str(tmp_path / "saved_model")).signatures["serving_default"]
+    assert serving(image=tf.constant(_sample(16, 16)))["probabilities"].shape == (2, 1, 1, 3)
+    assert json.loads((tmp_path / "metrics.json").read_text())["pixels"] == 15
