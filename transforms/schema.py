@@ -83,17 +83,55 @@ class PatchSchema:
                 f"Patch has shape {inputs.shape}; the schema expects ({size}, {size}, {len(self.bands)}) "
                 f"for bands {list(self.bands)}."
             )
-        features: dict[str, bytes] = {}
-        planes = np.ascontiguousarray(np.moveaxis(inputs.astype("<f4", copy=False), -1, 0))
-        for name, plane in zip(self.bands, planes):
-            features[name] = float_feature(plane)
+        planes = np.moveaxis(inputs, -1, 0)  # free when `inputs` is a band-last view of band planes
+        features: list[tuple[str, memoryview | bytes]] = [
+            (name, _float_payload(plane)) for name, plane in zip(self.bands, planes)
+        ]
         if label is not None:
             if label.shape != (size, size):
                 raise ValueError(f"Label patch has shape {label.shape}; expected ({size}, {size}).")
-            features[self.label] = float_feature(label)
+            features.append((self.label, _float_payload(label)))
+        parts: list[bytes | memoryview] = []
+        total = 0
+        for name, payload in features:
+            total += _append_float_entry(parts, name, payload)
         for key, value in (metadata or {}).items():
-            features[key] = scalar_feature(value)
-        return encode_example(features)
+            entry = _field(
+                _TAG_1, _field(_TAG_1, key.encode("utf-8")) + _field(_TAG_2, scalar_feature(value))
+            )
+            parts.append(entry)
+            total += len(entry)
+        # One copy of the pixel bytes, in the final join.
+        return b"".join([_TAG_1, _varint(total), *parts])
+
+
+def _float_payload(values: np.ndarray) -> memoryview | bytes:
+    """Little-endian float32 bytes of `values`, without a copy when they already are."""
+    array = np.ascontiguousarray(values, dtype="<f4")
+    return memoryview(array).cast("B")
+
+
+def _append_float_entry(parts: list, name: str, payload: memoryview | bytes) -> int:
+    """Append the map entry {name: Feature(float_list=payload)} to `parts`; returns its length."""
+    n = len(payload)
+    float_list_len = 1 + len(_varint(n)) + n
+    feature_len = 1 + len(_varint(float_list_len)) + float_list_len
+    key = _field(_TAG_1, name.encode("utf-8"))
+    entry_len = len(key) + 1 + len(_varint(feature_len)) + feature_len
+    header = (
+        _TAG_1
+        + _varint(entry_len)
+        + key
+        + _TAG_2
+        + _varint(feature_len)
+        + _TAG_2
+        + _varint(float_list_len)
+        + _TAG_1
+        + _varint(n)
+    )
+    parts.append(header)
+    parts.append(payload)
+    return len(header) + n
 
 
 # --- Protobuf wire format -------------------------------------------------------------------------

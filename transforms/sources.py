@@ -65,6 +65,7 @@ class LocalRasterSource:
         self._refs: dict[str, _BandRef] | None = None
         self._datasets: dict[str, rasterio.DatasetReader] = {}
         self._vrts: dict[tuple, WarpedVRT] = {}
+        self._aligned: dict[tuple, bool] = {}
 
     def __getstate__(self) -> dict:
         return {"paths": self.paths, "_explicit_names": self._explicit_names}
@@ -160,9 +161,13 @@ class LocalRasterSource:
         dtype: str = "float32",
         resampling: Resampling = Resampling.bilinear,
     ) -> ReadResult:
-        """The bands on `grid` as (H, W, bands). Pixels outside the rasters or at nodata become `fill`."""
+        """The bands on `grid` as (H, W, bands). Pixels outside the rasters or at nodata become `fill`.
+
+        The array is a band-last view of band-first memory: GDAL reads band planes, and the record
+        encoder writes band planes, so neither side pays for a transposition.
+        """
         self.check_bands(bands)
-        out = np.full((grid.height, grid.width, len(bands)), fill, dtype=dtype)
+        out = np.empty((len(bands), grid.height, grid.width), dtype=dtype)
         padded = False
         by_path: dict[str, list[tuple[int, int]]] = {}
         for position, band in enumerate(bands):
@@ -171,11 +176,17 @@ class LocalRasterSource:
         for path, wanted in by_path.items():
             reader = self._reader_for(path, grid, resampling)
             padded |= _read_into(reader, grid, wanted, out, fill)
-        return ReadResult(out, padded)
+        return ReadResult(np.moveaxis(out, 0, -1), padded)
 
     def _reader_for(self, path: str, grid: PixelGrid, resampling: Resampling):
         dataset = self._open(path)
-        if _aligned(dataset, grid):
+        a, _, c, _, e, f = grid.transform
+        # Alignment depends only on the lattice, not on the window: decide once per lattice.
+        lattice = (path, grid.crs, a, e, c % a, f % e)
+        aligned = self._aligned.get(lattice)
+        if aligned is None:
+            aligned = self._aligned[lattice] = _aligned(dataset, grid)
+        if aligned:
             return dataset
         spec = GridSpec(grid.crs, grid.transform[0], grid.transform[2], grid.transform[5])
         key = (path, grid.crs, spec.scale, spec.origin_x % spec.scale, spec.origin_y % spec.scale, resampling)
@@ -225,24 +236,30 @@ def _warped_on_lattice(dataset, spec: GridSpec, resampling: Resampling) -> Warpe
 
 
 def _read_into(reader, grid: PixelGrid, wanted: list[tuple[int, int]], out: np.ndarray, fill: float) -> bool:
-    """Read the grid's window from `reader` into `out[..., positions]`; True when clipped at an edge."""
+    """Read the grid's window from `reader` into band planes `out[positions]`; True when clipped."""
     t = reader.transform
     col = round((grid.transform[2] - t.c) / t.a)
     row = round((grid.transform[5] - t.f) / t.e)
     c0, r0 = max(col, 0), max(row, 0)
     c1, r1 = min(col + grid.width, reader.width), min(row + grid.height, reader.height)
     padded = c0 != col or r0 != row or c1 != col + grid.width or r1 != row + grid.height
+    positions = [position for position, _ in wanted]
+    if padded:
+        out[positions] = fill
     if c1 <= c0 or r1 <= r0:
         return True
     indexes = [index for _, index in wanted]
+    window = Window(c0, r0, c1 - c0, r1 - r0)
+    # Masking only matters when nodata must become a different fill value.
+    masked = reader.nodata is not None and reader.nodata != fill
     try:
-        block = reader.read(
-            indexes, window=Window(c0, r0, c1 - c0, r1 - r0), masked=reader.nodata is not None
-        )
+        if not (padded or masked) and positions == list(range(len(out))) and out.dtype == reader.dtypes[0]:
+            reader.read(indexes, window=window, out=out)  # the common case: straight into the result
+            return False
+        block = reader.read(indexes, window=window, masked=masked)
     except RasterioIOError as e:
         raise TransientSourceError(f"Read failed on {reader.name!r}: {e}") from e
     if np.ma.isMaskedArray(block):
         block = block.filled(fill)
-    positions = [position for position, _ in wanted]
-    out[r0 - row : r1 - row, c0 - col : c1 - col, positions] = np.moveaxis(block, 0, -1)
+    out[positions, r0 - row : r1 - row, c0 - col : c1 - col] = block
     return padded

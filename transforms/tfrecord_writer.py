@@ -37,10 +37,10 @@ def _masked_crc(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-def frame(record: bytes) -> bytes:
-    """One TFRecord: length, masked CRC-32C of the length, data, masked CRC-32C of the data."""
+def frame(record: bytes) -> tuple[bytes, bytes]:
+    """The bytes around one TFRecord's data: (length + masked CRC-32C of it, masked CRC-32C of the data)."""
     length = struct.pack("<Q", len(record))
-    return length + struct.pack("<I", _masked_crc(length)) + record + struct.pack("<I", _masked_crc(record))
+    return length + struct.pack("<I", _masked_crc(length)), struct.pack("<I", _masked_crc(record))
 
 
 def compressor(compression: str, level: int):
@@ -66,8 +66,10 @@ class ShardWriter:
         self._file = FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
     def write(self, record: bytes) -> None:
-        data = frame(record)
-        self._file.write(self._compressor.compress(data) if self._compressor else data)
+        # Header, data and footer go out separately: joining them would copy the record once more.
+        header, footer = frame(record)
+        for part in (header, record, footer):
+            self._file.write(self._compressor.compress(part) if self._compressor else part)
         self.count += 1
 
     def close(self) -> None:
