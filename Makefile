@@ -31,7 +31,33 @@ lint: $(STAMP) ## Check style with ruff
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Google Cloud: one image for every job, one Flex Template spec per templates/<job>/metadata.json.
+PROJECT ?=
+REGION ?= us-central1
+BUCKET ?= $(PROJECT)-terrabeam
+REPOSITORY ?= terrabeam
+ifeq ($(origin TAG),undefined)
+TAG := $(shell date -u +%Y%m%d-%H%M%S)
+endif
+IMAGE ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPOSITORY)/terrabeam:$(TAG)
+GPU ?= false
+TEMPLATE_JOBS := $(patsubst templates/%/metadata.json,%,$(wildcard templates/*/metadata.json))
+
+template: ## Build the image and stage the Flex Templates: PROJECT=p [REGION= BUCKET= IMAGE= GPU=true]
+	@test -n "$(PROJECT)" || { echo "error: set PROJECT=<project id> (REGION, BUCKET, IMAGE have defaults)" >&2; exit 2; }
+	gcloud builds submit --project $(PROJECT) --config templates/cloudbuild.yaml \
+	  --substitutions _IMAGE=$(IMAGE),_GPU=$(GPU) .
+	for job in $(TEMPLATE_JOBS); do \
+	  gcloud dataflow flex-template build gs://$(BUCKET)/templates/$$job.json --project $(PROJECT) \
+	    --image $(IMAGE) --sdk-language PYTHON --metadata-file templates/$$job/metadata.json \
+	    --temp-location gs://$(BUCKET)/tmp --staging-location gs://$(BUCKET)/staging || exit 1; \
+	done
+	@echo "Image $(IMAGE); templates in gs://$(BUCKET)/templates/. Launch one with:"
+	@echo "  $(PY) -m pipelines.launch train --project $(PROJECT) --region $(REGION) \\"
+	@echo "    --template-path gs://$(BUCKET)/templates/train.json --param data=gs://$(BUCKET)/data \\"
+	@echo "    --param model_dir=gs://$(BUCKET)/models/run1 --wait"
+
 clean: ## Remove outputs and caches (keeps .venv)
 	rm -rf out .cache .pytest_cache
 
-.PHONY: help install demo test bench lint clean
+.PHONY: help install demo test bench lint template clean
