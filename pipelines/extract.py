@@ -24,7 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.pvalue import AsDict, AsList, AsSingleton
 
-from pipelines.options import unknown_flags_message
+from pipelines.options import SharedArgumentGroup, unknown_flags_message
 from transforms.classes import CLASS_NAMES
 from transforms.extract import (
     ERRORS,
@@ -56,7 +56,7 @@ class UsageError(ValueError):
 class ExtractOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        group = parser.add_argument_group("terrabeam extraction")
+        group = SharedArgumentGroup(parser, "terrabeam extraction")
         group.add_argument(
             "--inputs",
             nargs="+",

@@ -33,3 +33,23 @@ def unknown_flags_message(options: PipelineOptions) -> str | None:
         hint = f" (did you mean --{close[0].replace('_', '-')}?)" if close else ""
         parts.append(f"--{name.replace('_', '-')}{hint}")
     return f"Unknown option(s): {', '.join(parts)}. Run with --help to list the options."
+
+
+class SharedArgumentGroup:
+    """An argument group that skips flags another job's options class already registered.
+
+    Beam builds one parser from every `PipelineOptions` subclass it has seen, so two jobs that both
+    offer `--inputs` or `--output` would clash once both modules are imported. Each job's own view
+    (`options.view_as(ExtractOptions)`) still parses with its own definitions and defaults; only the
+    merged parser keeps the first definition.
+    """
+
+    def __init__(self, parser, title: str) -> None:
+        self._parser = parser
+        self._group = parser.add_argument_group(title)
+
+    def add_argument(self, *flags: str, **kwargs):
+        registered = self._parser._option_string_actions  # argparse keeps no public registry
+        if any(flag in registered for flag in flags):
+            return None
+        return self._group.add_argument(*flags, **kwargs)
