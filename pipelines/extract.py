@@ -176,6 +176,57 @@ class ExtractOptions(PipelineOptions):
             default=None,
             help="Folder for the generated demo scene (default: $TERRABEAM_CACHE or ~/.cache/terrabeam).",
         )
+        ee = SharedArgumentGroup(parser, "terrabeam Earth Engine source (--source earthengine)")
+        ee.add_argument(
+            "--source",
+            choices=("local", "earthengine"),
+            default="local",
+            help="Read pixels from local rasters (--inputs/--labels) or from Earth Engine (--ee-image/--ee-labels, points by stratifiedSample).",
+        )
+        ee.add_argument(
+            "--ee-project",
+            dest="ee_project",
+            default=None,
+            help="Cloud project registered for Earth Engine (required with --source earthengine).",
+        )
+        ee.add_argument(
+            "--ee-key-file",
+            dest="ee_key_file",
+            default=None,
+            help="Service-account JSON key, local or gs:// (default: `earthengine authenticate` or application default credentials).",
+        )
+        ee.add_argument(
+            "--ee-endpoint",
+            dest="ee_endpoint",
+            default=None,
+            help="Earth Engine API URL (default: the high-volume endpoint https://earthengine-highvolume.googleapis.com).",
+        )
+        ee.add_argument(
+            "--ee-image",
+            dest="ee_image",
+            default=None,
+            help="Input image recipe: presets s2-l1c-median[:YEAR] and elevation, or ASSET_ID[:BAND,...], joined with + (default: s2-l1c-median:2020+elevation).",
+        )
+        ee.add_argument(
+            "--ee-labels",
+            dest="ee_labels",
+            default=None,
+            help="Label image recipe (default: worldcover-dynamicworld, band landcover).",
+        )
+        ee.add_argument(
+            "--ee-fetch",
+            dest="ee_fetch",
+            choices=("computePixels", "getDownloadURL"),
+            default="computePixels",
+            help="How patches are fetched (default: computePixels).",
+        )
+        ee.add_argument(
+            "--max-requests",
+            dest="max_requests",
+            type=int,
+            default=20,
+            help="Earth Engine requests in flight across the whole job (a project allows 40 by default).",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +267,8 @@ def _numbers(value: str | None, kind, flag: str) -> list:
 
 def validate(opts: ExtractOptions) -> ExtractJob:
     """Check every input and return the job, or raise UsageError/SourceError/RegionsError."""
+    if opts.source == "earthengine":
+        return _earthengine_job(opts)
     source = {"kind": "local"}
     inputs, labels_path, regions_path = opts.inputs, opts.label_raster, opts.regions
     if not (inputs and labels_path and regions_path):
@@ -310,6 +363,118 @@ def validate(opts: ExtractOptions) -> ExtractJob:
     )
 
 
+def _earthengine_job(opts: ExtractOptions) -> ExtractJob:
+    """The job for --source earthengine: images by recipe, points by Earth Engine's stratifiedSample.
+
+    The session is started here, so a missing project, bad credentials or an unreachable endpoint stop
+    the job before it starts.
+    """
+    from transforms import earthengine
+    from transforms.ee_recipes import DEFAULT_INPUTS, DEFAULT_LABELS, RecipeError
+
+    if opts.inputs or opts.label_raster or opts.band_names:
+        raise UsageError(
+            "--inputs, --labels and --band-names describe local rasters; with --source earthengine use "
+            "--ee-image and --ee-labels."
+        )
+    if not opts.regions:
+        raise UsageError("--source earthengine needs --regions, a GeoJSON of lon/lat polygons to sample in.")
+    if opts.strata_band:
+        raise UsageError(
+            "--strata-band works with local rasters only; leave it out with --source earthengine."
+        )
+    if opts.patch_size <= 0:
+        raise UsageError(f"--patch-size must be a positive number of pixels, got {opts.patch_size}.")
+    if opts.points_per_class <= 0:
+        raise UsageError(f"--points-per-class must be at least 1, got {opts.points_per_class}.")
+    if opts.compression == "gzip" and not 0 <= opts.compression_level <= 9:
+        raise UsageError(f"--compression-level must be 0-9, got {opts.compression_level}.")
+    if opts.max_attempts < 1:
+        raise UsageError(f"--max-attempts must be at least 1, got {opts.max_attempts}.")
+    if opts.max_requests < 1:
+        raise UsageError(f"--max-requests must be at least 1, got {opts.max_requests}.")
+    per_process, processes = earthengine.requests_per_process(opts.max_requests, opts)
+    if not processes:
+        raise UsageError(
+            "With --source earthengine on a distributed runner, set --max_num_workers: each worker sends "
+            "at most --max-requests / --max_num_workers requests at a time."
+        )
+    if processes > opts.max_requests:
+        logging.warning(
+            "%d worker processes share --max-requests %d: each still sends one request at a time.",
+            processes,
+            opts.max_requests,
+        )
+    regions = tuple(load_regions(opts.regions))
+    try:
+        config = earthengine.EarthEngineConfig(
+            project=opts.ee_project,
+            endpoint=opts.ee_endpoint or earthengine.HIGH_VOLUME_URL,
+            key_file=opts.ee_key_file,
+            max_in_flight=per_process,
+        )
+        inputs = earthengine.EarthEngineSource(opts.ee_image or DEFAULT_INPUTS, config, opts.ee_fetch)
+        labels = earthengine.EarthEngineSource(opts.ee_labels or DEFAULT_LABELS, config, opts.ee_fetch)
+    except RecipeError as e:
+        raise UsageError(str(e)) from None
+    inputs.connect()
+    labels.connect()
+    bands = _csv(opts.bands) or list(inputs.bands)
+    inputs.check_bands(bands)
+    label_band = opts.label_band or labels.bands[0]
+    labels.check_bands([label_band])
+    inputs.check_request(opts.patch_size, opts.patch_size, len(bands), "float32")
+    labels.check_request(opts.patch_size, opts.patch_size, 1, "uint8")
+    grid = GridSpec(opts.crs or earthengine.utm_crs_of(regions), opts.scale or earthengine.DEFAULT_SCALE)
+    classes = tuple(_numbers(opts.classes, int, "--classes")) or None
+    try:
+        split = SplitConfig(opts.validation_fraction, opts.split_block_size)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    _prepare_output(opts.output, opts.overwrite)
+    return ExtractJob(
+        inputs=inputs,
+        labels=labels,
+        label_band=label_band,
+        regions=regions,
+        schema=PatchSchema(tuple(bands), opts.patch_size),
+        grid=grid,
+        split=split,
+        points_per_class=opts.points_per_class,
+        seed=opts.seed,
+        classes=classes,
+        strata_band=None,
+        strata_edges=(),
+        pad_edges=opts.pad_edges,
+        compression=opts.compression,
+        compression_level=opts.compression_level,
+        retry=RetryConfig(attempts=opts.max_attempts),
+        output=opts.output.rstrip("/"),
+        source={
+            "kind": "earthengine",
+            "project": config.project,
+            "endpoint": config.endpoint,
+            "image": inputs.recipe.spec,
+            "labels": labels.recipe.spec,
+            "label_band": label_band,
+            "fetch": opts.ee_fetch,
+            "regions": opts.regions,
+            "max_requests": opts.max_requests,
+        },
+        options={
+            "points_per_class": opts.points_per_class,
+            "seed": opts.seed,
+            "validation_fraction": opts.validation_fraction,
+            "split_block_size": opts.split_block_size,
+            "pad_edges": opts.pad_edges,
+            "classes": list(classes) if classes else None,
+            "strata_band": None,
+            "strata_edges": [],
+            "compression_level": opts.compression_level,
+        },
+    )
+
+
 def _check_regions_inside(regions: Sequence[Region], *sources: LocalRasterSource) -> None:
     from rasterio.warp import transform_bounds
 
@@ -363,16 +528,7 @@ def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob) -> None:
     points = (
         pipeline
         | "Regions" >> beam.Create(job.regions)
-        | "StratifiedSample"
-        >> beam.FlatMap(
-            sample_points,
-            job.labels.paths[0],
-            job.points_per_class,
-            job.seed,
-            job.classes,
-            job.strata_band,
-            job.strata_edges,
-        )
+        | "StratifiedSample" >> _sample_step(job)
         # Spread the points (not the patches) over workers, in spatial groups read in raster order.
         | "GroupNearby" >> beam.GroupBy(lambda p: spatial_chunk(p, chunk))
         | "RasterOrder" >> beam.FlatMapTuple(lambda _, group: sorted(group, key=raster_order))
@@ -415,6 +571,32 @@ def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob) -> None:
             AsSingleton(error_count),
             AsDict(stats),
         )
+    )
+
+
+def _sample_step(job: ExtractJob) -> beam.PTransform:
+    """Region -> points: Earth Engine's stratifiedSample for --source earthengine, else the local sampler."""
+    if job.source.get("kind") == "earthengine":
+        from transforms.earthengine import stratified_sample
+
+        return beam.FlatMap(
+            stratified_sample,
+            job.labels,
+            job.label_band,
+            job.grid,
+            job.points_per_class,
+            job.seed,
+            job.classes,
+            job.retry,
+        )
+    return beam.FlatMap(
+        sample_points,
+        job.labels.paths[0],
+        job.points_per_class,
+        job.seed,
+        job.classes,
+        job.strata_band,
+        job.strata_edges,
     )
 
 
