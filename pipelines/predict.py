@@ -1,0 +1,686 @@
+"""Batch prediction: a trained model + imagery -> land-cover Cloud-Optimized GeoTIFFs, at any size.
+
+    python -m pipelines.predict                       # the demo scene with the demo model (out/demo/model)
+    python -m pipelines.predict --model gs://bucket/model --inputs s2.tif dem.tif \\
+        --aoi region.geojson --tile-size 256 --overlap 64 --probabilities uint8 --output gs://bucket/maps \\
+        --runner DataflowRunner --project P --region us-central1 --temp_location gs://bucket/tmp \\
+        --setup_file ./setup.py
+
+The region is `--aoi` (a GeoJSON file of lon/lat polygons, or a lon/lat bounding box `W,S,E,N`); Beam's
+Google Cloud options own `--region` (the Dataflow region), so `--region` is read as the area of interest
+only when its value is a bounding box or a GeoJSON path. Without a region the whole imagery is predicted.
+
+Steps: plan tiles on the model's pixel grid (CRS + scale from model.json, or --crs/--scale) -> fetch each
+tile through the same source code as extraction (retries, dead letters) -> RunInference with the
+SavedModel -> trim the overlap border -> one COG per tile -> VRT mosaic (and with --mosaic one COG) ->
+quick-look PNG -> prediction.json. Inputs are validated before the pipeline starts, so bad input stops
+with `error: <what to change>` (exit status 2) and writes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.pvalue import AsList, AsSingleton
+
+from model.errors import ModelError
+from model.export import load_model_metadata
+from pipelines.options import SharedArgumentGroup, unknown_flags_message
+from transforms.cog import (
+    CLASSES_NAME,
+    PROBABILITIES,
+    PROBABILITIES_NAME,
+    QUICKLOOK_NAME,
+    TILES_DIR,
+    OutputSpec,
+    WriteTiles,
+    build_vrt,
+    join,
+    quicklook_png,
+    vrt_to_cog,
+    write_bytes,
+)
+from transforms.extract import RetryConfig
+from transforms.grid import GridSpec, grid_spec_of
+from transforms.inference import (
+    ERRORS,
+    FetchTiles,
+    ModelSignatureError,
+    SavedModelHandler,
+    inference_dead_letters,
+    load_saved_model,
+    to_tile_prediction,
+)
+from transforms.sampling import RegionsError, parse_regions
+from transforms.sources import LocalRasterSource, SourceError
+from transforms.tiling import RegionMask, TilePlan, TilingError, TilingSpec, plan_for_bounds, tiles_of_row
+
+DEFAULT_MODEL = "out/demo/model"
+DEFAULT_OUTPUT = "out/demo/predictions"
+SUMMARY_NAME = "prediction.json"
+SOURCES = ("local", "earthengine")
+# One worker writes the --mosaic COG; above this many pixels, per-tile COGs + VRT are the way (a
+# 65,536² uint8 map is 4 GiB before compression, plus a third for overviews, on one worker's disk).
+MAX_MOSAIC_PIXELS = 1 << 32
+
+
+class UsageError(ValueError):
+    """Bad command-line input; the message says what to change."""
+
+
+class PredictOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        group = SharedArgumentGroup(parser, "terrabeam prediction")
+        group.add_argument(
+            "--model",
+            default=DEFAULT_MODEL,
+            help="Model folder (local or gs://) written by `python -m model.train`.",
+        )
+        group.add_argument(
+            "--inputs",
+            nargs="+",
+            default=None,
+            help="Input rasters: one multi-band file or one per band (default: the demo scene).",
+        )
+        group.add_argument(
+            "--band-names",
+            dest="band_names",
+            default=None,
+            help="Comma-separated names for all input bands, in file order (default: band descriptions, else file names).",
+        )
+        group.add_argument(
+            "--aoi",
+            default=None,
+            help="Area to predict: a GeoJSON file of lon/lat (multi)polygons, or a lon/lat box W,S,E,N "
+            "(default: the whole imagery). `--region <geojson or W,S,E,N>` is accepted too.",
+        )
+        group.add_argument(
+            "--crs", default=None, help="CRS of the output grid (default: the model's, from model.json)."
+        )
+        group.add_argument(
+            "--scale",
+            type=float,
+            default=None,
+            help="Pixel size of the output grid in CRS units (default: the model's).",
+        )
+        group.add_argument(
+            "--tile-size", dest="tile_size", type=int, default=256, help="Input tile side in pixels."
+        )
+        group.add_argument(
+            "--overlap",
+            type=int,
+            default=64,
+            help="Total overlap between neighbouring tiles in pixels (even; 2N trims an N-pixel border). "
+            "At least the model's receptive field avoids seams.",
+        )
+        group.add_argument(
+            "--batch-size", dest="batch_size", type=int, default=8, help="Tiles per model call."
+        )
+        group.add_argument(
+            "--probabilities",
+            choices=PROBABILITIES,
+            default="none",
+            help="Also write per-class probabilities: uint8 (p x 254, nodata 255) or float32 (nodata NaN).",
+        )
+        group.add_argument(
+            "--mosaic",
+            action="store_true",
+            help="Write one COG for the whole region (classes.tif) instead of per-tile COGs + VRT.",
+        )
+        group.add_argument(
+            "--max-attempts",
+            dest="max_attempts",
+            type=int,
+            default=5,
+            help="Tries per tile read before it is dead-lettered.",
+        )
+        group.add_argument("--output", default=DEFAULT_OUTPUT, help="Output folder (local or gs://).")
+        group.add_argument(
+            "--overwrite", action="store_true", help="Replace an earlier prediction in --output."
+        )
+        group.add_argument(
+            "--demo-cache",
+            dest="demo_cache",
+            default=None,
+            help="Folder for the generated demo scene (default: $TERRABEAM_CACHE or ~/.cache/terrabeam).",
+        )
+        ee = SharedArgumentGroup(parser, "terrabeam Earth Engine source (--source earthengine)")
+        ee.add_argument(
+            "--source",
+            choices=SOURCES,
+            default="local",
+            help="Read pixels from local rasters (--inputs) or from Earth Engine (--ee-image).",
+        )
+        ee.add_argument(
+            "--ee-project",
+            dest="ee_project",
+            default=None,
+            help="Cloud project registered for Earth Engine (required with --source earthengine).",
+        )
+        ee.add_argument(
+            "--ee-key-file",
+            dest="ee_key_file",
+            default=None,
+            help="Service-account JSON key, local or gs:// (default: `earthengine authenticate` or application default credentials).",
+        )
+        ee.add_argument(
+            "--ee-endpoint",
+            dest="ee_endpoint",
+            default=None,
+            help="Earth Engine API URL (default: the high-volume endpoint https://earthengine-highvolume.googleapis.com).",
+        )
+        ee.add_argument(
+            "--ee-image",
+            dest="ee_image",
+            default=None,
+            help="Input image recipe: presets s2-l1c-median[:YEAR] and elevation, or ASSET_ID[:BAND,...], joined with + (default: s2-l1c-median:2020+elevation).",
+        )
+        ee.add_argument(
+            "--ee-fetch",
+            dest="ee_fetch",
+            choices=("computePixels", "getDownloadURL"),
+            default="computePixels",
+            help="How tiles are fetched (default: computePixels).",
+        )
+        ee.add_argument(
+            "--max-requests",
+            dest="max_requests",
+            type=int,
+            default=20,
+            help="Earth Engine requests in flight across the whole job (a project allows 40 by default).",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictJob:
+    """Validated prediction settings: everything the pipeline needs, checked before it starts."""
+
+    model_dir: str
+    model: dict[str, Any]  # model.json
+    source: Any  # any object with read(grid, bands, *, fill, dtype, resampling)
+    source_info: dict[str, Any]
+    plan: TilePlan
+    region: RegionMask | None
+    output: OutputSpec
+    mosaic: bool
+    batch_size: int
+    retry: RetryConfig
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        return tuple(self.model["bands"])
+
+
+# --- validation -----------------------------------------------------------------------------------
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def validate(opts: PredictOptions) -> PredictJob:
+    """Check every input and return the job, or raise UsageError (or a ValueError subclass)."""
+    if opts.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {opts.batch_size}.")
+    if opts.max_attempts < 1:
+        raise UsageError(f"--max-attempts must be at least 1, got {opts.max_attempts}.")
+    if opts.scale is not None and not opts.scale > 0:
+        raise UsageError(f"--scale must be a positive pixel size, got {opts.scale}.")
+    spec = TilingSpec(opts.tile_size, opts.overlap)  # TilingError is a ValueError with the message
+    model_dir = opts.model.rstrip("/")
+    info = _model_info(model_dir)
+    _check_mode(info, spec)
+
+    bands = list(info["bands"])
+    source, source_info = _source(opts, spec, len(bands))
+    if hasattr(source, "check_bands"):
+        try:
+            source.check_bands(bands)
+        except SourceError as e:
+            raise UsageError(
+                f"The model at {model_dir!r} needs bands {bands}, but the imagery lacks some: {e} "
+                "Pass imagery with these bands (--inputs, --band-names) or a model trained on the bands you have."
+            ) from None
+
+    lattice = _lattice(opts, info, source)
+    aoi = opts.aoi
+    bounds, region = _region(aoi, lattice.crs) if aoi else (None, None)
+    footprint = source.footprint(lattice.crs) if hasattr(source, "footprint") else None
+    if bounds is None:
+        if footprint is None:
+            raise UsageError("This source has no footprint to predict by default; pass --aoi.")
+        bounds = footprint
+    elif footprint is not None and not _intersects(bounds, footprint):
+        raise UsageError(
+            f"The region {aoi!r} lies outside the imagery: in {lattice.crs} the region spans "
+            f"{_fmt(bounds)} and the imagery {_fmt(footprint)}. Check the region's coordinates (lon/lat) "
+            "or the input rasters."
+        )
+    plan = plan_for_bounds(lattice, bounds, spec)
+    if opts.mosaic and plan.width * plan.height > MAX_MOSAIC_PIXELS:
+        raise UsageError(
+            f"--mosaic writes one COG on one worker; the region is {plan.width}×{plan.height} pixels, more "
+            f"than {MAX_MOSAIC_PIXELS:,}. Drop --mosaic to get one COG per tile and a VRT mosaic."
+        )
+    _check_signature(model_dir, info, spec)
+    _warn_receptive_field(info, spec)
+    output = OutputSpec(opts.output.rstrip("/"), tuple(info["classes"]), opts.probabilities)
+    _prepare_output(output.output, opts.overwrite)
+    return PredictJob(
+        model_dir=model_dir,
+        model=info,
+        source=source,
+        source_info=source_info,
+        plan=plan,
+        region=region,
+        output=output,
+        mosaic=opts.mosaic,
+        batch_size=opts.batch_size,
+        retry=RetryConfig(attempts=opts.max_attempts),
+    )
+
+
+def _model_info(model_dir: str) -> dict[str, Any]:
+    try:
+        info = load_model_metadata(model_dir)
+    except ModelError as e:
+        if model_dir == DEFAULT_MODEL:
+            raise UsageError(
+                f"No demo model at {DEFAULT_MODEL!r}: run `python -m pipelines.extract` and "
+                "`python -m model.train` first (`make demo` runs all three), or pass --model."
+            ) from None
+        raise UsageError(str(e)) from None
+    missing = [k for k in ("mode", "bands", "classes", "crs", "scale") if k not in info]
+    if missing:
+        raise UsageError(f"{model_dir}/model.json lacks {missing}; re-export the model.")
+    return info
+
+
+def _check_mode(info: dict[str, Any], spec: TilingSpec) -> None:
+    if info["mode"] == "classification" and (spec.overlap or spec.tile_size != info.get("patch_size")):
+        raise UsageError(
+            f"The model classifies whole {info.get('patch_size')}-pixel patches: predict with "
+            f"--tile-size {info.get('patch_size')} --overlap 0 (each tile's class fills its tile)."
+        )
+
+
+def _check_signature(model_dir: str, info: dict[str, Any], spec: TilingSpec) -> None:
+    try:
+        model = load_saved_model(model_dir)
+    except ModelSignatureError as e:
+        raise UsageError(str(e)) from None
+    shape = model.input_shape()
+    if len(shape) != 4 or shape[-1] not in (None, len(info["bands"])):
+        raise UsageError(
+            f"The SavedModel takes input of shape {shape} but model.json names {len(info['bands'])} bands; "
+            "re-export the model."
+        )
+    fixed = [n for n in shape[1:3] if n is not None]
+    if fixed and any(n != spec.tile_size for n in fixed):
+        raise UsageError(
+            f"The SavedModel only takes {shape[1]}×{shape[2]} inputs; pass --tile-size {fixed[0]}."
+        )
+
+
+def _warn_receptive_field(info: dict[str, Any], spec: TilingSpec) -> None:
+    """Warn about tilings that make a tile's prediction differ from a whole-image prediction."""
+    field = info.get("receptive_field")
+    if info["mode"] != "segmentation":
+        return
+    if field and spec.border < field // 2:
+        logging.warning(
+            "--overlap %d leaves a %d-pixel border, less than half the model's receptive field (%d): "
+            "tile edges may show seams; use --overlap %d or more.",
+            spec.overlap,
+            spec.border,
+            field,
+            2 * math.ceil(field / 2),
+        )
+    # A U-Net pools on a grid anchored at each tile's top-left pixel: tiles whose origins are not on a
+    # common multiple of its pooling factor see shifted grids and disagree on a few uncertain pixels.
+    depth = re.match(r"unet_d(\d+)", str(info.get("architecture", "")))
+    multiple = 2 ** int(depth.group(1)) if depth else 1
+    if spec.step % multiple or spec.border % multiple:
+        logging.warning(
+            "The model pools by %d: with --tile-size minus --overlap (%d) and half the overlap (%d) "
+            "multiples of %d, every tile sees the same pooling grid (e.g. --tile-size 256 --overlap 64).",
+            multiple,
+            spec.step,
+            spec.border,
+            multiple,
+        )
+
+
+def _source(opts: PredictOptions, spec: TilingSpec, num_bands: int) -> tuple[Any, dict[str, Any]]:
+    if opts.source == "earthengine":
+        return _earthengine_source(opts, spec, num_bands)
+    inputs = opts.inputs
+    kind = "local"
+    if not inputs:
+        from pipelines.demo_scene import ensure_demo_scene
+
+        inputs = [ensure_demo_scene(opts.demo_cache).image]
+        kind = "demo"
+    source = LocalRasterSource(inputs, _csv(opts.band_names))
+    try:
+        source.native_grid()
+    except SourceError as e:
+        raise UsageError(str(e)) from None
+    return source, {"kind": kind, "inputs": list(inputs)}
+
+
+def _earthengine_source(opts: PredictOptions, spec: TilingSpec, num_bands: int) -> tuple[Any, dict[str, Any]]:
+    """An Earth Engine image recipe as the source; the session starts here, so bad credentials stop early."""
+    from transforms import earthengine
+    from transforms.ee_recipes import DEFAULT_INPUTS, RecipeError
+
+    if opts.inputs or opts.band_names:
+        raise UsageError(
+            "--inputs and --band-names describe local rasters; with --source earthengine use --ee-image."
+        )
+    if not opts.aoi:
+        raise UsageError("--source earthengine needs --aoi: a GeoJSON file of lon/lat polygons, or W,S,E,N.")
+    if opts.max_requests < 1:
+        raise UsageError(f"--max-requests must be at least 1, got {opts.max_requests}.")
+    per_process, processes = earthengine.requests_per_process(opts.max_requests, opts)
+    if not processes:
+        raise UsageError(
+            "With --source earthengine on a distributed runner, set --max_num_workers: each worker sends "
+            "at most --max-requests / --max_num_workers requests at a time."
+        )
+    try:
+        config = earthengine.EarthEngineConfig(
+            project=opts.ee_project,
+            endpoint=opts.ee_endpoint or earthengine.HIGH_VOLUME_URL,
+            key_file=opts.ee_key_file,
+            max_in_flight=per_process,
+        )
+        source = earthengine.EarthEngineSource(opts.ee_image or DEFAULT_INPUTS, config, opts.ee_fetch)
+    except (RecipeError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    source.connect()
+    source.check_request(spec.tile_size, spec.tile_size, num_bands, "float32")
+    info = {
+        "kind": "earthengine",
+        "project": config.project,
+        "endpoint": config.endpoint,
+        "image": source.recipe.spec,
+        "fetch": opts.ee_fetch,
+    }
+    return source, info
+
+
+def _lattice(opts: PredictOptions, info: dict[str, Any], source: Any) -> GridSpec:
+    """The model's grid (or --crs/--scale), on the imagery's own lattice when it is the same grid."""
+    import rasterio.crs
+
+    crs = opts.crs or info["crs"]
+    scale = float(opts.scale or info["scale"])
+    try:
+        wanted = rasterio.crs.CRS.from_user_input(crs)
+    except rasterio.errors.CRSError as e:
+        raise UsageError(f"Unknown CRS {crs!r}: {e}") from None
+    if hasattr(source, "native_grid"):
+        native_crs, transform, _, _ = source.native_grid()
+        try:
+            native = grid_spec_of(native_crs, transform)
+        except ValueError:
+            native = None
+        if (
+            native is not None
+            and rasterio.crs.CRS.from_user_input(native_crs) == wanted
+            and math.isclose(native.scale, scale, rel_tol=1e-9)
+        ):
+            return GridSpec(crs, scale, native.origin_x, native.origin_y)
+    return GridSpec(crs, scale)
+
+
+def _region(aoi: str, crs: str) -> tuple[tuple[float, float, float, float], RegionMask | None]:
+    """Bounds in `crs` and, for polygons, the mask of pixels outside them."""
+    from rasterio.features import bounds as geometry_bounds
+    from rasterio.warp import transform_bounds, transform_geom
+
+    box = _bbox(aoi)
+    if box is not None:
+        return transform_bounds("EPSG:4326", crs, *box, densify_pts=21), None
+    try:
+        with FileSystems.open(aoi) as f:
+            doc = json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError) as e:
+        raise UsageError(
+            f"--aoi {aoi!r} is neither a bounding box W,S,E,N nor a readable GeoJSON file: {e}"
+        ) from None
+    try:
+        regions = parse_regions(doc, source=aoi)
+    except RegionsError as e:
+        raise UsageError(str(e)) from None
+    polygons = []
+    for region in regions:
+        geometry = transform_geom("EPSG:4326", crs, region.geometry)
+        if geometry["type"] == "Polygon":
+            polygons.append(geometry["coordinates"])
+        else:
+            polygons.extend(geometry["coordinates"])
+    geometry = {"type": "MultiPolygon", "coordinates": polygons}
+    return tuple(geometry_bounds(geometry)), RegionMask(geometry)
+
+
+def _bbox(aoi: str) -> tuple[float, float, float, float] | None:
+    parts = aoi.split(",")
+    if len(parts) != 4:
+        return None
+    try:
+        west, south, east, north = (float(p) for p in parts)
+    except ValueError:
+        raise UsageError(f"--aoi {aoi!r}: a bounding box is four numbers W,S,E,N in lon/lat.") from None
+    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+        raise UsageError(
+            f"--aoi {aoi!r}: a bounding box is W,S,E,N in degrees with W < E and S < N "
+            "(longitudes in [-180, 180], latitudes in [-90, 90])."
+        )
+    return west, south, east, north
+
+
+def _intersects(a: Sequence[float], b: Sequence[float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _fmt(bounds: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:.1f}" for v in bounds) + ")"
+
+
+def _prepare_output(output: str, overwrite: bool) -> None:
+    """Fail early if the output is not writable or holds an earlier prediction (unless --overwrite)."""
+    earlier = [join(output, name) for name in (SUMMARY_NAME, f"{CLASSES_NAME}.tif", f"{CLASSES_NAME}.vrt")]
+    found = [path for path in earlier if FileSystems.exists(path)]
+    tiles = join(output, TILES_DIR)
+    if FileSystems.exists(tiles):
+        found.append(tiles)
+    if found and not overwrite:
+        raise UsageError(
+            f"{output!r} already holds a prediction ({found[0]}); pass --overwrite to replace it."
+        )
+    probe = join(output, ".terrabeam-write-test")
+    try:
+        if "://" not in output:
+            os.makedirs(output, exist_ok=True)
+        with FileSystems.create(probe) as f:
+            f.write(b"ok")
+        FileSystems.delete([probe])
+    except Exception as e:
+        raise UsageError(f"Output {output!r} is not writable: {e}") from None
+    if found:
+        stale = [join(output, name) for name in (f"{PROBABILITIES_NAME}.tif", f"{PROBABILITIES_NAME}.vrt")]
+        stale += [join(output, QUICKLOOK_NAME), join(output, "errors")]
+        FileSystems.delete(found + [p for p in stale if FileSystems.exists(p)])
+
+
+# --- the pipeline ---------------------------------------------------------------------------------
+
+
+def build_pipeline(pipeline: beam.Pipeline, job: PredictJob) -> None:
+    """Plan -> spread tiles -> fetch -> RunInference -> trim -> COG per tile -> mosaic, quick-look, summary."""
+    spec = job.plan.spec
+    tiles = (
+        pipeline
+        | "TileRows" >> beam.Create(range(job.plan.rows))
+        | "PlanTiles" >> beam.FlatMap(tiles_of_row, job.plan, job.region)
+        # Spread the tiles (small descriptions, not pixels) over workers.
+        | "SpreadTiles" >> beam.Reshuffle()
+    )
+    fetched = tiles | "FetchTiles" >> beam.ParDo(FetchTiles(job.source, job.bands, job.retry)).with_outputs(
+        ERRORS, main="tiles"
+    )
+    handler = KeyedModelHandler(SavedModelHandler(job.model_dir, job.batch_size))
+    predicted, failed = fetched.tiles | "Predict" >> RunInference(handler).with_exception_handling()
+    written = (
+        predicted
+        | "TrimTiles"
+        >> beam.Map(
+            to_tile_prediction,
+            spec,
+            with_probabilities=job.output.probabilities != "none",
+            region_mask=job.region,
+        )
+        | "WriteTiles" >> beam.ParDo(WriteTiles(job.output))
+    )
+    inference_errors = failed.failed_inferences | "InferenceDeadLetters" >> beam.FlatMap(
+        inference_dead_letters
+    )
+    errors = (fetched[ERRORS], inference_errors) | "AllErrors" >> beam.Flatten()
+    error_files = errors | "WriteErrors" >> beam.io.WriteToText(
+        job.output.path("errors", "errors"), file_name_suffix=".jsonl", num_shards=1
+    )
+    error_count = errors | "CountErrors" >> beam.combiners.Count.Globally()
+    records = written | "CollectTiles" >> beam.combiners.ToList()
+    _ = (
+        pipeline
+        | "FinishTrigger" >> beam.Create([None])
+        | "Finish"
+        >> beam.Map(finish, job, AsSingleton(records), AsList(error_files), AsSingleton(error_count))
+    )
+
+
+def finish(_, job: PredictJob, records: list[dict], error_files: list[str], error_count: int) -> str:
+    """Mosaic (VRT, or one COG), quick-look PNG and prediction.json, once every tile is written."""
+    output, plan = job.output, job.plan
+    kinds = [CLASSES_NAME] + ([PROBABILITIES_NAME] if output.probabilities != "none" else [])
+    files: dict[str, str] = {}
+    counts = [0] * len(output.classes)
+    for record in records:
+        counts = [a + b for a, b in zip(counts, record["class_counts"])]
+    if records:
+        for kind in kinds:
+            vrt = output.path(f"{kind}.vrt")
+            write_bytes(vrt, build_vrt(plan.output, records, output, kind).encode("utf-8"))
+            files[kind] = f"{kind}.vrt"
+            if job.mosaic:
+                vrt_to_cog(vrt, output.path(f"{kind}.tif"), kind)
+                files[kind] = f"{kind}.tif"
+        title = f"{len(records)} tiles, {plan.width}x{plan.height} px, {plan.lattice.crs} @ {plan.lattice.scale:g}"
+        png = quicklook_png(output.path(files[CLASSES_NAME]), output.classes, counts, title)
+        write_bytes(output.path(QUICKLOOK_NAME), png)
+        files["quicklook"] = QUICKLOOK_NAME
+        if job.mosaic:
+            FileSystems.delete([output.path(f"{kind}.vrt") for kind in kinds] + [output.path(TILES_DIR)])
+    summary = {
+        "output": output.output,
+        "model": job.model_dir,
+        "bands": list(job.bands),
+        "classes": list(output.classes),
+        "source": job.source_info,
+        "grid": {
+            "crs": plan.lattice.crs,
+            "transform": list(plan.output.transform),
+            "width": plan.width,
+            "height": plan.height,
+        },
+        "tiling": {"tile_size": plan.spec.tile_size, "overlap": plan.spec.overlap, "tiles": len(plan)},
+        "tiles_written": len(records),
+        "tiles_failed": int(error_count),
+        "class_counts": dict(zip(output.classes, counts)),
+        "nodata_pixels": sum(r["nodata"] for r in records),
+        "probabilities": output.probabilities,
+        "mosaic": job.mosaic,
+        "files": files,
+        "errors": [os.path.basename(p) for p in error_files] if error_count else [],
+    }
+    path = output.path(SUMMARY_NAME)
+    write_bytes(path, (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+    return path
+
+
+def region_alias(argv: Sequence[str]) -> list[str]:
+    """Accept `--region <geojson or W,S,E,N>` for the area of interest.
+
+    Beam's Google Cloud options own `--region` (the Dataflow region, e.g. us-central1), so the typed
+    option is `--aoi`; a `--region` value that is a bounding box or a GeoJSON path is taken as the area.
+    """
+
+    def is_area(value: str) -> bool:
+        return "," in value or value.lower().endswith((".json", ".geojson")) or "/" in value
+
+    args = list(argv)
+    for i, arg in enumerate(args):
+        if arg == "--region" and i + 1 < len(args) and is_area(args[i + 1]):
+            args[i] = "--aoi"
+        elif arg.startswith("--region=") and is_area(arg[len("--region=") :]):
+            args[i] = "--aoi=" + arg[len("--region=") :]
+    return args
+
+
+def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> dict[str, Any]:
+    """Parse flags, validate, run the pipeline to completion; returns prediction.json's content."""
+    options = PipelineOptions(region_alias(argv or []))
+    options.view_as(SetupOptions).save_main_session = save_main_session
+    problem = unknown_flags_message(options)
+    if problem:
+        raise UsageError(problem)
+    job = validate(options.view_as(PredictOptions))
+    logging.info(
+        "Predicting %d tiles (%d×%d pixels) into %s",
+        len(job.plan),
+        job.plan.width,
+        job.plan.height,
+        job.output.output,
+    )
+    with beam.Pipeline(options=options) as pipeline:
+        build_pipeline(pipeline, job)
+    with FileSystems.open(job.output.path(SUMMARY_NAME)) as f:
+        summary = json.loads(f.read())
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.getLogger().setLevel(logging.WARNING)
+    try:
+        summary = run(argv if argv is not None else sys.argv[1:])
+    except (UsageError, SourceError, TilingError, ModelError, RegionsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    files = summary["files"]
+    where = summary["output"]
+    print(
+        f"Prediction of {summary['tiles_written']} tiles written to {where}: class map "
+        f"{files.get(CLASSES_NAME)}, quick-look {files.get('quicklook')}, summary {SUMMARY_NAME}"
+    )
+    if summary["tiles_failed"]:
+        print(f"warning: {summary['tiles_failed']} tiles failed; see the errors folder.", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
