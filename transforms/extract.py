@@ -188,6 +188,10 @@ class FetchPatches(beam.DoFn):
 
     def setup(self) -> None:
         random.seed()  # jitter must differ between workers
+        for source in (self.inputs, self.labels):
+            # Remote sources (Earth Engine) open their session once per worker here, not per element.
+            if hasattr(source, "setup"):
+                source.setup()
 
     def process(self, point: Point) -> Iterator[Any]:
         try:
