@@ -127,6 +127,19 @@ def test_answers_are_byte_for_byte_those_of_the_eeified_savedmodel(server, model
     assert [p["probabilities"] for p in response.json()["predictions"]] == [e.decode() for e in expected]
 
 
+def test_answers_say_where_the_time_went(server):
+    client, _ = server
+    response = predict(client, [{"array": ee_encode(_GOOD)}])
+    steps = dict(part.strip().split(";dur=") for part in response.headers["server-timing"].split(","))
+    assert set(steps) == {"read", "queue", "decode", "model", "encode", "total"}
+    assert 0 < float(steps["model"]) <= float(steps["total"])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+def test_malloc_tuning_applies_on_linux():
+    assert serve.tune_malloc() is True
+
+
 def test_encode_tensor_matches_tensorflows_serialize_and_encode_base64():
     array = tiles(1, 7)[0]
     expected = tf.io.encode_base64(tf.io.serialize_tensor(tf.constant(array))).numpy().decode()
