@@ -12,14 +12,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from model.dataset import (
+    PatchReader,
+    check_data_matches_model,
+    load_data_manifest,
+    make_batches,
+    manifest_compression,
+    read_patches,
+)
 from model.errors import ModelError
+from model.export import load_keras_model, load_model_metadata, write_json
 from transforms.classes import palette_rgb
 from transforms.schema import LABEL_NODATA
 
@@ -88,16 +97,18 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: str,
         draw.rectangle([left - 14, y + cell // 2 - 5, left - 4, y + cell // 2 + 5], fill=colour)
         draw.text((margin, y + cell // 2 - 6), name, fill="black", font=font)
         # Column headings, written sideways so that long class names fit.
-        label = Image.new("RGB", (top - 50, 14), "white")
+        label = Image.new("RGB", (top - 60, 14), "white")
         ImageDraw.Draw(label).text((0, 0), name, fill="black", font=font)
         x = left + i * cell
-        image.paste(label.rotate(90, expand=True), (x + cell // 2 - 7, 50))
+        image.paste(label.rotate(90, expand=True), (x + cell // 2 - 7, 40))
         draw.rectangle([x + cell // 2 - 5, top - 14, x + cell // 2 + 5, top - 4], fill=colour)
         for j in range(n):
             level = int(255 * (1 - share[i, j]))
-            fill = (level, level, 255) if i != j else (level, 255, level)
             x0, y0 = left + j * cell, top + i * cell
-            draw.rectangle([x0, y0, x0 + cell, y0 + cell], fill=fill, outline=(200, 200, 200))
+            outline, width = ((0, 0, 0), 2) if i == j else ((200, 200, 200), 1)
+            draw.rectangle(
+                [x0, y0, x0 + cell, y0 + cell], fill=(level, level, 255), outline=outline, width=width
+            )
             text = str(int(matrix[i, j]))
             draw.text((x0 + 4, y0 + cell // 2 - 6), text, fill="black" if level > 110 else "white", font=font)
     accuracy = np.trace(matrix) / matrix.sum() if matrix.sum() else 0.0
@@ -106,23 +117,8 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: str,
         image.save(f, format="PNG")
 
 
-def write_metrics(metrics: Mapping[str, Any], path: str) -> None:
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(json.dumps(metrics, indent=2) + "\n")
-
-
 def evaluate_model_dir(model_dir: str, data: str, split: str = "validation", batch_size: int = 16) -> dict:
     """Evaluate a trained model folder on a split of an extraction (bands and classes must match)."""
-    from model.dataset import (
-        PatchReader,
-        check_data_matches_model,
-        load_data_manifest,
-        make_batches,
-        manifest_compression,
-        read_patches,
-    )
-    from model.export import load_keras_model, load_model_metadata
-
     info = load_model_metadata(model_dir)
     manifest = load_data_manifest(data)
     schema = check_data_matches_model(info, manifest)
@@ -151,7 +147,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.output:
-        write_metrics(metrics, args.output)
+        write_json(args.output, metrics)
     print(
         json.dumps(
             {k: metrics[k] for k in ("pixels", "overall_accuracy", "mean_iou", "per_class_iou")}, indent=2

@@ -65,11 +65,13 @@ _EE_INPUT_DTYPES = (
 )
 
 
-def _join(*parts: str) -> str:
+def join_path(*parts: str) -> str:
+    """Join path parts of a local or gs:// location."""
     return posixpath.join(*parts) if "://" in parts[0] else "/".join(p.rstrip("/") for p in parts)
 
 
-def _write_json(path: str, value: Any) -> None:
+def write_json(path: str, value: Any) -> None:
+    """Write `value` as indented JSON (local or gs://)."""
     with tf.io.gfile.GFile(path, "w") as f:
         f.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
@@ -80,12 +82,12 @@ def export_model(keras_model: keras.Model, model_dir: str, metadata: Mapping[str
     `format`, `receptive_field` and (unless given) `architecture` and `metrics` are filled in here.
     """
     info = _complete_metadata(keras_model, metadata)
-    tf.io.gfile.makedirs(_join(model_dir, posixpath.dirname(KERAS_MODEL)))
-    keras_model.save(_join(model_dir, KERAS_MODEL))
-    _export_serving(keras_model, _join(model_dir, SAVED_MODEL_DIR), len(info["bands"]))
-    _export_eeified(keras_model, _join(model_dir, EEIFIED_DIR), len(info["bands"]))
-    _write_json(_join(model_dir, EARTHENGINE_JSON), earthengine_config(info))
-    _write_json(_join(model_dir, MODEL_JSON), info)
+    tf.io.gfile.makedirs(join_path(model_dir, posixpath.dirname(KERAS_MODEL)))
+    keras_model.save(join_path(model_dir, KERAS_MODEL))
+    _export_serving(keras_model, join_path(model_dir, SAVED_MODEL_DIR), len(info["bands"]))
+    _export_eeified(keras_model, join_path(model_dir, EEIFIED_DIR), len(info["bands"]))
+    write_json(join_path(model_dir, EARTHENGINE_JSON), earthengine_config(info))
+    write_json(join_path(model_dir, MODEL_JSON), info)
 
 
 def _complete_metadata(keras_model: keras.Model, metadata: Mapping[str, Any]) -> dict[str, Any]:
@@ -226,7 +228,7 @@ def earthengine_config(info: Mapping[str, Any]) -> dict[str, Any]:
 
 def load_model_metadata(model_dir: str) -> dict[str, Any]:
     """Read `<model_dir>/model.json` (local or gs://)."""
-    path = model_dir if model_dir.endswith(".json") else _join(model_dir, MODEL_JSON)
+    path = model_dir if model_dir.endswith(".json") else join_path(model_dir, MODEL_JSON)
     try:
         with tf.io.gfile.GFile(path, "r") as f:
             info = json.loads(f.read())
@@ -246,7 +248,7 @@ def load_model_metadata(model_dir: str) -> dict[str, Any]:
 def load_keras_model(model_dir: str) -> keras.Model:
     """The Keras model of a model folder (for fine-tuning or evaluation; prediction can use saved_model/)."""
     # The custom layers are registered by importing model.architecture (done at the top of this module).
-    path = _join(model_dir, KERAS_MODEL)
+    path = join_path(model_dir, KERAS_MODEL)
     if not tf.io.gfile.exists(path):
         raise ModelNotFoundError(
             f"No Keras model at {path!r}. Point it at a folder written by `python -m model.train`."

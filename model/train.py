@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import sys
 import time
@@ -51,8 +50,8 @@ from model.dataset import (
     scan_statistics,
 )
 from model.errors import IncompatibleDataError, ModelError
-from model.evaluate import confusion_matrix, plot_confusion_matrix, summarize, write_metrics
-from model.export import export_model, load_keras_model, load_model_metadata
+from model.evaluate import confusion_matrix, plot_confusion_matrix, summarize
+from model.export import export_model, join_path, load_keras_model, load_model_metadata, write_json
 from transforms.schema import LABEL_NODATA
 
 DEFAULT_DATA = "out/demo/data"
@@ -113,7 +112,6 @@ class TimeLimit(keras.callbacks.Callback):
         self.start = time.monotonic()
         self.longest = 0.0
         self.epoch_start = self.start
-        self.stopped = False
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch_start = time.monotonic()
@@ -122,13 +120,8 @@ class TimeLimit(keras.callbacks.Callback):
         now = time.monotonic()
         self.longest = max(self.longest, now - self.epoch_start)
         if now - self.start + self.longest > self.seconds:
-            self.stopped = True
             self.model.stop_training = True
             log.info("Time budget of %.1f min reached after epoch %d.", self.seconds / 60, epoch + 1)
-
-
-def _join(base: str, name: str) -> str:
-    return base.rstrip("/") + "/" + name
 
 
 def _split_files(manifest: dict[str, Any], split: str) -> list[str]:
@@ -176,12 +169,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
         base_model = load_keras_model(config.init_model)
     if len(classes) < 2:
         raise IncompatibleDataError(
-            f"The manifest lists {len(classes)} class(es); a classifier needs at least 2."
+            f"The manifest lists {len(classes)} class(es); a land-cover model needs at least 2."
         )
-    if mode == CLASSIFICATION and config.label_source == LABEL_FEATURE:
-        reader = PatchReader(schema, len(classes), mode, LABEL_FEATURE)
-    else:
-        reader = PatchReader(schema, len(classes), mode)
+    # A per-patch label feature only exists for classification; segmentation reads the label raster.
+    label_source = config.label_source if mode == CLASSIFICATION else LABEL_MAJORITY
+    reader = PatchReader(schema, len(classes), mode, label_source)
 
     train_files = _split_files(manifest, TRAIN_SPLIT)
     if not train_files:
@@ -256,8 +248,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         ],
     )
 
-    tf.io.gfile.makedirs(_join(config.output, "checkpoints"))
-    checkpoint = _join(config.output, CHECKPOINT)
+    tf.io.gfile.makedirs(join_path(config.output, "checkpoints"))
+    checkpoint = join_path(config.output, CHECKPOINT)
     monitor = "val_loss" if val_batches is not None else "loss"
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.ModelCheckpoint(
@@ -286,15 +278,16 @@ def train(config: TrainConfig) -> dict[str, Any]:
     )
     metrics = summarize(confusion_matrix(model, eval_batches, len(classes)), classes)
     metrics["split"] = VALIDATION_SPLIT if val_batches is not None else TRAIN_SPLIT
-    write_metrics(metrics, _join(config.output, METRICS))
+    write_json(join_path(config.output, METRICS), metrics)
     plot_confusion_matrix(
         metrics["confusion_matrix"],
         classes,
-        _join(config.output, CONFUSION_PNG),
+        join_path(config.output, CONFUSION_PNG),
         title=f"Confusion matrix, {metrics['split']} pixels ({metrics['pixels']})",
     )
-    with tf.io.gfile.GFile(_join(config.output, HISTORY), "w") as f:
-        f.write(json.dumps({k: [float(v) for v in vs] for k, vs in history.history.items()}, indent=1))
+    write_json(
+        join_path(config.output, HISTORY), {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    )
 
     metadata = {
         "mode": mode,
