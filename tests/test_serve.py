@@ -198,6 +198,58 @@ def test_tiles_of_different_sizes_in_one_request(server, direct):
     np.testing.assert_allclose(second, direct(large[None])[0], rtol=1e-5, atol=1e-6)
 
 
+# -- Parsing ---------------------------------------------------------------------------------------
+
+_LONG = ee_encode(tiles(1, 24, seed=9)[0])  # > LONG_STRING_BYTES
+
+
+def plain(value):
+    """`value` with the memoryviews of parse_request turned back into str, to compare with orjson."""
+    if isinstance(value, memoryview):
+        return bytes(value).decode()
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"instances": [{"array": _LONG}, {"array": _LONG[:-1]}], "parameters": {"k": 'a "quoted" \\ value'}},
+        {"instances": [{"array": "short"}], "note": "x" * 5000},  # a long string that is not an input
+        {"instances": [{"array": _LONG}], "note": "ends in backslash \\"},
+        {"instances": [{"array": "\\" + "A" * 5000}]},  # a long string with an escape is parsed as usual
+        {"instances": [{_LONG: 1}]},  # a long key
+        {"instances": [_LONG]},
+    ],
+)
+def test_parse_request_agrees_with_a_json_parser(request_):
+    body = json.dumps(request_).encode()
+    assert plain(serve.parse_request(body)) == json.loads(body)
+    spaced = json.dumps(request_, indent=2).encode()
+    assert plain(serve.parse_request(spaced)) == json.loads(spaced)
+
+
+def test_long_base64_strings_are_read_in_place():
+    request = serve.parse_request(json.dumps({"instances": [{"array": _LONG}]}).encode())
+    assert isinstance(request["instances"][0]["array"], memoryview)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"instances": [{"array": "' + b"A" * 5000 + b"}]}",  # unterminated string
+        b'{"instances": [{"array": "' + b"A" * 5000 + b'"}]',  # unbalanced
+        b'{"instances": [{"array": "' + b"A" * 5000 + b'" "x"}]}',
+    ],
+)
+def test_malformed_bodies_with_long_strings_are_not_json(body):
+    with pytest.raises(serve.BadRequest, match="not JSON"):
+        serve.parse_request(body)
+
+
 # -- Bad requests ----------------------------------------------------------------------------------
 
 _GOOD = tiles(1, 8, seed=7)[0]
@@ -217,6 +269,8 @@ _SHORT_PROTO.tensor_content = _SHORT_PROTO.tensor_content[:-4]
         (json.dumps({"instances": [{"image": ee_encode(_GOOD)}]}).encode(), "lacks the input 'array'"),
         (json.dumps({"instances": [{"array": ee_encode(_GOOD), "B2": 1}]}).encode(), "unknown inputs ['B2']"),
         (b'{"instances": [{"array": "not*base64!"}]}', "not web-safe Base64"),
+        (b'{"instances": [{"array": "' + b"AAA*" * 2000 + b'"}]}', "not web-safe Base64"),
+        (b'{"instances": [{"array": "' + "\u00e9".encode() * 3000 + b'"}]}', "not web-safe Base64"),
         (
             json.dumps(
                 {"instances": [{"array": base64.urlsafe_b64encode(b"\xff\xfe garbage").decode()}]}
