@@ -71,9 +71,6 @@ DEFAULT_PREDICT_ROUTE = "/predict"
 
 # Room for the JSON around the Base64 strings on top of Earth Engine's maxPayloadBytes.
 ENVELOPE_BYTES = 64 * 1024
-# A body over the limit is still read (and dropped) up to this size, so that the client, which sends
-# the whole body before reading the answer, gets the 413 rather than a reset connection.
-DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 # Requests in progress (read, queued for the model or answered) beyond which uvicorn answers 503,
 # bounding memory; Earth Engine retries those.
 DEFAULT_MAX_CONCURRENT_REQUESTS = 32
@@ -248,6 +245,7 @@ class Predictor:
         self.input_name = input_name
         self.source = source
         self._predict_fn = predict_fn
+        self._keepalive: Any = None  # what predict_fn needs kept alive (the loaded SavedModel)
         args = self.earthengine.get("fromVertexAi", {})
         self.output_names = list(args.get("outputBands") or {}) or ["probabilities"]
         self.max_payload_bytes = int(args.get("maxPayloadBytes") or 0) or None
@@ -283,7 +281,7 @@ class Predictor:
             return {name: tensor.numpy() for name, tensor in result.items()}
 
         predictor = cls(metadata, earthengine, predict_fn, input_name=export.EE_INPUT_NAME, source=model_dir)
-        predictor._keepalive = loaded  # the signature does not own the variables
+        predictor._keepalive = loaded  # the signature alone does not keep the variables
         missing = [name for name in predictor.output_names if name not in outputs]
         if missing:
             raise ModelError(
@@ -542,26 +540,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
         except ValueError:
             raise BadRequest(f"Content-Length {declared!r} is not a number.") from None
         if declared_bytes > limit:
-            await _drain(request, declared_bytes)
             raise BadRequest(_too_large(declared_bytes, limit), 413)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            await _drain(request, size)
             raise BadRequest(_too_large(size, limit), 413)
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-async def _drain(request: Request, size: int) -> None:
-    if size > DRAIN_LIMIT_BYTES:
-        return
-    with contextlib.suppress(Exception):
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > DRAIN_LIMIT_BYTES:
-                return
 
 
 def _too_large(size: int, limit: int) -> str:
