@@ -71,8 +71,8 @@ DEFAULT_PREDICT_ROUTE = "/predict"
 
 # Room for the JSON around the Base64 strings on top of Earth Engine's maxPayloadBytes.
 ENVELOPE_BYTES = 64 * 1024
-# Requests in progress (read, queued for the model or answered) beyond which uvicorn answers 503,
-# bounding memory; Earth Engine retries those.
+# Requests in progress (read, queued for the model or answered) beyond which uvicorn answers 503
+# (retry later), bounding memory.
 DEFAULT_MAX_CONCURRENT_REQUESTS = 32
 # Threads running decode + model + encode; two keep the model busy while another request is decoded.
 DEFAULT_THREADS = 2
