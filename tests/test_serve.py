@@ -174,6 +174,27 @@ def test_earthengine_json_agrees_with_what_the_server_accepts(server, model_dir,
     assert set(response.json()["predictions"][0]) == set(args["outputBands"])
 
 
+def test_a_classification_model_answers_one_pixel_per_tile(tmp_path):
+    keras_model = build_model("classifier", len(BANDS), len(CLASSES), filters=4, depth=2)
+    folder = tmp_path / "classifier"
+    metadata = {"mode": "classification", "bands": BANDS, "classes": CLASSES, "patch_size": 16}
+    export_model(keras_model, str(folder), {**metadata, "crs": "EPSG:32632", "scale": 10.0})
+    args = json.loads((folder / "earthengine.json").read_text())["fromVertexAi"]
+    signature = tf.saved_model.load(str(folder / "saved_model")).signatures["serving_default"]
+    batch = tiles(2, args["inputTileSize"][0], seed=10)
+    app = serve.create_app(lambda: serve.Predictor.load(str(folder)))
+    with serve.running_server(app) as url:
+        serve.wait_until_ready(url, timeout=60)
+        response = httpx.post(
+            url + "/predict", json={"instances": [{"array": ee_encode(t)} for t in batch]}, timeout=30
+        )
+    got = decode_predictions(response)
+    assert got.shape == (2, *args["outputTileSize"], len(CLASSES))
+    np.testing.assert_allclose(
+        got, signature(image=tf.constant(batch))["probabilities"].numpy(), rtol=1e-5, atol=1e-6
+    )
+
+
 # -- Plain JSON arrays -----------------------------------------------------------------------------
 
 
