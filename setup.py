@@ -39,5 +39,22 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*", "model", "model.*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.5"]},
+    extras_require={
+        # python -m model.serve (the Vertex AI / Cloud Run container installs these itself).
+        "serve": [
+            "starlette>=0.37",  # the ASGI app: routes, request streaming, lifespan
+            "uvicorn>=0.30",  # the HTTP server Vertex AI's custom-container contract expects on AIP_HTTP_PORT
+            "pybase64>=1.3",  # SIMD Base64: payloads of several MB per request (benchmarks/serve_latency.py)
+            "orjson>=3.9",  # orjson.Fragment to embed encoded outputs without re-serializing them
+        ],
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "ruff>=0.5",
+            "httpx>=0.27",  # HTTP client of the serving tests and benchmark
+            "rio-cogeo>=5",  # validates the prediction COGs (GDAL's own COG rules)
+        ],
+        # benchmarks/model_quality.py: the per-pixel RandomForest baseline of the talk.
+        "bench": ["scikit-learn>=1.3"],
+    },
 )
