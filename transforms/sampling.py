@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import rasterio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from rasterio import features
 from rasterio.warp import transform as transform_coords
 from rasterio.warp import transform_geom
@@ -51,12 +53,13 @@ class Point:
 
 
 def load_regions(path: str) -> list[Region]:
-    """Read a GeoJSON FeatureCollection, Feature or geometry of (multi)polygons in lon/lat."""
+    """Read a GeoJSON FeatureCollection, Feature or geometry of (multi)polygons in lon/lat (local or gs://)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        raise RegionsError(f"Regions file {path!r} does not exist.") from None
+        if not FileSystems.exists(path):
+            raise RegionsError(f"Regions file {path!r} does not exist.")
+        # FileSystems reads gs:// too (e.g. on a Flex Template launcher).
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            doc = json.loads(f.read().decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise RegionsError(f"Regions file {path!r} is not valid GeoJSON: {e}.") from None
     return parse_regions(doc, source=path)
