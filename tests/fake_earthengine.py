@@ -26,7 +26,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -164,7 +164,13 @@ class FakeEarthEngine:
             self._faults.append(fault or Fault(**kwargs))
 
     def clear(self) -> None:
-        """Forget faults, logged requests, errors and the in-flight maximum (between tests)."""
+        """Forget faults, logged requests, errors and the in-flight maximum (between tests).
+
+        Waits (up to 5 s) for answers still being sent, e.g. a slow response whose client gave up,
+        so they do not count towards the next test's in-flight figures."""
+        deadline = time.monotonic() + 5.0
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
         with self._lock:
             self._faults.clear()
             self._thumbnails.clear()
@@ -186,15 +192,26 @@ class FakeEarthEngine:
         return None
 
     @contextlib.contextmanager
-    def _counted(self) -> Iterator[None]:
+    def _counted(self) -> Iterator[Callable[[], None]]:
+        """Count a request in flight until it is answered; yields `leave`, called before the answer is
+        written (a client may send its next request the moment it has read a response, before this
+        handler thread gets to run its cleanup)."""
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            yield
-        finally:
+        left = False
+
+        def leave() -> None:
+            nonlocal left
             with self._lock:
-                self.in_flight -= 1
+                if not left:
+                    self.in_flight -= 1
+                    left = True
+
+        try:
+            yield leave
+        finally:
+            leave()
 
     # --- answers --------------------------------------------------------------------------------
     def discovery_document(self) -> bytes:
@@ -325,8 +342,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, error_body(404, f"The fake does not serve {method} {path}."))
             return
         fake = self.fake
-        counted = fake._counted() if route in DATA_ROUTES else contextlib.nullcontext()
-        with counted:
+        counted = fake._counted() if route in DATA_ROUTES else contextlib.nullcontext(lambda: None)
+        with counted as self._leave_flight:
             if route in DATA_ROUTES:
                 with fake._lock:
                     fake.requests.append(RequestLog(route, path, body))
@@ -377,6 +394,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
+        getattr(self, "_leave_flight", lambda: None)()
         self.end_headers()
         self.wfile.write(payload[: len(payload) // 2] if truncate else payload)
         if truncate:
