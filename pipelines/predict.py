@@ -596,6 +596,11 @@ def finish(_, job: PredictJob, records: list[dict], error_files: list[str], erro
         files["quicklook"] = QUICKLOOK_NAME
         if job.mosaic:
             FileSystems.delete([output.path(f"{kind}.vrt") for kind in kinds] + [output.path(TILES_DIR)])
+    if not error_count:  # no dead letters: leave no empty errors file behind
+        FileSystems.delete([p for p in error_files if FileSystems.exists(p)])
+        errors_dir = output.path("errors")
+        if "://" not in errors_dir and os.path.isdir(errors_dir) and not os.listdir(errors_dir):
+            os.rmdir(errors_dir)
     summary = {
         "output": output.output,
         "model": job.model_dir,

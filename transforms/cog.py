@@ -369,7 +369,7 @@ def quicklook_png(
         draw.rectangle([x, y, x + swatch, y + swatch], fill=tuple(rgb), outline=(0, 0, 0))
         draw.text((x + swatch + pad, y), text, fill=(0, 0, 0), font=font)
     out = io.BytesIO()
-    canvas.save(out, format="PNG", optimize=True)
+    canvas.save(out, format="PNG")
     return out.getvalue()
 
 
