@@ -18,14 +18,17 @@ $(STAMP): requirements.txt setup.py
 
 install: $(STAMP) ## Create .venv with the pinned dependencies and terrabeam itself
 
-demo: $(STAMP) ## Run the main job on the generated demo scene (output in out/demo)
+demo: $(STAMP) ## Extract, train and predict on the generated demo scene (map: out/demo/predictions/classes.tif, .png)
 	$(PY) -m pipelines.extract --output out/demo/data --overwrite
+	$(PY) -m model.train --max-minutes 10
+	$(PY) -m pipelines.predict --mosaic --overwrite
 
 test: $(STAMP) ## Run the test suite
 	$(PY) -m pytest -q -ra
 
 bench: $(STAMP) ## Run the benchmarks (figures in benchmarks/results/)
 	$(PY) -m benchmarks.extract_throughput
+	$(PY) -m benchmarks.predict_throughput
 
 lint: $(STAMP) ## Check style with ruff
 	$(VENV)/bin/ruff check .
