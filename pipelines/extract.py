@@ -281,14 +281,7 @@ def validate(opts: ExtractOptions) -> ExtractJob:
         scene = ensure_demo_scene(opts.demo_cache)
         inputs, labels_path, regions_path = [scene.image], scene.labels, scene.regions
         source["kind"] = "demo"
-    if opts.patch_size <= 0:
-        raise UsageError(f"--patch-size must be a positive number of pixels, got {opts.patch_size}.")
-    if opts.points_per_class <= 0:
-        raise UsageError(f"--points-per-class must be at least 1, got {opts.points_per_class}.")
-    if opts.compression == "gzip" and not 0 <= opts.compression_level <= 9:
-        raise UsageError(f"--compression-level must be 0-9, got {opts.compression_level}.")
-    if opts.max_attempts < 1:
-        raise UsageError(f"--max-attempts must be at least 1, got {opts.max_attempts}.")
+    _check_numbers(opts)
 
     input_source = LocalRasterSource(inputs, _csv(opts.band_names))
     bands = _csv(opts.bands) or list(input_source.bands)
@@ -323,16 +316,45 @@ def validate(opts: ExtractOptions) -> ExtractJob:
         strata_band = (ref.path, ref.index)
         if not strata_edges:
             raise UsageError("--strata-band needs --strata-edges, e.g. --strata-edges 500,1000,2000.")
+    source.update(inputs=list(inputs), labels=labels_path, regions=regions_path, label_band=label_band)
+    return _job(
+        opts, input_source, label_source, label_band, regions, bands, grid, source, strata_band, strata_edges
+    )
+
+
+def _check_numbers(opts: ExtractOptions) -> None:
+    if opts.patch_size <= 0:
+        raise UsageError(f"--patch-size must be a positive number of pixels, got {opts.patch_size}.")
+    if opts.points_per_class <= 0:
+        raise UsageError(f"--points-per-class must be at least 1, got {opts.points_per_class}.")
+    if opts.compression == "gzip" and not 0 <= opts.compression_level <= 9:
+        raise UsageError(f"--compression-level must be 0-9, got {opts.compression_level}.")
+    if opts.max_attempts < 1:
+        raise UsageError(f"--max-attempts must be at least 1, got {opts.max_attempts}.")
+
+
+def _job(
+    opts: ExtractOptions,
+    inputs,
+    labels,
+    label_band: str,
+    regions: tuple[Region, ...],
+    bands: Sequence[str],
+    grid: GridSpec,
+    source: dict[str, Any],
+    strata_band: tuple[str, int] | None = None,
+    strata_edges: tuple[float, ...] = (),
+) -> ExtractJob:
+    """The job from checked sources: checks the settings every source shares, the output last."""
     classes = tuple(_numbers(opts.classes, int, "--classes")) or None
     try:
         split = SplitConfig(opts.validation_fraction, opts.split_block_size)
     except ValueError as e:
         raise UsageError(str(e)) from None
     _prepare_output(opts.output, opts.overwrite)
-    source.update(inputs=list(inputs), labels=labels_path, regions=regions_path, label_band=label_band)
     return ExtractJob(
-        inputs=input_source,
-        labels=label_source,
+        inputs=inputs,
+        labels=labels,
         label_band=label_band,
         regions=regions,
         schema=PatchSchema(tuple(bands), opts.patch_size),
@@ -358,6 +380,7 @@ def validate(opts: ExtractOptions) -> ExtractJob:
             "classes": list(classes) if classes else None,
             "strata_band": opts.strata_band,
             "strata_edges": list(strata_edges),
+            "compression": opts.compression,
             "compression_level": opts.compression_level,
         },
     )
@@ -383,14 +406,7 @@ def _earthengine_job(opts: ExtractOptions) -> ExtractJob:
         raise UsageError(
             "--strata-band works with local rasters only; leave it out with --source earthengine."
         )
-    if opts.patch_size <= 0:
-        raise UsageError(f"--patch-size must be a positive number of pixels, got {opts.patch_size}.")
-    if opts.points_per_class <= 0:
-        raise UsageError(f"--points-per-class must be at least 1, got {opts.points_per_class}.")
-    if opts.compression == "gzip" and not 0 <= opts.compression_level <= 9:
-        raise UsageError(f"--compression-level must be 0-9, got {opts.compression_level}.")
-    if opts.max_attempts < 1:
-        raise UsageError(f"--max-attempts must be at least 1, got {opts.max_attempts}.")
+    _check_numbers(opts)
     if opts.max_requests < 1:
         raise UsageError(f"--max-requests must be at least 1, got {opts.max_requests}.")
     per_process, processes = earthengine.requests_per_process(opts.max_requests, opts)
@@ -426,53 +442,18 @@ def _earthengine_job(opts: ExtractOptions) -> ExtractJob:
     inputs.check_request(opts.patch_size, opts.patch_size, len(bands), "float32")
     labels.check_request(opts.patch_size, opts.patch_size, 1, "uint8")
     grid = GridSpec(opts.crs or earthengine.utm_crs_of(regions), opts.scale or earthengine.DEFAULT_SCALE)
-    classes = tuple(_numbers(opts.classes, int, "--classes")) or None
-    try:
-        split = SplitConfig(opts.validation_fraction, opts.split_block_size)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    _prepare_output(opts.output, opts.overwrite)
-    return ExtractJob(
-        inputs=inputs,
-        labels=labels,
-        label_band=label_band,
-        regions=regions,
-        schema=PatchSchema(tuple(bands), opts.patch_size),
-        grid=grid,
-        split=split,
-        points_per_class=opts.points_per_class,
-        seed=opts.seed,
-        classes=classes,
-        strata_band=None,
-        strata_edges=(),
-        pad_edges=opts.pad_edges,
-        compression=opts.compression,
-        compression_level=opts.compression_level,
-        retry=RetryConfig(attempts=opts.max_attempts),
-        output=opts.output.rstrip("/"),
-        source={
-            "kind": "earthengine",
-            "project": config.project,
-            "endpoint": config.endpoint,
-            "image": inputs.recipe.spec,
-            "labels": labels.recipe.spec,
-            "label_band": label_band,
-            "fetch": opts.ee_fetch,
-            "regions": opts.regions,
-            "max_requests": opts.max_requests,
-        },
-        options={
-            "points_per_class": opts.points_per_class,
-            "seed": opts.seed,
-            "validation_fraction": opts.validation_fraction,
-            "split_block_size": opts.split_block_size,
-            "pad_edges": opts.pad_edges,
-            "classes": list(classes) if classes else None,
-            "strata_band": None,
-            "strata_edges": [],
-            "compression_level": opts.compression_level,
-        },
-    )
+    source = {
+        "kind": "earthengine",
+        "project": config.project,
+        "endpoint": config.endpoint,
+        "image": inputs.recipe.spec,
+        "labels": labels.recipe.spec,
+        "label_band": label_band,
+        "fetch": opts.ee_fetch,
+        "regions": opts.regions,
+        "max_requests": opts.max_requests,
+    }
+    return _job(opts, inputs, labels, label_band, regions, bands, grid, source)
 
 
 def _check_regions_inside(regions: Sequence[Region], *sources: LocalRasterSource) -> None:
