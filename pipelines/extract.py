@@ -24,7 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.pvalue import AsDict, AsList, AsSingleton
 
-from pipelines.options import SharedArgumentGroup, unknown_flags_message
+from pipelines.options import SharedArgumentGroup, add_earthengine_options, unknown_flags_message
 from transforms.classes import CLASS_NAMES
 from transforms.extract import (
     ERRORS,
@@ -176,57 +176,7 @@ class ExtractOptions(PipelineOptions):
             default=None,
             help="Folder for the generated demo scene (default: $TERRABEAM_CACHE or ~/.cache/terrabeam).",
         )
-        ee = SharedArgumentGroup(parser, "terrabeam Earth Engine source (--source earthengine)")
-        ee.add_argument(
-            "--source",
-            choices=("local", "earthengine"),
-            default="local",
-            help="Read pixels from local rasters (--inputs/--labels) or from Earth Engine (--ee-image/--ee-labels, points by stratifiedSample).",
-        )
-        ee.add_argument(
-            "--ee-project",
-            dest="ee_project",
-            default=None,
-            help="Cloud project registered for Earth Engine (required with --source earthengine).",
-        )
-        ee.add_argument(
-            "--ee-key-file",
-            dest="ee_key_file",
-            default=None,
-            help="Service-account JSON key, local or gs:// (default: `earthengine authenticate` or application default credentials).",
-        )
-        ee.add_argument(
-            "--ee-endpoint",
-            dest="ee_endpoint",
-            default=None,
-            help="Earth Engine API URL (default: the high-volume endpoint https://earthengine-highvolume.googleapis.com).",
-        )
-        ee.add_argument(
-            "--ee-image",
-            dest="ee_image",
-            default=None,
-            help="Input image recipe: presets s2-l1c-median[:YEAR] and elevation, or ASSET_ID[:BAND,...], joined with + (default: s2-l1c-median:2020+elevation).",
-        )
-        ee.add_argument(
-            "--ee-labels",
-            dest="ee_labels",
-            default=None,
-            help="Label image recipe (default: worldcover-dynamicworld, band landcover).",
-        )
-        ee.add_argument(
-            "--ee-fetch",
-            dest="ee_fetch",
-            choices=("computePixels", "getDownloadURL"),
-            default="computePixels",
-            help="How patches are fetched (default: computePixels).",
-        )
-        ee.add_argument(
-            "--max-requests",
-            dest="max_requests",
-            type=int,
-            default=20,
-            help="Earth Engine requests in flight across the whole job (a project allows 40 by default).",
-        )
+        add_earthengine_options(parser, with_labels=True)
 
 
 @dataclasses.dataclass(frozen=True)

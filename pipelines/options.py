@@ -53,3 +53,63 @@ class SharedArgumentGroup:
         if any(flag in registered for flag in flags):
             return None
         return self._group.add_argument(*flags, **kwargs)
+
+
+def add_earthengine_options(parser, *, with_labels: bool) -> None:
+    """The Earth Engine source options, the same for every job that reads imagery."""
+    ee = SharedArgumentGroup(parser, "terrabeam Earth Engine source (--source earthengine)")
+    ee.add_argument(
+        "--source",
+        choices=("local", "earthengine"),
+        default="local",
+        help="Read pixels from local rasters (--inputs) or from Earth Engine (--ee-image).",
+    )
+    ee.add_argument(
+        "--ee-project",
+        dest="ee_project",
+        default=None,
+        help="Cloud project registered for Earth Engine (required with --source earthengine).",
+    )
+    ee.add_argument(
+        "--ee-key-file",
+        dest="ee_key_file",
+        default=None,
+        help="Service-account JSON key, local or gs:// (default: `earthengine authenticate` or application "
+        "default credentials).",
+    )
+    ee.add_argument(
+        "--ee-endpoint",
+        dest="ee_endpoint",
+        default=None,
+        help="Earth Engine API URL (default: the high-volume endpoint "
+        "https://earthengine-highvolume.googleapis.com).",
+    )
+    ee.add_argument(
+        "--ee-image",
+        dest="ee_image",
+        default=None,
+        help="Input image recipe: presets s2-l1c-median[:YEAR] and elevation, or ASSET_ID[:BAND,...], joined "
+        "with + (default: s2-l1c-median:2020+elevation).",
+    )
+    if with_labels:
+        ee.add_argument(
+            "--ee-labels",
+            dest="ee_labels",
+            default=None,
+            help="Label image recipe (default: worldcover-dynamicworld, band landcover); points come from "
+            "Earth Engine's stratifiedSample on it.",
+        )
+    ee.add_argument(
+        "--ee-fetch",
+        dest="ee_fetch",
+        choices=("computePixels", "getDownloadURL"),
+        default="computePixels",
+        help="How pixels are fetched (default: computePixels).",
+    )
+    ee.add_argument(
+        "--max-requests",
+        dest="max_requests",
+        type=int,
+        default=20,
+        help="Earth Engine requests in flight across the whole job (a project allows 40 by default).",
+    )

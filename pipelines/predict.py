@@ -37,7 +37,7 @@ from apache_beam.pvalue import AsList, AsSingleton
 
 from model.errors import ModelError
 from model.export import load_model_metadata
-from pipelines.options import SharedArgumentGroup, unknown_flags_message
+from pipelines.options import SharedArgumentGroup, add_earthengine_options, unknown_flags_message
 from transforms.cog import (
     CLASSES_NAME,
     PROBABILITIES,
@@ -70,7 +70,6 @@ from transforms.tiling import RegionMask, TilePlan, TilingError, TilingSpec, pla
 DEFAULT_MODEL = "out/demo/model"
 DEFAULT_OUTPUT = "out/demo/predictions"
 SUMMARY_NAME = "prediction.json"
-SOURCES = ("local", "earthengine")
 # One worker writes the --mosaic COG; above this many pixels, per-tile COGs + VRT are the way (a
 # 65,536² uint8 map is 4 GiB before compression, plus a third for overviews, on one worker's disk).
 MAX_MOSAIC_PIXELS = 1 << 32
@@ -157,51 +156,7 @@ class PredictOptions(PipelineOptions):
             default=None,
             help="Folder for the generated demo scene (default: $TERRABEAM_CACHE or ~/.cache/terrabeam).",
         )
-        ee = SharedArgumentGroup(parser, "terrabeam Earth Engine source (--source earthengine)")
-        ee.add_argument(
-            "--source",
-            choices=SOURCES,
-            default="local",
-            help="Read pixels from local rasters (--inputs) or from Earth Engine (--ee-image).",
-        )
-        ee.add_argument(
-            "--ee-project",
-            dest="ee_project",
-            default=None,
-            help="Cloud project registered for Earth Engine (required with --source earthengine).",
-        )
-        ee.add_argument(
-            "--ee-key-file",
-            dest="ee_key_file",
-            default=None,
-            help="Service-account JSON key, local or gs:// (default: `earthengine authenticate` or application default credentials).",
-        )
-        ee.add_argument(
-            "--ee-endpoint",
-            dest="ee_endpoint",
-            default=None,
-            help="Earth Engine API URL (default: the high-volume endpoint https://earthengine-highvolume.googleapis.com).",
-        )
-        ee.add_argument(
-            "--ee-image",
-            dest="ee_image",
-            default=None,
-            help="Input image recipe: presets s2-l1c-median[:YEAR] and elevation, or ASSET_ID[:BAND,...], joined with + (default: s2-l1c-median:2020+elevation).",
-        )
-        ee.add_argument(
-            "--ee-fetch",
-            dest="ee_fetch",
-            choices=("computePixels", "getDownloadURL"),
-            default="computePixels",
-            help="How tiles are fetched (default: computePixels).",
-        )
-        ee.add_argument(
-            "--max-requests",
-            dest="max_requests",
-            type=int,
-            default=20,
-            help="Earth Engine requests in flight across the whole job (a project allows 40 by default).",
-        )
+        add_earthengine_options(parser, with_labels=False)
 
 
 @dataclasses.dataclass(frozen=True)
