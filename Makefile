@@ -19,8 +19,8 @@ $(STAMP): requirements.txt setup.py
 install: $(STAMP) ## Create .venv with the pinned dependencies and terrabeam itself
 
 demo: $(STAMP) ## Extract, train and predict on the generated demo scene (map: out/demo/predictions/classes.tif, .png)
-	$(PY) -m pipelines.extract --output out/demo/data --overwrite
-	$(PY) -m model.train --max-minutes 10
+	$(PY) -m pipelines.extract --output out/demo/data --overwrite --points-per-class 50
+	$(PY) -m model.train --epochs 3 --max-minutes 6
 	$(PY) -m pipelines.predict --mosaic --overwrite
 
 test: $(STAMP) ## Run the test suite
