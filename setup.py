@@ -37,7 +37,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*", "model", "model.*"]),
+    packages=find_packages(
+        include=["pipelines", "pipelines.*", "transforms", "transforms.*", "model", "model.*"]
+    ),
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # python -m model.serve (the Vertex AI / Cloud Run container installs these itself).

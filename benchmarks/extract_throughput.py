@@ -33,7 +33,15 @@ PATCH = 128
 
 def _child(kind: str, args: dict, env: dict | None = None) -> dict:
     """Run one measurement in a fresh interpreter; returns its JSON figures plus peak RSS."""
-    cmd = [sys.executable, "-m", "benchmarks.extract_throughput", "--child", kind, "--child-args", json.dumps(args)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.extract_throughput",
+        "--child",
+        kind,
+        "--child-args",
+        json.dumps(args),
+    ]
     proc = subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} failed:\n{proc.stderr[-3000:]}")
@@ -61,7 +69,9 @@ def _windows(scene, count: int, seed: int = 0) -> list[tuple[int, int]]:
 
 def _raster_order(windows: list[tuple[int, int]], chunk: int = 512) -> list[tuple[int, int]]:
     """The pipeline's read order: spatial chunks, raster order inside each."""
-    return sorted(windows, key=lambda w: ((w[1] + PATCH // 2) // chunk, (w[0] + PATCH // 2) // chunk, w[1], w[0]))
+    return sorted(
+        windows, key=lambda w: ((w[1] + PATCH // 2) // chunk, (w[0] + PATCH // 2) // chunk, w[1], w[0])
+    )
 
 
 def child_reads(args: dict) -> dict:
@@ -107,8 +117,12 @@ def child_naive(args: dict) -> dict:
                     name: tf.train.Feature(float_list=tf.train.FloatList(value=band.flatten().tolist()))
                     for name, band in zip(scene.bands, pixels)
                 }
-                feature["landcover"] = tf.train.Feature(float_list=tf.train.FloatList(value=label.flatten().tolist()))
-                writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+                feature["landcover"] = tf.train.Feature(
+                    float_list=tf.train.FloatList(value=label.flatten().tolist())
+                )
+                writer.write(
+                    tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+                )
         wall, cpu = time.perf_counter() - start, _usage() - cpu
     return {"patches": len(windows), "wall_s": wall, "cpu_s": cpu, "output_bytes": out.stat().st_size}
 
@@ -118,7 +132,14 @@ def child_pipeline(args: dict) -> dict:
     from transforms.manifest import read_manifest
 
     output = Path(args["dir"]) / f"pipeline-{args['compression']}-{args['points_per_class']}"
-    argv = ["--output", str(output), "--points-per-class", str(args["points_per_class"]), "--compression", args["compression"]]
+    argv = [
+        "--output",
+        str(output),
+        "--points-per-class",
+        str(args["points_per_class"]),
+        "--compression",
+        args["compression"],
+    ]
     start, cpu = time.perf_counter(), _usage()
     if main(argv) != 0:
         raise SystemExit("extraction failed")
@@ -127,7 +148,13 @@ def child_pipeline(args: dict) -> dict:
     patches = sum(s["patches"] for s in manifest["splits"].values())
     size = sum(os.path.getsize(f) for s in manifest["splits"].values() for f in s["files"])
     shutil.rmtree(output)
-    return {"patches": patches, "wall_s": wall, "cpu_s": cpu, "output_bytes": size, "errors": manifest["errors"]["count"]}
+    return {
+        "patches": patches,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "output_bytes": size,
+        "errors": manifest["errors"]["count"],
+    }
 
 
 def _points_per_class_for(target: int) -> int:
@@ -166,14 +193,28 @@ def run_benchmark(points: int, naive_count: int, output: Path) -> dict:
         results = {
             "plain_reads": rates(_child("reads", {"count": points, "warm": True})),
             "naive": rates(_child("naive", {"count": naive_count, "dir": str(workdir)})),
-            "pipeline_gzip": rates(_child("pipeline", {"dir": str(workdir), "compression": "gzip", "points_per_class": per_class})),
-            "pipeline_none": rates(_child("pipeline", {"dir": str(workdir), "compression": "none", "points_per_class": per_class})),
+            "pipeline_gzip": rates(
+                _child(
+                    "pipeline", {"dir": str(workdir), "compression": "gzip", "points_per_class": per_class}
+                )
+            ),
+            "pipeline_none": rates(
+                _child(
+                    "pipeline", {"dir": str(workdir), "compression": "none", "points_per_class": per_class}
+                )
+            ),
         }
         starved = {"GDAL_CACHEMAX": "64"}
-        results["cache_starved_random"] = rates(_child("reads", {"count": points // 4, "order": "random"}, starved))
-        results["cache_starved_raster_order"] = rates(_child("reads", {"count": points // 4, "order": "raster"}, starved))
+        results["cache_starved_random"] = rates(
+            _child("reads", {"count": points // 4, "order": "random"}, starved)
+        )
+        results["cache_starved_raster_order"] = rates(
+            _child("reads", {"count": points // 4, "order": "raster"}, starved)
+        )
         results["memory_10x_points"] = rates(
-            _child("pipeline", {"dir": str(workdir), "compression": "gzip", "points_per_class": big_per_class})
+            _child(
+                "pipeline", {"dir": str(workdir), "compression": "gzip", "points_per_class": big_per_class}
+            )
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -183,22 +224,35 @@ def run_benchmark(points: int, naive_count: int, output: Path) -> dict:
         "gzip_patches_per_cpu_s": gz["patches_per_cpu_s"],
         "none_patches_per_cpu_s": raw["patches_per_cpu_s"],
         "gzip_speedup_vs_naive_per_cpu_s": gz["patches_per_cpu_s"] / naive["patches_per_cpu_s"],
-        "compression_ratio_pipeline_gzip": raw["output_bytes"] / raw["patches"] / (gz["output_bytes"] / gz["patches"]),
-        "compression_ratio_naive_zlib6": raw["output_bytes"] / raw["patches"] / (naive["output_bytes"] / naive["patches"]),
+        "compression_ratio_pipeline_gzip": raw["output_bytes"]
+        / raw["patches"]
+        / (gz["output_bytes"] / gz["patches"]),
+        "compression_ratio_naive_zlib6": raw["output_bytes"]
+        / raw["patches"]
+        / (naive["output_bytes"] / naive["patches"]),
         "raster_order_speedup_cache_starved": results["cache_starved_raster_order"]["patches_per_s"]
         / results["cache_starved_random"]["patches_per_s"],
-        "peak_rss_mb": {str(gz["patches"]): gz["peak_rss_mb"], str(results["memory_10x_points"]["patches"]): results["memory_10x_points"]["peak_rss_mb"]},
+        "peak_rss_mb": {
+            str(gz["patches"]): gz["peak_rss_mb"],
+            str(results["memory_10x_points"]["patches"]): results["memory_10x_points"]["peak_rss_mb"],
+        },
         "targets": {
             "gzip >= 150 patches/s per core": gz["patches_per_cpu_s"] >= 150,
             "none >= 500 patches/s per core": raw["patches_per_cpu_s"] >= 500,
-            "raster order >= 3x random when cache-starved": results["cache_starved_raster_order"]["patches_per_s"]
+            "raster order >= 3x random when cache-starved": results["cache_starved_raster_order"][
+                "patches_per_s"
+            ]
             >= 3 * results["cache_starved_random"]["patches_per_s"],
         },
     }
     report = {
         "benchmark": "extract_throughput",
         "scene": "demo scene 2048x2048, 14 float32 bands, 128x128 patches",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "summary": summary,
         "results": results,
@@ -209,15 +263,21 @@ def run_benchmark(points: int, naive_count: int, output: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--points", type=int, default=2000, help="Points for the throughput runs (10x for memory).")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--points", type=int, default=2000, help="Points for the throughput runs (10x for memory)."
+    )
     parser.add_argument("--naive-count", type=int, default=200, help="Patches for the (slow) naive baseline.")
     parser.add_argument("--output", type=Path, default=RESULTS / "extract_throughput.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-args", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        fig = {"reads": child_reads, "naive": child_naive, "pipeline": child_pipeline}[args.child](json.loads(args.child_args))
+        fig = {"reads": child_reads, "naive": child_naive, "pipeline": child_pipeline}[args.child](
+            json.loads(args.child_args)
+        )
         fig["peak_rss_mb"] = _peak_rss_mb()
         print(json.dumps(fig))
         return 0
