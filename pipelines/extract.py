@@ -40,7 +40,7 @@ from transforms.grid import GridSpec, grid_spec_of
 from transforms.manifest import MANIFEST_NAME, build_manifest, write_manifest
 from transforms.sampling import Point, Region, RegionsError, load_regions
 from transforms.schema import PatchSchema
-from transforms.sources import LocalRasterSource, SourceError
+from transforms.sources import LocalRasterSource, PixelSource, SourceError
 from transforms.tfrecord_writer import COMPRESSIONS, SUFFIX, WriteRecords, finalize_shards
 
 DEFAULT_OUTPUT = "out/demo/data"
@@ -183,8 +183,8 @@ class ExtractOptions(PipelineOptions):
 class ExtractJob:
     """Validated extraction settings: everything the pipeline needs, checked before it starts."""
 
-    inputs: LocalRasterSource
-    labels: LocalRasterSource
+    inputs: PixelSource
+    labels: PixelSource
     label_band: str
     regions: tuple[Region, ...]
     schema: PatchSchema
@@ -285,8 +285,8 @@ def _check_numbers(opts: ExtractOptions) -> None:
 
 def _job(
     opts: ExtractOptions,
-    inputs,
-    labels,
+    inputs: PixelSource,
+    labels: PixelSource,
     label_band: str,
     regions: tuple[Region, ...],
     bands: Sequence[str],

@@ -21,7 +21,7 @@ from retry.api import retry_call
 from transforms.grid import GridSpec
 from transforms.sampling import Point, Region, sample_region
 from transforms.schema import LABEL_NODATA, META_ID, META_LAT, META_LON, META_PADDED, META_REGION, PatchSchema
-from transforms.sources import LocalRasterSource, Resampling, SourceError, TransientSourceError
+from transforms.sources import PixelSource, Resampling, SourceError, TransientSourceError
 from transforms.split import TRAIN, VALIDATION, block_split_of, split_of
 
 ERRORS = "errors"
@@ -113,8 +113,8 @@ def dead_letter(point: Point, stage: str, error: BaseException) -> str:
 
 def make_record(
     point: Point,
-    inputs: LocalRasterSource,
-    labels: LocalRasterSource,
+    inputs: PixelSource,
+    labels: PixelSource,
     label_band: str,
     schema: PatchSchema,
     grid: GridSpec,
@@ -164,8 +164,8 @@ class FetchPatches(beam.DoFn):
 
     def __init__(
         self,
-        inputs: LocalRasterSource,
-        labels: LocalRasterSource,
+        inputs: PixelSource,
+        labels: PixelSource,
         label_band: str,
         schema: PatchSchema,
         grid: GridSpec,

@@ -17,7 +17,7 @@ import dataclasses
 import json
 import random
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
@@ -26,8 +26,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
 from transforms.extract import RetryConfig
-from transforms.grid import PixelGrid
-from transforms.sources import Resampling, SourceError, TransientSourceError
+from transforms.sources import PixelSource, SourceError, TransientSourceError
 from transforms.tiling import Tile, TilingSpec, trim
 
 ERRORS = "errors"
@@ -42,20 +41,6 @@ SAVED_MODEL_DIR = "saved_model"
 SIGNATURE = "serving_default"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
-
-
-class PixelSource(Protocol):
-    """What prediction needs from a source: named bands on an explicit pixel grid."""
-
-    def read(
-        self,
-        grid: PixelGrid,
-        bands: Sequence[str],
-        *,
-        fill: float = 0.0,
-        dtype: str = "float32",
-        resampling: Resampling = Resampling.bilinear,
-    ) -> Any: ...
 
 
 # --- the model ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import PurePosixPath
+from typing import Protocol
 
 import numpy as np
 import rasterio
@@ -52,6 +53,31 @@ class ReadResult:
 
     pixels: np.ndarray
     padded: bool
+
+
+class PixelSource(Protocol):
+    """What extraction and prediction need from a source: named bands on an explicit pixel grid.
+
+    `LocalRasterSource` and `transforms.earthengine.EarthEngineSource` implement it; sources are
+    picklable and open their connections lazily (or in `setup()`, where they have one) on a worker.
+    """
+
+    @property
+    def bands(self) -> tuple[str, ...]: ...
+
+    def check_bands(self, bands: Sequence[str]) -> None: ...
+
+    def read(
+        self,
+        grid: PixelGrid,
+        bands: Sequence[str],
+        *,
+        fill: float = 0.0,
+        dtype: str = "float32",
+        resampling: Resampling = Resampling.bilinear,
+    ) -> ReadResult: ...
+
+    def close(self) -> None: ...
 
 
 class LocalRasterSource:
