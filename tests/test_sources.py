@@ -108,3 +108,25 @@ def test_source_pickles_without_open_handles(tiny_scene):
     before = source.read(GRID.window(0, 0, 8, 8), ["red"]).pixels
     clone = pickle.loads(pickle.dumps(source))
     np.testing.assert_array_equal(clone.read(GRID.window(0, 0, 8, 8), ["red"]).pixels, before)
+
+
+def test_nan_fill_of_an_integer_raster_with_nodata(tmp_path):
+    path = tmp_path / "ints.tif"
+    data = np.arange(64, dtype=np.uint16).reshape(8, 8)
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=8,
+        height=8,
+        count=1,
+        dtype="uint16",
+        crs=CRS,
+        nodata=5,
+        transform=from_origin(*ORIGIN, SCALE, SCALE),
+    ) as dst:
+        dst.write(data, 1)
+    pixels = (
+        LocalRasterSource([str(path)]).read(GRID.window(0, 0, 8, 8), ["ints"], fill=np.nan).pixels[..., 0]
+    )
+    assert np.isnan(pixels[0, 5]) and pixels[0, 6] == 6

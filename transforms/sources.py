@@ -258,6 +258,10 @@ def _warped_on_lattice(dataset, spec: GridSpec, resampling: Resampling) -> Warpe
         width=window.width,
         height=window.height,
         resampling=resampling,
+        # (Nearly) exact coordinate transforms: GDAL's default approximation (0.125 px) depends on the
+        # window read, so 128-pixel training patches and 256-pixel prediction tiles sample the same
+        # pixel differently (GDAL refuses 0). Warping still varies a little with the window read.
+        tolerance=1e-6,
     )
 
 
@@ -286,6 +290,6 @@ def _read_into(reader, grid: PixelGrid, wanted: list[tuple[int, int]], out: np.n
     except RasterioIOError as e:
         raise TransientSourceError(f"Read failed on {reader.name!r}: {e}") from e
     if np.ma.isMaskedArray(block):
-        block = block.filled(fill)
+        block = block.astype(out.dtype, copy=False).filled(fill)  # e.g. NaN fill of an integer raster
     out[positions, r0 - row : r1 - row, c0 - col : c1 - col] = block
     return padded
