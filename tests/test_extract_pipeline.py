@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import tensorflow as tf
 from rasterio.windows import Window
 
 from pipelines.extract import main
+from tests.conftest import ORIGIN, SCALE
 from transforms.manifest import read_manifest, schema_of
 from transforms.split import split_of
 
@@ -237,3 +239,19 @@ def test_no_arguments_uses_the_demo_scene(tmp_path, monkeypatch):
 def test_misspelt_option_is_reported_not_ignored(tiny_scene, tmp_path, capsys):
     assert extract(tiny_scene, tmp_path / "o", "--points-per-clas", "3") == 2
     assert "--points-per-clas (did you mean --points-per-class?)" in capsys.readouterr().err
+
+
+def test_spatial_block_split_keeps_each_block_on_one_side(tiny_scene, tmp_path):
+    block = 640.0  # 64 pixels of 10 m
+    out = tmp_path / "blocks"
+    assert extract(tiny_scene, out, "--split-block-size", str(block), "--validation-fraction", "0.5") == 0
+    manifest = read_manifest(str(out))
+    assert manifest["options"]["split_block_size"] == block
+    side_of_block = {}
+    for split in ("train", "validation"):
+        for record in read_records(manifest["splits"][split]["files"], manifest):
+            _, row, col = record["point_id"].decode().split("/")
+            x, y = ORIGIN[0] + (int(col) + 0.5) * SCALE, ORIGIN[1] - (int(row) + 0.5) * SCALE
+            key = (math.floor(x / block), math.floor(y / block))
+            assert side_of_block.setdefault(key, split) == split
+    assert set(side_of_block.values()) == {"train", "validation"}
