@@ -130,3 +130,30 @@ def test_nan_fill_of_an_integer_raster_with_nodata(tmp_path):
         LocalRasterSource([str(path)]).read(GRID.window(0, 0, 8, 8), ["ints"], fill=np.nan).pixels[..., 0]
     )
     assert np.isnan(pixels[0, 5]) and pixels[0, 6] == 6
+
+
+def test_reprojected_pixels_do_not_depend_on_the_window_read(tmp_path):
+    """Training patches and prediction tiles of different sizes see the same warped values."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "wgs84.tif"
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=1500,
+        height=1500,
+        count=1,
+        dtype="float32",
+        crs="EPSG:4326",
+        transform=from_origin(9.0, 46.2, 0.0001, 0.0001),
+    ) as dst:
+        dst.write(rng.normal(1000, 300, (1500, 1500)).astype(np.float32), 1)
+    source = LocalRasterSource([str(path)])
+    (x,), (y,) = transform_coords("EPSG:4326", CRS, [9.075], [46.125])
+    grid = GridSpec(CRS, 10.0)
+    big = grid.patch_around(x, y, 1024)
+    whole = source.read(big, ["wgs84"]).pixels[..., 0]
+    col0, row0 = grid.pixel_of(big.transform[2] + 5, big.transform[5] - 5)
+    for dc, dr, size in ((0, 0, 64), (300, 77, 128), (900, 500, 64), (513, 700, 256)):
+        small = LocalRasterSource([str(path)]).read(grid.window(col0 + dc, row0 + dr, size, size), ["wgs84"])
+        np.testing.assert_array_equal(small.pixels[..., 0], whole[dr : dr + size, dc : dc + size])

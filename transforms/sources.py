@@ -218,7 +218,7 @@ class LocalRasterSource:
         key = (path, grid.crs, spec.scale, spec.origin_x % spec.scale, spec.origin_y % spec.scale, resampling)
         vrt = self._vrts.get(key)
         if vrt is None:
-            vrt = _warped_on_lattice(dataset, spec, resampling)
+            vrt = _BlockWarp(_warped_on_lattice(dataset, spec, resampling))
             self._vrts[key] = vrt
         return vrt
 
@@ -258,11 +258,59 @@ def _warped_on_lattice(dataset, spec: GridSpec, resampling: Resampling) -> Warpe
         width=window.width,
         height=window.height,
         resampling=resampling,
-        # (Nearly) exact coordinate transforms: GDAL's default approximation (0.125 px) depends on the
-        # window read, so 128-pixel training patches and 256-pixel prediction tiles sample the same
-        # pixel differently (GDAL refuses 0). Warping still varies a little with the window read.
-        tolerance=1e-6,
     )
+
+
+class _BlockWarp:
+    """A WarpedVRT read through fixed blocks of its lattice.
+
+    GDAL's warper gives slightly different values for the same pixel depending on the window asked
+    for (it plans source windows and resampling scales per request). Reading only whole fixed blocks
+    makes every pixel come from the same warp whatever the patch or tile size, so training patches
+    and prediction tiles see identical values. Recent blocks are kept for neighbouring reads.
+    """
+
+    BLOCK = 256
+    CACHED_BLOCKS = 16
+
+    def __init__(self, vrt: WarpedVRT) -> None:
+        self.vrt = vrt
+        self.transform, self.width, self.height = vrt.transform, vrt.width, vrt.height
+        self.nodata, self.dtypes, self.name = vrt.nodata, vrt.dtypes, vrt.name
+        self._blocks: dict[tuple, np.ndarray] = {}
+
+    def _block(self, row: int, col: int, indexes: tuple[int, ...], masked: bool) -> np.ndarray:
+        key = (row, col, indexes, masked)
+        block = self._blocks.pop(key, None)
+        if block is None:
+            b = self.BLOCK
+            window = Window(col * b, row * b, min(b, self.width - col * b), min(b, self.height - row * b))
+            block = self.vrt.read(list(indexes), window=window, masked=masked)
+            if len(self._blocks) >= self.CACHED_BLOCKS:
+                self._blocks.pop(next(iter(self._blocks)))
+        self._blocks[key] = block  # most recently used last
+        return block
+
+    def read(self, indexes, window: Window, masked: bool = False, out: np.ndarray | None = None):
+        b = self.BLOCK
+        c0, r0 = int(window.col_off), int(window.row_off)
+        c1, r1 = c0 + int(window.width), r0 + int(window.height)
+        data = np.empty((len(indexes), r1 - r0, c1 - c0), dtype=self.dtypes[0]) if out is None else out
+        mask = np.zeros(data.shape, dtype=bool) if masked else None
+        for row in range(r0 // b, (r1 - 1) // b + 1):
+            for col in range(c0 // b, (c1 - 1) // b + 1):
+                block = self._block(row, col, tuple(indexes), masked)
+                y0, y1 = max(r0, row * b), min(r1, row * b + block.shape[1])
+                x0, x1 = max(c0, col * b), min(c1, col * b + block.shape[2])
+                part = (slice(None), slice(y0 - row * b, y1 - row * b), slice(x0 - col * b, x1 - col * b))
+                target = (slice(None), slice(y0 - r0, y1 - r0), slice(x0 - c0, x1 - c0))
+                data[target] = np.ma.getdata(block[part])
+                if masked:
+                    mask[target] = np.ma.getmaskarray(block[part])
+        return np.ma.masked_array(data, mask) if masked else data
+
+    def close(self) -> None:
+        self.vrt.close()
 
 
 def _read_into(reader, grid: PixelGrid, wanted: list[tuple[int, int]], out: np.ndarray, fill: float) -> bool:
