@@ -27,6 +27,7 @@ test: $(STAMP) ## Run the test suite
 	$(PY) -m pytest -q -ra
 
 bench: $(STAMP) ## Run the benchmarks (figures in benchmarks/results/)
+	$(PY) -m benchmarks.scene_layout
 	$(PY) -m benchmarks.extract_throughput
 	$(PY) -m benchmarks.predict_throughput
 
