@@ -30,6 +30,7 @@ bench: $(STAMP) ## Run the benchmarks (figures in benchmarks/results/)
 	$(PY) -m benchmarks.scene_layout
 	$(PY) -m benchmarks.extract_throughput
 	$(PY) -m benchmarks.predict_throughput
+	$(PY) -m benchmarks.serve_latency
 
 lint: $(STAMP) ## Check style with ruff
 	$(VENV)/bin/ruff check .
