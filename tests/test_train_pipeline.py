@@ -6,63 +6,23 @@ import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from model.synthetic import write_synthetic_extraction
 from pipelines import train as train_job
-from transforms.classes import CLASS_NAMES
-from transforms.manifest import build_manifest, write_manifest
-from transforms.schema import PatchSchema
 
 SIZE = 16
 BANDS = ("red", "nir")
 
 
-def write_tiny_extraction(folder: Path, patches: int = 24, seed: int = 3) -> Path:
-    """A 2-band, 16×16 extraction (train and validation shards + manifest.json) in `folder`."""
-    import tensorflow as tf
-
-    rng = np.random.default_rng(seed)
-    schema = PatchSchema(BANDS, SIZE)
-    files: dict[str, list[str]] = {}
-    stats: dict[str, dict[str, list[int]]] = {}
-    for split, count in (("train", patches), ("validation", patches // 4)):
-        path = folder / split / "data-00000-of-00001.tfrecord.gz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        patch_counts = np.zeros(len(CLASS_NAMES), np.int64)
-        pixel_counts = np.zeros(len(CLASS_NAMES), np.int64)
-        with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
-            for i in range(count):
-                label = np.zeros((SIZE, SIZE), np.float32)
-                label[:, SIZE // 2 :] = 1 + i % 2  # water | trees or grass
-                inputs = rng.normal(100, 5, (SIZE, SIZE, len(BANDS))).astype(np.float32)
-                inputs[..., 0] += label * 40
-                writer.write(schema.encode(inputs, label, {"point_id": f"{split}-{i}"}))
-                classes, n = np.unique(label.astype(int), return_counts=True)
-                patch_counts[classes] += 1
-                pixel_counts[classes] += n
-        files[split] = [str(path)]
-        stats[split] = {"patches_per_class": patch_counts.tolist(), "pixels_per_class": pixel_counts.tolist()}
-    manifest = build_manifest(
-        schema=schema,
-        classes=CLASS_NAMES,
-        crs="EPSG:32632",
-        scale=10.0,
-        compression="GZIP",
-        split_files=files,
-        split_stats=stats,
-        error_count=0,
-        error_files=[],
-        source={"kind": "test"},
-        options={},
-    )
-    write_manifest(str(folder), manifest)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    return write_tiny_extraction(tmp_path_factory.mktemp("tiny-extraction"))
+    folder = tmp_path_factory.mktemp("tiny-extraction")
+    return Path(
+        write_synthetic_extraction(
+            folder, bands=BANDS, patch_size=SIZE, train_patches=24, validation_patches=6
+        )
+    )
 
 
 def test_training_job_writes_a_complete_model_folder(tiny_data, tmp_path, capsys):
