@@ -86,7 +86,7 @@ DEFAULT_PALETTE: tuple[str, ...] = (
 BINARY_NEGATIVE_COLOR = "#d9d9d9"
 BINARY_POSITIVE_COLOR = "#1a9850"
 
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
 class LabelSchemeError(ValueError):
@@ -290,7 +290,7 @@ def _check(scheme: LabelScheme) -> None:
         if not _NAME.match(name):
             raise LabelSchemeError(
                 f"Label scheme {scheme.name!r}: class name {name!r} must start with a letter and use only "
-                "letters, digits, '_', '-' or '.' (it names raster bands and Earth Engine outputs)."
+                "letters, digits and '_' (it names raster bands, model outputs and Earth Engine bands)."
             )
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
