@@ -80,6 +80,23 @@ def threshold_model(band: int, num_bands: int, threshold: float) -> keras.Model:
     return model
 
 
+# A tile and the whole image go through convolution kernels picked for their shapes (and the CPU's
+# vector width), whose sums may round differently: the two may differ by float32 rounding, no more.
+ROUNDING = 1e-6
+
+
+def assert_same_prediction(
+    probabilities: np.ndarray, reference: np.ndarray, classes: np.ndarray | None = None
+):
+    """Probabilities equal up to rounding; classes equal wherever rounding cannot flip the argmax."""
+    np.testing.assert_allclose(probabilities, reference, rtol=0, atol=ROUNDING)
+    if classes is not None:
+        top = np.sort(reference, axis=-1)[..., -2:]
+        decided = top[..., 1] - top[..., 0] > 2 * ROUNDING
+        assert decided.mean() > 0.99
+        np.testing.assert_array_equal(classes[decided], reference.argmax(-1)[decided])
+
+
 def whole_image_probabilities(model_dir: str, image: np.ndarray, border: int) -> np.ndarray:
     signature = tf.saved_model.load(f"{model_dir}/saved_model").signatures["serving_default"]
     padded = np.pad(image, ((border, border), (border, border), (0, 0)))
@@ -101,7 +118,7 @@ def conv_model_dir(tiny_scene, tmp_path_factory) -> str:
 
 
 @pytest.mark.parametrize(("tile_size", "overlap"), [(64, 8), (48, 16), (100, 20), (45, 6)])
-def test_tiled_prediction_is_bit_identical_to_a_whole_image_prediction(
+def test_tiled_prediction_equals_a_whole_image_prediction(
     tiny_scene, conv_model_dir, tmp_path, tile_size, overlap
 ):
     # 200 pixels is not a multiple of any of these steps (56, 32, 80, 39): edge tiles are partial.
@@ -123,13 +140,12 @@ def test_tiled_prediction_is_bit_identical_to_a_whole_image_prediction(
     image = image_of(tiny_scene)
     reference = whole_image_probabilities(conv_model_dir, image, overlap // 2)
     probabilities = read(out / "probabilities.vrt", None)
-    assert np.array_equal(probabilities, reference)  # bit for bit
-    assert np.array_equal(read(out / "classes.vrt"), reference.argmax(-1))
+    assert_same_prediction(probabilities, reference, read(out / "classes.vrt"))
     # Away from the scene edge (where tiles see zeros beyond the imagery, a whole-image call sees each
     # layer's own padding) the prediction is also the plain whole-image one.
     plain = whole_image_probabilities(conv_model_dir, image, 0)
     m = CONV_RECEPTIVE_FIELD // 2
-    assert np.array_equal(probabilities[m:-m, m:-m], plain[m:-m, m:-m])
+    assert_same_prediction(probabilities[m:-m, m:-m], plain[m:-m, m:-m])
 
 
 @pytest.mark.slow
@@ -145,7 +161,7 @@ def test_unet_tiles_are_identical_to_the_whole_image_when_pooling_grids_align(ti
         run([f"--model={model_dir}", "--inputs", tiny_scene.image, f"--tile-size={tile_size}"]
             + [f"--overlap={overlap}", "--probabilities=float32", f"--output={out}"])  # fmt: skip
         reference = whole_image_probabilities(model_dir, image, overlap // 2)
-        assert np.array_equal(read(out / "probabilities.vrt", None), reference)
+        assert_same_prediction(read(out / "probabilities.vrt", None), reference, read(out / "classes.vrt"))
     caplog.set_level(logging.WARNING)
     with pytest.raises(predict.UsageError, match="already holds"):  # (validation only: stop early)
         run([f"--model={model_dir}", "--inputs", tiny_scene.image, "--tile-size=100", "--overlap=46"]
