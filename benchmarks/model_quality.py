@@ -42,6 +42,7 @@ def write_manifest_for(data: Path, work: Path) -> str:
     """A manifest (in `work`) naming the Earth Engine shards, so that model.train can read them."""
     from model.dataset import PatchReader, list_records, scan_statistics
     from transforms.classes import CLASS_NAMES, S2_BANDS
+    from transforms.label_scheme import dynamic_world
     from transforms.manifest import build_manifest, write_manifest
     from transforms.schema import PatchSchema
 
@@ -55,7 +56,7 @@ def write_manifest_for(data: Path, work: Path) -> str:
         stats[split]["patches_per_class"][0] = counted.patches  # per-class patch counts are not used
     manifest = build_manifest(
         schema=schema,
-        classes=CLASS_NAMES,
+        scheme=dynamic_world(),
         crs=CRS,
         scale=SCALE,
         compression="GZIP",

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from transforms.label_scheme import scheme_from_metadata
 from transforms.manifest import build_manifest, write_manifest
 from transforms.schema import LABEL_NODATA, PatchSchema
 
@@ -74,7 +75,7 @@ def write_synthetic_extraction(
         }
     manifest = build_manifest(
         schema=schema,
-        classes=list(classes),
+        scheme=scheme_from_metadata({"classes": list(classes)}),
         crs="EPSG:32632",
         scale=10.0,
         compression="GZIP",

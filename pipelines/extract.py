@@ -25,20 +25,34 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.pvalue import AsDict, AsList, AsSingleton
 
 from pipelines.options import SharedArgumentGroup, add_earthengine_options, unknown_flags_message
-from transforms.classes import CLASS_NAMES
 from transforms.extract import (
     ERRORS,
     SPLITS,
     STATS,
     FetchPatches,
+    LabelConfig,
     RetryConfig,
     SplitConfig,
     SumArrays,
+    raw_label_reading,
     sample_points,
 )
 from transforms.grid import GridSpec, grid_spec_of
+from transforms.label_scheme import (
+    PRESETS,
+    UNKNOWN_ERROR,
+    UNKNOWN_POLICIES,
+    LabelScheme,
+    LabelSchemeError,
+    describe_histogram,
+    dynamic_world,
+    example_classes_file,
+    label_histogram,
+    resolve_label_scheme,
+    scheme_from_raster,
+)
 from transforms.manifest import MANIFEST_NAME, build_manifest, write_manifest
-from transforms.sampling import Point, Region, RegionsError, load_regions
+from transforms.sampling import Point, Region, RegionsError, load_regions, region_windows, whole_raster_region
 from transforms.schema import PatchSchema
 from transforms.sources import LocalRasterSource, PixelSource, SourceError
 from transforms.tfrecord_writer import COMPRESSIONS, SUFFIX, WriteRecords, finalize_shards
@@ -73,7 +87,24 @@ class ExtractOptions(PipelineOptions):
             "--label-raster",
             dest="label_raster",
             default=None,
-            help="Label raster (class index per pixel; default: the demo scene's). `--labels PATH` is accepted too.",
+            help="Label raster (label values per pixel, turned into classes by --label-scheme; default: the "
+            "demo scene's). `--labels PATH` is accepted too.",
+        )
+        group.add_argument(
+            "--label-scheme",
+            dest="label_scheme",
+            default=None,
+            help="Classes of the labels: a preset (" + ", ".join(PRESETS) + "), the binary shortcut "
+            "binary:NAME=VALUE[,VALUE...][:ignore=VALUE,...], or a classes file (JSON, local or gs://). "
+            "Default: dynamic-world for the demo scene and the WorldCover recipe, else the class names "
+            "the label raster carries.",
+        )
+        group.add_argument(
+            "--unknown-labels",
+            dest="unknown_labels",
+            choices=UNKNOWN_POLICIES,
+            default=UNKNOWN_ERROR,
+            help="Label values the scheme does not list: stop with an error (default) or treat them as no label.",
         )
         group.add_argument(
             "--label-band",
@@ -84,7 +115,8 @@ class ExtractOptions(PipelineOptions):
         group.add_argument(
             "--regions",
             default=None,
-            help="GeoJSON of (multi)polygons in lon/lat to sample inside (default: the demo scene's).",
+            help="GeoJSON of (multi)polygons in lon/lat to sample inside (default: the demo scene's; for "
+            "your own label raster, its whole extent).",
         )
         group.add_argument(
             "--bands", default=None, help="Comma-separated input bands to export (default: all)."
@@ -102,7 +134,7 @@ class ExtractOptions(PipelineOptions):
         group.add_argument(
             "--classes",
             default=None,
-            help="Comma-separated class indices to sample (default: all labelled classes).",
+            help="Comma-separated class names of the label scheme to sample (default: every class).",
         )
         group.add_argument(
             "--strata-band",
@@ -186,6 +218,7 @@ class ExtractJob:
     inputs: PixelSource
     labels: PixelSource
     label_band: str
+    label_config: LabelConfig
     regions: tuple[Region, ...]
     schema: PatchSchema
     grid: GridSpec
@@ -221,10 +254,11 @@ def validate(opts: ExtractOptions) -> ExtractJob:
         return _earthengine_job(opts)
     source = {"kind": "local"}
     inputs, labels_path, regions_path = opts.inputs, opts.label_raster, opts.regions
-    if not (inputs and labels_path and regions_path):
+    if not (inputs and labels_path):
         if inputs or labels_path or regions_path:
             raise UsageError(
-                "Give all three of --inputs, --labels (--label-raster) and --regions, or none for the demo scene."
+                "Give both --inputs and --labels (--label-raster), with --regions optional, or none of the "
+                "three for the demo scene."
             )
         from pipelines.demo_scene import ensure_demo_scene
 
@@ -255,8 +289,23 @@ def validate(opts: ExtractOptions) -> ExtractJob:
             "use a smaller patch."
         )
 
-    regions = tuple(load_regions(regions_path))
-    _check_regions_inside(regions, input_source, label_source)
+    if regions_path:
+        regions = tuple(load_regions(regions_path))
+        _check_regions_inside(regions, input_source, label_source)
+    else:
+        regions = (whole_raster_region(labels_path),)
+        notice(
+            f"No --regions given: sampling the whole label raster {labels_path!r} (less its nodata) as one "
+            f"region, {regions[0].name!r}."
+        )
+    band_index = label_source.band_refs[label_band].index
+    margin = math.ceil(opts.patch_size * grid.scale / abs(transform.a) / 2)
+    scheme = _local_scheme(opts, labels_path, band_index, source["kind"])
+    histogram = label_histogram(labels_path, band_index, region_windows(labels_path, regions, margin))
+    where = f"The label raster {labels_path!r}, where patches are read,"
+    _check_unknown_values(scheme, histogram, opts.unknown_labels, where)
+    dtype, nodata = label_source.band_type(label_band)
+    label_config = LabelConfig(scheme, opts.unknown_labels, **raw_label_reading(dtype, nodata))
 
     strata_band = None
     strata_edges = tuple(_numbers(opts.strata_edges, float, "--strata-edges"))
@@ -268,8 +317,65 @@ def validate(opts: ExtractOptions) -> ExtractJob:
             raise UsageError("--strata-band needs --strata-edges, e.g. --strata-edges 500,1000,2000.")
     source.update(inputs=list(inputs), labels=labels_path, regions=regions_path, label_band=label_band)
     return _job(
-        opts, input_source, label_source, label_band, regions, bands, grid, source, strata_band, strata_edges
+        opts,
+        input_source,
+        label_source,
+        label_band,
+        label_config,
+        regions,
+        bands,
+        grid,
+        source,
+        strata_band,
+        strata_edges,
     )
+
+
+def notice(message: str) -> None:
+    """A line for the user about a choice the job made for them."""
+    print(f"note: {message}", file=sys.stderr)
+
+
+def _local_scheme(opts: ExtractOptions, labels_path: str, band: int, kind: str) -> LabelScheme:
+    """--label-scheme, else the demo's preset, else the classes the raster names; never a guess."""
+    if opts.label_scheme:
+        return _resolve(opts.label_scheme)
+    if kind == "demo":
+        return dynamic_world()
+    carried = scheme_from_raster(labels_path, band)
+    if carried is not None:
+        notice(
+            f"Label scheme from the label raster's own class names: "
+            f"{', '.join(f'{v}={c.name}' for c in carried.classes for v in c.values)}."
+        )
+        return carried
+    histogram = label_histogram(labels_path, band)
+    raise UsageError(
+        f"The label raster {labels_path!r} does not name its classes, and no --label-scheme was given: "
+        f"terrabeam will not guess class names. Values found: {describe_histogram(histogram)}. Write a "
+        f"classes file naming each value's class, e.g. {example_classes_file(histogram)}, and pass "
+        f"--label-scheme classes.json; or use a preset ({', '.join(PRESETS)}) or binary:NAME=VALUE. "
+        "See README, 'Your own labels'."
+    )
+
+
+def _resolve(spec: str) -> LabelScheme:
+    try:
+        return resolve_label_scheme(spec)
+    except LabelSchemeError as e:
+        raise UsageError(str(e)) from None
+
+
+def _check_unknown_values(scheme: LabelScheme, histogram: dict, policy: str, where: str) -> None:
+    unknown = scheme.unknown_values(histogram)
+    if unknown and policy == UNKNOWN_ERROR:
+        raise UsageError(
+            f"{where} holds label values the label scheme {scheme.name!r} does not list: "
+            f"{describe_histogram(unknown)}. Add them to a class (or to 'ignore') in the classes file, or "
+            "pass --unknown-labels ignore to treat them as no label."
+        )
+    if unknown:
+        notice(f"Treating label values {describe_histogram(unknown)} as no label (--unknown-labels ignore).")
 
 
 def _check_numbers(opts: ExtractOptions) -> None:
@@ -288,6 +394,7 @@ def _job(
     inputs: PixelSource,
     labels: PixelSource,
     label_band: str,
+    label_config: LabelConfig,
     regions: tuple[Region, ...],
     bands: Sequence[str],
     grid: GridSpec,
@@ -296,7 +403,7 @@ def _job(
     strata_edges: tuple[float, ...] = (),
 ) -> ExtractJob:
     """The job from checked sources: checks the settings every source shares, the output last."""
-    classes = tuple(_numbers(opts.classes, int, "--classes")) or None
+    classes = _class_subset(opts.classes, label_config.scheme)
     try:
         split = SplitConfig(opts.validation_fraction, opts.split_block_size)
     except ValueError as e:
@@ -306,6 +413,7 @@ def _job(
         inputs=inputs,
         labels=labels,
         label_band=label_band,
+        label_config=label_config,
         regions=regions,
         schema=PatchSchema(tuple(bands), opts.patch_size),
         grid=grid,
@@ -327,13 +435,30 @@ def _job(
             "validation_fraction": opts.validation_fraction,
             "split_block_size": opts.split_block_size,
             "pad_edges": opts.pad_edges,
-            "classes": list(classes) if classes else None,
+            "classes": [label_config.scheme.names[c] for c in classes] if classes else None,
+            "unknown_labels": label_config.unknown,
             "strata_band": opts.strata_band,
             "strata_edges": list(strata_edges),
             "compression": opts.compression,
             "compression_level": opts.compression_level,
         },
     )
+
+
+def _class_subset(value: str | None, scheme: LabelScheme) -> tuple[int, ...] | None:
+    """--classes as class indices: names of the scheme (a class index is accepted too)."""
+    indices = []
+    for item in _csv(value) or []:
+        if item in scheme.names:
+            indices.append(scheme.names.index(item))
+        elif item.isdigit() and int(item) < scheme.num_classes:
+            indices.append(int(item))
+        else:
+            raise UsageError(
+                f"--classes {item!r} is not a class of the label scheme {scheme.name!r}; its classes are "
+                f"{', '.join(scheme.names)}."
+            )
+    return tuple(sorted(set(indices))) or None
 
 
 def _earthengine_job(opts: ExtractOptions) -> ExtractJob:
@@ -380,18 +505,43 @@ def _earthengine_job(opts: ExtractOptions) -> ExtractJob:
             max_in_flight=per_process,
         )
         inputs = earthengine.EarthEngineSource(opts.ee_image or DEFAULT_INPUTS, config, opts.ee_fetch)
-        labels = earthengine.EarthEngineSource(opts.ee_labels or DEFAULT_LABELS, config, opts.ee_fetch)
+        raw_labels = earthengine.EarthEngineSource(opts.ee_labels or DEFAULT_LABELS, config, opts.ee_fetch)
     except RecipeError as e:
         raise UsageError(str(e)) from None
     inputs.connect()
-    labels.connect()
+    raw_labels.connect()
     bands = _csv(opts.bands) or list(inputs.bands)
     inputs.check_bands(bands)
-    label_band = opts.label_band or labels.bands[0]
-    labels.check_bands([label_band])
+    label_band = opts.label_band or raw_labels.bands[0]
+    raw_labels.check_bands([label_band])
     inputs.check_request(opts.patch_size, opts.patch_size, len(bands), "float32")
-    labels.check_request(opts.patch_size, opts.patch_size, 1, "uint8")
+    raw_labels.check_request(opts.patch_size, opts.patch_size, 1, "uint8")
     grid = GridSpec(opts.crs or earthengine.utm_crs_of(regions), opts.scale or earthengine.DEFAULT_SCALE)
+    # The label values in the regions, counted by Earth Engine: unknown values stop the job here.
+    histogram = earthengine.label_histogram(raw_labels, label_band, regions, grid)
+    if opts.label_scheme:
+        scheme = _resolve(opts.label_scheme)
+    elif raw_labels.recipe.spec == DEFAULT_LABELS:
+        scheme = dynamic_world()
+    else:
+        raise UsageError(
+            f"--ee-labels {raw_labels.recipe.spec!r} needs --label-scheme: terrabeam will not guess class "
+            f"names. Values found in the regions: {describe_histogram(histogram)}. Write a classes file, "
+            f"e.g. {example_classes_file(histogram)}, or use a preset ({', '.join(PRESETS)}) or "
+            "binary:NAME=VALUE. See README, 'Your own labels'."
+        )
+    where = f"--ee-labels {raw_labels.recipe.spec!r}, in the regions,"
+    _check_unknown_values(scheme, histogram, opts.unknown_labels, where)
+    # Earth Engine remaps the labels to class indices on the server (ee.Image.remap).
+    labels = earthengine.EarthEngineSource(
+        raw_labels.recipe,
+        config,
+        opts.ee_fetch,
+        label_scheme=scheme,
+        label_band=label_band,
+        unknown_labels=opts.unknown_labels,
+    )
+    label_config = LabelConfig(scheme, opts.unknown_labels, remapped_by_source=True)
     source = {
         "kind": "earthengine",
         "project": config.project,
@@ -403,7 +553,7 @@ def _earthengine_job(opts: ExtractOptions) -> ExtractJob:
         "regions": opts.regions,
         "max_requests": opts.max_requests,
     }
-    return _job(opts, inputs, labels, label_band, regions, bands, grid, source)
+    return _job(opts, inputs, labels, label_band, label_config, regions, bands, grid, source)
 
 
 def _check_regions_inside(regions: Sequence[Region], *sources: LocalRasterSource) -> None:
@@ -472,7 +622,7 @@ def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob) -> None:
             job.schema,
             job.grid,
             job.split,
-            len(CLASS_NAMES),
+            job.label_config,
             job.pad_edges,
             job.retry,
         )
@@ -528,6 +678,8 @@ def _sample_step(job: ExtractJob) -> beam.PTransform:
         job.classes,
         job.strata_band,
         job.strata_edges,
+        job.label_config.scheme,
+        job.labels.band_refs[job.label_band].index,
     )
 
 
@@ -548,14 +700,15 @@ def _finalize(
     validation_files = finalize_shards(validation_temp, f"{job.output}/validation/data", suffix)
     if FileSystems.exists(temp_dir):
         FileSystems.delete([temp_dir])
-    num_classes = len(CLASS_NAMES)
+    scheme = job.label_config.scheme
+    num_classes = scheme.num_classes
     split_stats = {
         split: {"patches_per_class": s[:num_classes].tolist(), "pixels_per_class": s[num_classes:].tolist()}
         for split, s in stats.items()
     }
     manifest = build_manifest(
         schema=job.schema,
-        classes=CLASS_NAMES,
+        scheme=scheme,
         crs=job.grid.crs,
         scale=job.grid.scale,
         compression="GZIP" if job.compression == "gzip" else "NONE",
@@ -603,7 +756,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger().setLevel(logging.WARNING)
     try:
         run(argv if argv is not None else sys.argv[1:])
-    except (UsageError, SourceError, RegionsError) as e:
+    except (UsageError, SourceError, RegionsError, LabelSchemeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -17,6 +17,8 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CRS = "EPSG:32632"
 ORIGIN = (600_000.0, 5_120_000.0)
 SCALE = 10.0
+# The tiny scene's classes, by label value.
+TINY_CLASSES = ("water", "trees", "grass", "flooded_vegetation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +84,8 @@ def write_tiny_scene(folder: Path, size: int = 200, seed: int = 1) -> TinyScene:
     with rasterio.open(label_path, "w", count=1, dtype="uint8", nodata=255, **profile) as dst:
         dst.write(labels, 1)
         dst.set_band_description(1, "landcover")
+        # The label raster names its classes (as the demo scene's does), so jobs need no --label-scheme.
+        dst.update_tags(1, classes=",".join(f"{i}:{n}" for i, n in enumerate(TINY_CLASSES)))
     x0, y0 = ORIGIN
     margin = 40 * SCALE
     regions = {

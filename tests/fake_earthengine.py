@@ -8,9 +8,11 @@
   NPY pixels cut from local rasters for the requested grid. Expressions are not evaluated; the fake
   reads the bands asked for (`Image.select`), the fill value (`Image.unmask`), the pixel type
   (`Image.toFloat`, ...) and the resampling (`Image.resample`) from the request's expression graph;
+  `Image.remap` (label values -> class indices) is applied to the label band as Earth Engine would;
 - `value:compute` for `Image.stratifiedSample(...).getInfo()` (points drawn from the local label raster
-  by `transforms.sampling.sample_region` for the region whose polygon the request carries) and for
-  `Image.bandNames().getInfo()`.
+  by `transforms.sampling.sample_region` for the region whose polygon the request carries, on the
+  remapped labels when the image is remapped), for `Image.reduceRegion` with a frequency histogram
+  (label values counted in the region's bounding box) and for `Image.bandNames().getInfo()`.
 
 Faults are injected on demand with `add_fault` (HTTP errors with a Retry-After header, slow responses,
 truncated bodies, dropped connections), and the fake records every data request and the largest number
@@ -37,7 +39,15 @@ import numpy as np
 from rasterio.enums import Resampling
 
 from transforms.grid import PixelGrid
-from transforms.sampling import Region, sample_region
+from transforms.label_scheme import (
+    LABEL_NODATA,
+    UNKNOWN_INDEX,
+    LabelClass,
+    LabelScheme,
+    default_color,
+    label_histogram,
+)
+from transforms.sampling import Region, region_windows, sample_region
 from transforms.sources import LocalRasterSource
 
 EE_TESTS = Path(ee.__file__).resolve().parent / "tests"
@@ -253,10 +263,18 @@ class FakeEarthEngine:
         dtype = _CASTS[casts[0]["functionName"]] if casts else "float64"
         resamples = list(_calls(tree, "Image.resample"))
         resampling = _RESAMPLING[resamples[0].get("mode") or "bilinear"] if resamples else Resampling.nearest
+        remaps = list(_calls(tree, "Image.remap"))
         fields = []
         with self._read_lock:
             for band in bands:
                 source = self._band_source[band]
+                if remaps and band == (remaps[0].get("bandName") or band):
+                    raw = source.read(
+                        grid, [band], fill=np.nan, dtype="float64", resampling=Resampling.nearest
+                    )
+                    classes = remap_values(raw.pixels[..., 0], remaps[0])
+                    fields.append((band, np.where(np.isnan(classes), fill, classes).astype(dtype)))
+                    continue
                 result = source.read(grid, [band], fill=fill, dtype=dtype, resampling=resampling)
                 fields.append((band, result.pixels[..., 0]))
         array = np.zeros((grid.height, grid.width), dtype=[(b, p.dtype) for b, p in fields])
@@ -273,10 +291,24 @@ class FakeEarthEngine:
             return list(self._band_source)
         samples = list(_calls(tree, "Image.stratifiedSample"))
         if samples:
-            return self._stratified_sample(samples[0])
+            remaps = list(_calls(tree, "Image.remap"))
+            return self._stratified_sample(samples[0], scheme_of_remap(remaps[0]) if remaps else None)
+        reductions = list(_calls(tree, "Image.reduceRegion"))
+        if reductions:
+            return self._frequency_histogram(reductions[0], list(_calls(tree, "Image.select")))
         raise _HttpError(400, f"The fake cannot evaluate {name or 'this expression'}.")
 
-    def _stratified_sample(self, args: dict) -> dict:
+    def _frequency_histogram(self, args: dict, selections: list[dict]) -> dict:
+        reducer = args.get("reducer") or {}
+        if reducer.get("functionName") != "Reducer.frequencyHistogram":
+            raise _HttpError(400, "The fake reduces regions with Reducer.frequencyHistogram only.")
+        band = selections[0]["bandSelectors"][0] if selections else "landcover"
+        region = self._region_of(args.get("geometry"))
+        with self._read_lock:
+            counts = label_histogram(self.labels_path, 1, region_windows(self.labels_path, [region]))
+        return {band: {f"{v:g}": n for v, n in counts.items()}}
+
+    def _stratified_sample(self, args: dict, scheme: LabelScheme | None = None) -> dict:
         region = self._region_of(args.get("region"))
         num_points = int(args.get("numPoints") or 0)
         seed = int(args.get("seed") or 0)
@@ -285,7 +317,9 @@ class FakeEarthEngine:
         if class_values:
             num_points = max([num_points, *class_points])
         with self._read_lock:
-            points = sample_region(region, self.labels_path, num_points, seed, classes=class_values)
+            points = sample_region(
+                region, self.labels_path, num_points, seed, classes=class_values, scheme=scheme
+            )
         band = args.get("classBand")
         features = [
             {
@@ -454,6 +488,43 @@ def _calls(tree: Any, *names: str) -> Iterator[dict]:
     elif isinstance(tree, list):
         for value in tree:
             yield from _calls(value, *names)
+
+
+def remap_values(values: np.ndarray, remap: dict) -> np.ndarray:
+    """`Image.remap` on float values (NaN = masked): listed values -> targets, others -> the default
+    value, or masked (NaN) without one."""
+    keys = np.asarray(remap["from"], np.float64)
+    targets = np.asarray(remap["to"], np.float64)[np.argsort(keys)]
+    keys = np.sort(keys)
+    default = remap.get("defaultValue")
+    out = np.full(values.shape, np.nan if default is None else float(_number(default)))
+    pos = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
+    hit = keys[pos] == values  # NaN (masked) never matches
+    out[hit] = targets[pos[hit]]
+    out[np.isnan(values)] = np.nan
+    return out
+
+
+def scheme_of_remap(remap: dict) -> LabelScheme:
+    """The label scheme an `Image.remap` to class indices stands for (class names are placeholders)."""
+    targets = [int(t) for t in remap["to"]]
+    default = remap.get("defaultValue")
+    rest = None if default is None else int(_number(default))
+    indices = sorted(
+        {t for t in targets if t < UNKNOWN_INDEX}
+        | ({rest} if rest is not None and rest < UNKNOWN_INDEX else set())
+    )
+    classes = tuple(
+        LabelClass(
+            f"c{i}",
+            tuple(int(v) for v, t in zip(remap["from"], targets) if t == i),
+            default_color(i),
+            rest=i == rest,
+        )
+        for i in range(max(indices) + 1)
+    )
+    ignore = tuple(int(v) for v, t in zip(remap["from"], targets) if t == LABEL_NODATA)
+    return LabelScheme("remap", classes, ignore)
 
 
 def _number(node: Any) -> float:

@@ -20,6 +20,7 @@ from google.auth.credentials import AnonymousCredentials
 from rasterio.enums import Resampling
 
 from pipelines.extract import main
+from tests.conftest import TINY_CLASSES
 from tests.fake_earthengine import (
     ALGORITHMS_LIST,
     COMPUTE_PIXELS,
@@ -29,8 +30,9 @@ from tests.fake_earthengine import (
 )
 from transforms import earthengine, ee_recipes
 from transforms.classes import S2_BANDS
-from transforms.extract import ERRORS, FetchPatches, RetryConfig, SplitConfig
+from transforms.extract import ERRORS, FetchPatches, LabelConfig, RetryConfig, SplitConfig
 from transforms.grid import GridSpec
+from transforms.label_scheme import scheme_from_metadata
 from transforms.manifest import read_manifest, schema_of
 from transforms.sampling import load_regions, sample_region
 from transforms.schema import LABEL_NODATA, PatchSchema
@@ -166,22 +168,35 @@ def test_reads_equal_local_reads(fake, tiny_scene, fetch):
         assert fake.count(THUMBNAIL_PIXELS) == 2 and fake.count(COMPUTE_PIXELS) == 0
 
 
+TINY_SCHEME = scheme_from_metadata({"classes": TINY_CLASSES})
+
+
+def remapped_labels(fake, scheme=TINY_SCHEME, **config):
+    """The label image as extraction reads it: remapped to class indices on the (fake) server."""
+    return earthengine.EarthEngineSource(
+        LABELS, config_for(fake, **config), label_scheme=scheme, label_band="landcover"
+    )
+
+
 def test_records_are_byte_identical_to_the_local_source(fake, tiny_scene, regions):
     grid = scene_grid(tiny_scene)
     points = [p for region in regions for p in sample_region(region, tiny_scene.labels, 2, seed=3)]
     schema = PatchSchema(("red", "nir", "elevation"), 16)
 
-    def records(inputs, labels):
-        fn = FetchPatches(inputs, labels, "landcover", schema, grid, SplitConfig(0.3), 9, retry=FAST_RETRY)
+    def records(inputs, labels, label_config):
+        fn = FetchPatches(
+            inputs, labels, "landcover", schema, grid, SplitConfig(0.3), label_config, retry=FAST_RETRY
+        )
         fn.setup()
         out = [o for p in points for o in fn.process(p)]
         fn.teardown()
         return [(o.tag, o.value) for o in out if o.tag != "stats"]
 
-    local = records(*local_sources(tiny_scene))
+    local = records(*local_sources(tiny_scene), LabelConfig(TINY_SCHEME))
     remote = records(
         earthengine.EarthEngineSource(IMAGE, config_for(fake)),
-        earthengine.EarthEngineSource(LABELS, config_for(fake)),
+        remapped_labels(fake),
+        LabelConfig(TINY_SCHEME, remapped_by_source=True),
     )
     assert len(local) == len(points) > 0 and all(tag != ERRORS for tag, _ in local)
     assert remote == local
@@ -221,12 +236,12 @@ def fetch(fake, tiny_scene, point_xy=(600_505.0, 5_119_505.0), retry=FAST_RETRY,
     point = Point("north/45/50", "north", x, y, CRS, 10.3, 46.2, 1, 1)
     fn = FetchPatches(
         earthengine.EarthEngineSource(IMAGE, config_for(fake, **config)),
-        earthengine.EarthEngineSource(LABELS, config_for(fake, **config)),
+        remapped_labels(fake, **config),
         "landcover",
         PatchSchema(("red", "nir", "elevation"), 8),
         scene_grid(tiny_scene),
         SplitConfig(0.0),
-        9,
+        LabelConfig(TINY_SCHEME, remapped_by_source=True),
         retry=retry,
     )
     fn.setup()
@@ -381,11 +396,16 @@ def test_server_side_sampling_gives_the_local_points(fake, tiny_scene, regions):
 
 
 def test_large_samples_are_split_across_seeds(fake, tiny_scene, regions):
-    labels = earthengine.EarthEngineSource(LABELS, config_for(fake))
     points = earthengine.sample_region_ee(
-        regions[0], labels, "landcover", scene_grid(tiny_scene), 10, seed=1, max_points_per_request=12
+        regions[0],
+        remapped_labels(fake),
+        "landcover",
+        scene_grid(tiny_scene),
+        10,
+        seed=1,
+        max_points_per_request=12,
     )
-    assert fake.count(COMPUTE_VALUE) == 8  # 10 points x 9 classes / 12 per request
+    assert fake.count(COMPUTE_VALUE) == 4  # 10 points x 4 classes / 12 per request
     seeds = [json.dumps(r.body).count('"seed"') for r in fake.requests]
     assert all(seeds)
     ids = [p.id for p in points]
@@ -500,8 +520,11 @@ def read_all(output: Path) -> dict[tuple, dict]:
 
 @pytest.mark.slow
 def test_extraction_through_earthengine_equals_local(fake, tiny_scene, tmp_path, capsys):
+    classes = tmp_path / "tiny.json"
+    classes.write_text(json.dumps(TINY_SCHEME.to_json()))
     common = ["--regions", tiny_scene.regions, "--patch-size", "16", "--points-per-class", "3"]
     common += ["--crs", CRS, "--scale", "10", "--split-block-size", "100", "--validation-fraction", "0.3"]
+    common += ["--label-scheme", str(classes)]
     local = ["--inputs", tiny_scene.image, "--labels", tiny_scene.labels, "--output", str(tmp_path / "local")]
     assert main([*local, *common]) == 0
     remote = ["--source", "earthengine", "--ee-project", fake.project, "--ee-endpoint", fake.url]
@@ -517,8 +540,9 @@ def test_extraction_through_earthengine_equals_local(fake, tiny_scene, tmp_path,
     manifest = read_manifest(str(tmp_path / "ee"))
     assert manifest["source"]["kind"] == "earthengine" and manifest["source"]["image"] == IMAGE
     assert fake.max_in_flight <= 2
-    assert fake.count(COMPUTE_VALUE) == 2  # one stratifiedSample per region
+    assert fake.count(COMPUTE_VALUE) == 4  # per region: a histogram of its label values, a stratifiedSample
     assert manifest["errors"]["count"] == 0
+    assert manifest["label_scheme"] == read_manifest(str(tmp_path / "local"))["label_scheme"]
 
 
 @pytest.mark.parametrize(

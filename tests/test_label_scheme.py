@@ -234,3 +234,27 @@ def test_raster_without_names_has_no_scheme_and_a_histogram(tmp_path):
     path = _label_raster(tmp_path / "plain.tif", values, nodata=-1)
     assert scheme_from_raster(path) is None
     assert label_histogram(path, 1) == {1.0: 2, 3.0: 2, 7.0: 1}
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "uint16", "int32", "uint32", "float32", "float64"])
+def test_remap_is_the_same_for_every_label_type(dtype):
+    scheme = resolve_label_scheme("binary:water=1,100:ignore=-1")
+    values = np.array([-1, 0, 1, 2, 100, 127], dtype=np.float64)
+    if np.dtype(dtype).kind == "u":
+        values = values[1:]
+    expected = {-1: 255, 0: 0, 1: 1, 2: 0, 100: 1, 127: 0}
+    got = scheme.remap(values.astype(dtype), nodata=127)
+    assert got.tolist() == [255 if v == 127 else expected[v] for v in values.astype(int)]
+    dw = resolve_label_scheme("dynamic-world")
+    nodata = 127 if dtype == "int8" else 255
+    assert dw.remap(np.array([0, 8, 9, nodata], dtype), nodata=nodata).tolist() == [0, 8, UNKNOWN_INDEX, 255]
+    assert dw.remap(np.array([3, 4], dtype)).tolist() == [3, 4]
+
+
+def test_raw_label_reading_picks_a_fill_the_band_cannot_hold():
+    from transforms.extract import raw_label_reading
+
+    assert raw_label_reading("uint8", 255) == {"raw_dtype": "uint8", "raw_fill": 255.0}
+    assert raw_label_reading("uint8", None) == {"raw_dtype": "int16", "raw_fill": -32768.0}
+    assert raw_label_reading("int16", None) == {"raw_dtype": "int32", "raw_fill": float(-(2**31))}
+    assert raw_label_reading("float32", -99999.0)["raw_dtype"] == "float64"

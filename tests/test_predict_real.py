@@ -21,6 +21,7 @@ from pipelines.predict import run
 from tests.conftest import shared_data
 from transforms.classes import CLASS_NAMES, S2_BANDS
 from transforms.grid import PixelGrid
+from transforms.label_scheme import dynamic_world
 from transforms.manifest import build_manifest, write_manifest
 from transforms.schema import PatchSchema
 from transforms.sources import LocalRasterSource
@@ -38,7 +39,7 @@ def real_model(tmp_path_factory) -> str:
     data = tmp_path_factory.mktemp("gcp-landcover")
     manifest = build_manifest(
         schema=PatchSchema(S2_BANDS, 16),
-        classes=CLASS_NAMES,
+        scheme=dynamic_world(),
         crs=UTM_30N,
         scale=10.0,
         compression="GZIP",

@@ -55,8 +55,8 @@ from rasterio.enums import Resampling
 from rasterio.warp import transform as transform_coords
 
 from transforms import ee_recipes
-from transforms.classes import NUM_CLASSES
 from transforms.grid import GridSpec, PixelGrid
+from transforms.label_scheme import UNKNOWN_ERROR, LabelScheme
 from transforms.sampling import Point, Region
 from transforms.sources import ReadResult, SourceError, TransientSourceError
 
@@ -416,27 +416,56 @@ def classify(error: BaseException, what: str, *, decodes_pixels: bool = False) -
 # --- the source ----------------------------------------------------------------------------------
 class EarthEngineSource:
     """Named bands of an Earth Engine image recipe on any `PixelGrid`. Picklable; no session needed
-    until the first request."""
+    until the first request.
+
+    With a `label_scheme`, the source is a label image: its `label_band` is remapped on the server
+    (`ee.Image.remap`) to class indices, values the scheme ignores to 255 and values it does not list
+    to 254 (or 255 with `unknown_labels="ignore"`), and only that band is left.
+    """
 
     def __init__(
         self,
         recipe: str | ee_recipes.Recipe,
         config: EarthEngineConfig,
         fetch: str = COMPUTE_PIXELS,
+        *,
+        label_scheme: LabelScheme | None = None,
+        label_band: str | None = None,
+        unknown_labels: str = UNKNOWN_ERROR,
     ) -> None:
         if fetch not in FETCH_METHODS:
             raise ValueError(f"fetch must be one of {', '.join(FETCH_METHODS)}, got {fetch!r}.")
         self.recipe = ee_recipes.parse_recipe(recipe) if isinstance(recipe, str) else recipe
         self.config = config
         self.fetch = fetch
-        self._bands = self.recipe.bands
+        self.label_scheme = label_scheme
+        self.label_band = label_band
+        self.unknown_labels = unknown_labels
+        if label_scheme is not None and not label_band:
+            raise ValueError("A label source needs the name of its label band.")
+        self._bands = (label_band,) if label_scheme is not None else self.recipe.bands
         self._image = None
 
     def __getstate__(self) -> dict:
-        return {"recipe": self.recipe.spec, "config": self.config, "fetch": self.fetch, "bands": self._bands}
+        return {
+            "recipe": self.recipe.spec,
+            "config": self.config,
+            "fetch": self.fetch,
+            "bands": self._bands,
+            "label_scheme": self.label_scheme,
+            "label_band": self.label_band,
+            "unknown_labels": self.unknown_labels,
+        }
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["recipe"], state["config"], state["fetch"])
+        self.__init__(
+            state["recipe"],
+            state["config"],
+            state["fetch"],
+            label_scheme=state["label_scheme"],
+            label_band=state["label_band"],
+            unknown_labels=state["unknown_labels"],
+        )
         self._bands = state["bands"]
 
     def __repr__(self) -> str:
@@ -460,7 +489,11 @@ class EarthEngineSource:
         """The recipe's `ee.Image` (built once per instance, after the session has started)."""
         if self._image is None:
             initialize(self.config)
-            self._image = ee_recipes.build_image(self.recipe)
+            image = ee_recipes.build_image(self.recipe)
+            if self.label_scheme is not None:
+                values, classes, default = self.label_scheme.ee_remap(self.unknown_labels)
+                image = image.remap(values, classes, default, self.label_band).rename(self.label_band)
+            self._image = image
         return self._image
 
     def _call(self, what: str, fn: Callable[[], T], **kwargs) -> T:
@@ -573,6 +606,8 @@ class EarthEngineSource:
         """GeoJSON point features of `Image.stratifiedSample` on the grid's lattice, inside `region`."""
         self.check_bands([class_band])
         image = self.image().select([class_band])
+        if self.label_scheme is not None:  # sample classes only, never "no label" or unknown values
+            image = image.updateMask(image.lt(self.label_scheme.num_classes))
         projection = ee.Projection(grid.crs, [grid.scale, 0, grid.origin_x, 0, -grid.scale, grid.origin_y])
         kwargs: dict[str, Any] = {
             "numPoints": num_points,
@@ -650,7 +685,7 @@ def sample_region_ee(
     from transforms.extract import RetryConfig
 
     retry = retry or RetryConfig()
-    strata = len(classes) if classes else NUM_CLASSES
+    strata = len(classes) if classes else (labels.label_scheme.num_classes if labels.label_scheme else 255)
     requests_needed = max(1, math.ceil(num_points * strata / max_points_per_request))
     per_request = math.ceil(num_points / requests_needed)
     points: dict[str, Point] = {}
@@ -712,6 +747,29 @@ def stratified_sample(
     )
     Metrics.counter("extract", "points_sampled").inc(len(points))
     return points
+
+
+def label_histogram(
+    labels: EarthEngineSource, band: str, regions: Sequence[Region], grid: GridSpec
+) -> dict[float, int]:
+    """{label value: pixel count} of `band` inside the regions, counted by Earth Engine
+    (`Reducer.frequencyHistogram`; `bestEffort` coarsens the scale of very large regions)."""
+    counts: Counter[float] = Counter()
+    image = labels.image().select([band])
+    for region in regions:
+        reduced = image.reduceRegion(
+            reducer=ee.Reducer.frequencyHistogram(),
+            geometry=ee.Geometry(region.geometry),
+            scale=grid.scale,
+            crs=grid.crs,
+            maxPixels=1e9,
+            bestEffort=True,
+        )
+        info = labels._call("frequencyHistogram", reduced.getInfo) or {}
+        for value, count in (info.get(band) or {}).items():
+            if value not in ("null", "None"):
+                counts[float(value)] += int(round(float(count)))
+    return dict(counts)
 
 
 # --- job-level helpers ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from apache_beam.metrics import Metrics
 from retry.api import retry_call
 
 from transforms.grid import GridSpec
+from transforms.label_scheme import UNKNOWN_IGNORE, UNKNOWN_INDEX, LabelScheme, describe_histogram
 from transforms.sampling import Point, Region, sample_region
 from transforms.schema import LABEL_NODATA, META_ID, META_LAT, META_LON, META_PADDED, META_REGION, PatchSchema
 from transforms.sources import PixelSource, Resampling, SourceError, TransientSourceError
@@ -83,6 +84,8 @@ def sample_points(
     classes: Sequence[int] | None = None,
     strata_band: tuple[str, int] | None = None,
     strata_edges: Sequence[float] = (),
+    scheme: LabelScheme | None = None,
+    label_band: int = 1,
 ) -> list[Point]:
     """Beam-friendly wrapper of `sample_region` that counts points per region."""
     points = sample_region(
@@ -93,6 +96,8 @@ def sample_points(
         classes=classes,
         strata_band=strata_band,
         strata_edges=strata_edges,
+        scheme=scheme,
+        label_band=label_band,
     )
     Metrics.counter("extract", "points_sampled").inc(len(points))
     return points
@@ -111,6 +116,81 @@ def dead_letter(point: Point, stage: str, error: BaseException) -> str:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class LabelConfig:
+    """How label pixels become class indices.
+
+    `remapped_by_source`: the label source applies the scheme itself (Earth Engine remaps on the
+    server), so its pixels are class indices already. `unknown`: what a value no class lists becomes
+    ("error" dead-letters the patch, "ignore" makes it no label).
+    """
+
+    scheme: LabelScheme
+    unknown: str = "error"
+    remapped_by_source: bool = False
+    # How raw label values are read: float64 with NaN holds any label type; an integer raster reads
+    # faster as int32 filled with its own nodata (no masking) and remaps through a lookup table.
+    raw_dtype: str = "float64"
+    raw_fill: float = float("nan")
+
+
+def raw_label_reading(dtype: str, nodata: float | None) -> dict[str, Any]:
+    """`LabelConfig` fields for reading a label band of `dtype` with `nodata`.
+
+    Integer bands read fastest in their own type filled with their own nodata (no masking, a table
+    lookup to remap); without a nodata value they read one size up, filled with a value the band
+    cannot hold. Anything else reads as float64 filled with NaN.
+    """
+    kind = np.dtype(dtype)
+    if kind.kind in "iu" and kind.itemsize <= 2:
+        if (
+            nodata is not None
+            and float(nodata).is_integer()
+            and np.iinfo(kind).min <= nodata <= np.iinfo(kind).max
+        ):
+            return {"raw_dtype": kind.name, "raw_fill": float(nodata)}
+        wider = np.int16 if kind.itemsize == 1 else np.int32
+        return {"raw_dtype": np.dtype(wider).name, "raw_fill": float(np.iinfo(wider).min)}
+    return {"raw_dtype": "float64", "raw_fill": float("nan")}
+
+
+def read_label_patch(
+    labels: PixelSource, band: str, grid, config: LabelConfig, retry: RetryConfig
+) -> tuple[np.ndarray, bool]:
+    """The label patch as uint8 class indices (LABEL_NODATA where there is no label) and its padded flag."""
+    raw = None
+    if config.remapped_by_source:
+        result = retry.call(
+            labels.read, grid, [band], fill=LABEL_NODATA, dtype="uint8", resampling=Resampling.nearest
+        )
+        classes = result.pixels[..., 0]
+    else:
+        result = retry.call(
+            labels.read,
+            grid,
+            [band],
+            fill=config.raw_fill,
+            dtype=config.raw_dtype,
+            resampling=Resampling.nearest,
+        )
+        raw = result.pixels[..., 0]
+        classes = config.scheme.remap(raw, nodata=config.raw_fill)
+    unknown = classes == UNKNOWN_INDEX
+    if unknown.any():
+        if config.unknown != UNKNOWN_IGNORE:
+            detail = ""
+            if raw is not None:
+                values, counts = np.unique(raw[unknown], return_counts=True)
+                detail = f" ({describe_histogram(dict(zip(values.tolist(), counts.tolist())))})"
+            raise PatchError(
+                f"the label patch holds {int(unknown.sum())} pixels of values the label scheme "
+                f"{config.scheme.name!r} does not list{detail}; add them to the classes file or pass "
+                "--unknown-labels ignore"
+            )
+        classes = np.where(unknown, LABEL_NODATA, classes).astype(np.uint8)
+    return classes, result.padded
+
+
 def make_record(
     point: Point,
     inputs: PixelSource,
@@ -120,26 +200,19 @@ def make_record(
     grid: GridSpec,
     pad_edges: bool,
     retry: RetryConfig,
+    label_config: LabelConfig,
 ) -> tuple[bytes, np.ndarray]:
     """Fetch and encode one patch; returns the record and its label patch (for statistics)."""
     x, y = (point.x, point.y) if point.crs == grid.crs else _reproject_point(point, grid.crs)
     patch_grid = grid.patch_around(x, y, schema.patch_size)
     image = retry.call(inputs.read, patch_grid, schema.bands)
-    label = retry.call(
-        labels.read,
-        patch_grid,
-        [label_band],
-        fill=LABEL_NODATA,
-        dtype="uint8",
-        resampling=Resampling.nearest,
-    )
-    padded = image.padded or label.padded
+    label_patch, label_padded = read_label_patch(labels, label_band, patch_grid, label_config, retry)
+    padded = image.padded or label_padded
     if padded and not pad_edges:
         raise PatchError(
             f"the {schema.patch_size}x{schema.patch_size} patch around ({x:.1f}, {y:.1f}) runs off the "
             "raster edge; keep such points padded with --pad-edges, or move the region inwards"
         )
-    label_patch = label.pixels[..., 0]
     if not (label_patch != LABEL_NODATA).any():
         raise PatchError("the patch holds no labelled pixel")
     metadata = {
@@ -170,7 +243,7 @@ class FetchPatches(beam.DoFn):
         schema: PatchSchema,
         grid: GridSpec,
         split: SplitConfig,
-        num_classes: int,
+        label_config: LabelConfig,
         pad_edges: bool = False,
         retry: RetryConfig | None = None,
     ) -> None:
@@ -180,7 +253,8 @@ class FetchPatches(beam.DoFn):
         self.schema = schema
         self.grid = grid
         self.split = split
-        self.num_classes = num_classes
+        self.label_config = label_config
+        self.num_classes = label_config.scheme.num_classes
         self.pad_edges = pad_edges
         self.retry = retry or RetryConfig()
         self.failed = Metrics.counter("extract", "patches_failed")
@@ -204,6 +278,7 @@ class FetchPatches(beam.DoFn):
                 self.grid,
                 self.pad_edges,
                 self.retry,
+                self.label_config,
             )
         except (SourceError, TransientSourceError, PatchError, ValueError) as e:
             self.failed.inc()

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import colorsys
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -52,6 +53,8 @@ from transforms.schema import LABEL_NODATA
 MAX_CLASSES = 254
 UNKNOWN_INDEX = 254
 REST = "*"
+# Integer labels are remapped through a table when their values span at most this many integers.
+MAX_LOOKUP_TABLE = 1 << 20
 FORMAT = "terrabeam-label-scheme/1"
 
 # What a label value no class lists becomes: an error before the job starts, or "no label".
@@ -171,8 +174,60 @@ class LabelScheme:
     # --- remapping ----------------------------------------------------------------------------
     def remap(self, values: np.ndarray, nodata: float | None = None) -> np.ndarray:
         """Label values -> uint8 class indices: ignored values, NaN and `nodata` -> LABEL_NODATA (255),
-        values no class lists -> UNKNOWN_INDEX (254) unless a class takes the rest."""
+        values no class lists -> UNKNOWN_INDEX (254) unless a class takes the rest.
+
+        Integer labels of up to 16 bits go through a lookup table (and values that are their class
+        index already through a bounds check), the hot path of extraction; other types through a
+        sorted search."""
         values = np.asarray(values)
+        has_nodata = nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata))
+        if values.dtype == np.uint8 and self.is_identity and values.max(initial=0) < self.num_classes:
+            return values.copy()  # every value is its own class, so no value is nodata either
+        if values.dtype.kind in "iu" and values.dtype.itemsize <= 2:
+            out = np.take(self._table16, values, mode="wrap")
+        elif values.dtype.kind in "iu" and self._lookup is not None:
+            out = self._remap_integers(values)
+        else:
+            out = self._remap_any(values)
+            out[np.isnan(values)] = LABEL_NODATA
+        if has_nodata:
+            out[values == nodata] = LABEL_NODATA
+        return out
+
+    @functools.cached_property
+    def _table16(self) -> np.ndarray:
+        """Class index of every 16-bit value v at position v mod 65536 (signed and unsigned alike)."""
+        table = np.full(1 << 16, UNKNOWN_INDEX if self.rest_index is None else self.rest_index, np.uint8)
+        for value, index in self.value_map().items():
+            if -(1 << 15) <= value < (1 << 16):
+                table[value % (1 << 16)] = index
+        return table
+
+    @functools.cached_property
+    def _lookup(self) -> tuple[int, np.ndarray] | None:
+        """(lowest value, table of class indices for lowest..highest value) for integer labels; None
+        when the values span too wide a range for a table."""
+        mapping = self.value_map()
+        default = UNKNOWN_INDEX if self.rest_index is None else self.rest_index
+        low = min(mapping, default=0)
+        if max(mapping, default=0) - low >= MAX_LOOKUP_TABLE:
+            return None
+        table = np.full(max(mapping, default=0) - low + 1, default, dtype=np.uint8)
+        for value, index in mapping.items():
+            table[value - low] = index
+        return low, table
+
+    def _remap_integers(self, values: np.ndarray) -> np.ndarray:
+        # A table lookup: a few microseconds for a patch, where a sorted search costs ~20x more.
+        low, table = self._lookup
+        offsets = values.astype(np.int64) - low
+        outside = (offsets < 0) | (offsets >= len(table))
+        out = table[np.clip(offsets, 0, len(table) - 1)]
+        if outside.any():
+            out[outside] = UNKNOWN_INDEX if self.rest_index is None else self.rest_index
+        return out
+
+    def _remap_any(self, values: np.ndarray) -> np.ndarray:
         flat = values.astype(np.float64, copy=False).ravel()
         mapping = self.value_map()
         keys = np.array(sorted(mapping), dtype=np.float64)
@@ -183,10 +238,6 @@ class LabelScheme:
             pos = np.minimum(np.searchsorted(keys, flat), len(keys) - 1)
             hit = keys[pos] == flat
             out[hit] = targets[pos[hit]]
-        missing = np.isnan(flat)
-        if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
-            missing |= flat == nodata
-        out[missing] = LABEL_NODATA
         return out.reshape(values.shape)
 
     def unknown_values(self, histogram: Mapping[float, int]) -> dict[float, int]:

@@ -1,7 +1,7 @@
 """`manifest.json`: what an extraction wrote, read by training (and, through the model, by prediction).
 
 It names the record files (relative to the manifest's folder), the schema (bands, label, patch size),
-the classes, the pixel grid (CRS, scale), per-split and per-class counts, the source and the options.
+the classes (`classes`: names by index; `label_scheme`: names, label values, colours), the pixel grid (CRS, scale), per-split and per-class counts, the source and the options.
 It is written last, so a folder with a manifest holds a complete extraction.
 """
 
@@ -14,6 +14,7 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.label_scheme import LabelScheme
 from transforms.schema import LABEL_NODATA, PatchSchema
 
 MANIFEST_NAME = "manifest.json"
@@ -27,7 +28,7 @@ class ManifestError(ValueError):
 def build_manifest(
     *,
     schema: PatchSchema,
-    classes: Sequence[str],
+    scheme: LabelScheme,
     crs: str,
     scale: float,
     compression: str,
@@ -39,6 +40,7 @@ def build_manifest(
     options: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The manifest as a JSON-ready dict; file names are made relative by `write_manifest`."""
+    classes = scheme.names
     splits = {}
     for split, files in split_files.items():
         stats = split_stats.get(split, {})
@@ -57,6 +59,7 @@ def build_manifest(
         "label_nodata": LABEL_NODATA,
         "patch_size": schema.patch_size,
         "classes": list(classes),
+        "label_scheme": scheme.to_json(),
         "crs": crs,
         "scale": scale,
         "compression": compression,

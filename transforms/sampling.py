@@ -22,6 +22,7 @@ from rasterio.warp import transform as transform_coords
 from rasterio.warp import transform_geom
 from rasterio.windows import Window, from_bounds
 
+from transforms.label_scheme import LabelScheme
 from transforms.schema import LABEL_NODATA
 
 
@@ -39,7 +40,8 @@ class Region:
 
 @dataclasses.dataclass(frozen=True)
 class Point:
-    """A sampled pixel centre: `x`, `y` in `crs`; `stratum` is its class (or class × bin)."""
+    """A sampled pixel centre: `x`, `y` in `crs`; `label` is its class index in the label scheme,
+    `stratum` its class (or class × bin)."""
 
     id: str
     region: str
@@ -92,6 +94,50 @@ def parse_regions(doc: object, source: str = "regions") -> list[Region]:
     return regions
 
 
+def whole_raster_region(path: str, name: str = "all") -> Region:
+    """The raster's whole extent as one lon/lat region (for sampling without a regions file)."""
+    with rasterio.open(path) as src:
+        left, bottom, right, top = src.bounds
+        steps = np.linspace(0.0, 1.0, 21)
+        xs = np.r_[
+            left + (right - left) * steps,
+            np.full(21, right),
+            right - (right - left) * steps,
+            np.full(21, left),
+        ]
+        ys = np.r_[
+            np.full(21, top),
+            top - (top - bottom) * steps,
+            np.full(21, bottom),
+            bottom + (top - bottom) * steps,
+        ]
+        ring = [[float(x), float(y)] for x, y in zip(xs, ys)] + [[float(xs[0]), float(ys[0])]]
+        geometry = transform_geom(src.crs, "EPSG:4326", {"type": "Polygon", "coordinates": [ring]})
+    return Region(name, geometry)
+
+
+def region_windows(path: str, regions: Sequence[Region], margin: int = 0) -> list[Window]:
+    """The raster windows holding each region, grown by `margin` pixels (what patches around its
+    points may read) and clipped to the raster."""
+    windows = []
+    with rasterio.open(path) as src:
+        for region in regions:
+            left, bottom, right, top = features.bounds(transform_geom("EPSG:4326", src.crs, region.geometry))
+            window = from_bounds(left, bottom, right, top, src.transform).round_offsets().round_lengths()
+            grown = Window(
+                window.col_off - margin,
+                window.row_off - margin,
+                window.width + 2 * margin,
+                window.height + 2 * margin,
+            )
+            if not _overlaps(grown, src):
+                continue
+            clipped = grown.intersection(Window(0, 0, src.width, src.height))
+            if clipped.width > 0 and clipped.height > 0:
+                windows.append(clipped)
+    return windows
+
+
 def stratum_of(labels: np.ndarray, bins: np.ndarray | None, num_bins: int) -> np.ndarray:
     """Stratum index per pixel: the class, or class * num_bins + bin when binning by another band."""
     strata = labels.astype(np.int64)
@@ -128,10 +174,14 @@ def sample_region(
     strata_band: tuple[str, int] | None = None,
     strata_edges: Sequence[float] = (),
     margin: int = 0,
+    scheme: LabelScheme | None = None,
+    label_band: int = 1,
 ) -> list[Point]:
     """Stratified sample of one region on the label raster's own pixel grid.
 
-    `strata_band` is (path, band index) of a raster on the same grid whose values, binned by
+    `scheme` turns the raster's label values into class indices (pixels it ignores, or does not know,
+    are never sampled); without one, the values are the class indices already. `classes` are class
+    indices to keep. `strata_band` is (path, band index) of a raster on the same grid whose values, binned by
     `strata_edges`, split each class further. `margin` keeps points that many pixels inside the raster
     so patches centred on them fit.
     """
@@ -143,11 +193,15 @@ def sample_region(
         window = window.intersection(Window(0, 0, src.width, src.height)) if _overlaps(window, src) else None
         if window is None or window.width <= 0 or window.height <= 0:
             return []
-        labels = src.read(1, window=window)
+        raw = src.read(label_band, window=window)
         transform = src.window_transform(window)
-        nodata = src.nodata if src.nodata is not None else LABEL_NODATA
-        inside = features.geometry_mask([geometry], labels.shape, transform, invert=True, all_touched=False)
-        inside &= labels != nodata
+        inside = features.geometry_mask([geometry], raw.shape, transform, invert=True, all_touched=False)
+        if scheme is not None:
+            labels = scheme.remap(raw, nodata=src.nodata)
+            inside &= labels < scheme.num_classes
+        else:
+            labels = raw
+            inside &= labels != (src.nodata if src.nodata is not None else LABEL_NODATA)
         if classes is not None:
             inside &= np.isin(labels, np.asarray(classes))
         if margin:

@@ -162,6 +162,12 @@ class LocalRasterSource:
                 f"Band(s) {', '.join(missing)} not found in the inputs; available: {', '.join(self.bands)}."
             )
 
+    def band_type(self, band: str) -> tuple[str, float | None]:
+        """(dtype, nodata) of one band."""
+        ref = self.band_refs[band]
+        dataset = self._open(ref.path)
+        return dataset.dtypes[ref.index - 1], dataset.nodatavals[ref.index - 1]
+
     def native_grid(self) -> tuple[str, object, int, int]:
         """(CRS, affine transform, width, height) of the first raster."""
         dataset = self._open(self.paths[0])
