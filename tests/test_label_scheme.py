@@ -236,7 +236,9 @@ def test_raster_without_names_has_no_scheme_and_a_histogram(tmp_path):
     assert label_histogram(path, 1) == {1.0: 2, 3.0: 2, 7.0: 1}
 
 
-@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "uint16", "int32", "uint32", "float32", "float64"])
+@pytest.mark.parametrize(
+    "dtype", ["uint8", "int8", "int16", "uint16", "int32", "uint32", "float32", "float64"]
+)
 def test_remap_is_the_same_for_every_label_type(dtype):
     scheme = resolve_label_scheme("binary:water=1,100:ignore=-1")
     values = np.array([-1, 0, 1, 2, 100, 127], dtype=np.float64)
