@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from model.architecture import CLASSIFICATION, MODES, SEGMENTATION
 from model.errors import IncompatibleDataError
+from transforms.label_scheme import scheme_from_metadata
 from transforms.manifest import ManifestError, read_manifest, schema_of
 from transforms.schema import LABEL_NODATA, PatchSchema
 
@@ -100,6 +101,21 @@ def check_data_matches_model(info: Mapping[str, Any], manifest: Mapping[str, Any
         raise IncompatibleDataError(
             f"The model predicts classes {list(info['classes'])} but the data is labelled with "
             f"{list(manifest['classes'])}; use data labelled with the model's classes."
+        )
+    model_scheme, data_scheme = scheme_from_metadata(info), scheme_from_metadata(manifest)
+    differ = [
+        f"{a.name!r} is values {a.to_json()['values']} for the model, {b.to_json()['values']} in the data"
+        for a, b in zip(model_scheme.classes, data_scheme.classes)
+        if (a.values, a.rest) != (b.values, b.rest)
+    ]
+    if differ or model_scheme.ignore != data_scheme.ignore:
+        detail = (
+            "; ".join(differ) or f"ignored values {list(model_scheme.ignore)} vs {list(data_scheme.ignore)}"
+        )
+        raise IncompatibleDataError(
+            f"The model's label scheme {model_scheme.name!r} and the data's {data_scheme.name!r} name the "
+            f"same classes from different label values ({detail}); extract the data with the model's "
+            "scheme (its label_scheme in model.json, as a classes file) or train a new model."
         )
     return schema
 

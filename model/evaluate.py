@@ -29,7 +29,7 @@ from model.dataset import (
 )
 from model.errors import ModelError
 from model.export import load_keras_model, load_model_metadata, write_json
-from transforms.classes import palette_rgb
+from transforms.label_scheme import LabelScheme
 from transforms.schema import LABEL_NODATA
 
 
@@ -75,10 +75,11 @@ def summarize(matrix: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: str, title: str = "") -> None:
+def plot_confusion_matrix(matrix: np.ndarray, scheme: LabelScheme, path: str, title: str = "") -> None:
     """A PNG of the matrix: cells shaded by row share (recall), counts written in, class colours on the axes."""
     from PIL import Image, ImageDraw, ImageFont
 
+    classes = scheme.names
     matrix = np.asarray(matrix, np.int64)
     n = len(classes)
     cell, left, top, margin = 56, 170, 170, 20
@@ -86,13 +87,13 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: str,
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()
-    palette = palette_rgb()
+    palette = scheme.palette_rgb()
     draw.text((margin, margin), title or "Confusion matrix (pixels)", fill="black", font=font)
     draw.text((margin, margin + 16), "rows: label   columns: prediction", fill="gray", font=font)
     rows = matrix.sum(axis=1, keepdims=True)
     share = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
     for i, name in enumerate(classes):
-        colour = tuple(palette[i % len(palette)])
+        colour = palette[i]
         y = top + i * cell
         draw.rectangle([left - 14, y + cell // 2 - 5, left - 4, y + cell // 2 + 5], fill=colour)
         draw.text((margin, y + cell // 2 - 6), name, fill="black", font=font)

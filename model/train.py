@@ -52,6 +52,7 @@ from model.dataset import (
 from model.errors import IncompatibleDataError, ModelError
 from model.evaluate import confusion_matrix, plot_confusion_matrix, summarize
 from model.export import export_model, join_path, load_keras_model, load_model_metadata, write_json
+from transforms.label_scheme import scheme_from_metadata
 from transforms.schema import LABEL_NODATA
 
 DEFAULT_DATA = "out/demo/data"
@@ -159,7 +160,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     manifest = load_data_manifest(config.data)
     schema = manifest_schema(manifest)
-    classes = list(manifest["classes"])
+    scheme = scheme_from_metadata(manifest)
+    classes = list(scheme.names)
     base_model = None
     mode = config.mode
     if config.init_model:
@@ -281,7 +283,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     write_json(join_path(config.output, METRICS), metrics)
     plot_confusion_matrix(
         metrics["confusion_matrix"],
-        classes,
+        scheme,
         join_path(config.output, CONFUSION_PNG),
         title=f"Confusion matrix, {metrics['split']} pixels ({metrics['pixels']})",
     )
@@ -293,6 +295,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "mode": mode,
         "bands": list(schema.bands),
         "classes": classes,
+        "label_scheme": scheme.to_json(),
         "patch_size": schema.patch_size,
         "crs": manifest.get("crs") or "",
         "scale": float(manifest.get("scale") or 0.0),

@@ -40,6 +40,7 @@ from model.export import load_model_metadata
 from pipelines.options import SharedArgumentGroup, add_earthengine_options, unknown_flags_message
 from transforms.cog import (
     CLASSES_NAME,
+    POSITIVE_NAME,
     PROBABILITIES,
     PROBABILITIES_NAME,
     QUICKLOOK_NAME,
@@ -63,6 +64,7 @@ from transforms.inference import (
     load_saved_model,
     to_tile_prediction,
 )
+from transforms.label_scheme import LabelScheme, LabelSchemeError, scheme_from_metadata
 from transforms.sampling import RegionsError, parse_regions
 from transforms.sources import LocalRasterSource, SourceError
 from transforms.tiling import RegionMask, TilePlan, TilingError, TilingSpec, plan_for_bounds, tiles_of_row
@@ -232,7 +234,7 @@ def validate(opts: PredictOptions) -> PredictJob:
         )
     _check_signature(model_dir, info, spec)
     _warn_receptive_field(info, spec)
-    output = OutputSpec(opts.output.rstrip("/"), tuple(info["classes"]), opts.probabilities)
+    output = OutputSpec(opts.output.rstrip("/"), _scheme(info, model_dir), opts.probabilities)
     _prepare_output(output.output, opts.overwrite)
     return PredictJob(
         model_dir=model_dir,
@@ -262,6 +264,13 @@ def _model_info(model_dir: str) -> dict[str, Any]:
     if missing:
         raise UsageError(f"{model_dir}/model.json lacks {missing}; re-export the model.")
     return info
+
+
+def _scheme(info: dict[str, Any], model_dir: str) -> LabelScheme:
+    try:
+        return scheme_from_metadata(info)
+    except LabelSchemeError as e:
+        raise UsageError(f"{model_dir}/model.json: {e}") from None
 
 
 def _check_mode(info: dict[str, Any], spec: TilingSpec) -> None:
@@ -478,7 +487,11 @@ def _prepare_output(output: str, overwrite: bool) -> None:
     except Exception as e:
         raise UsageError(f"Output {output!r} is not writable: {e}") from None
     if found:
-        stale = [join(output, name) for name in (f"{PROBABILITIES_NAME}.tif", f"{PROBABILITIES_NAME}.vrt")]
+        stale = [
+            join(output, f"{kind}{ext}")
+            for kind in (PROBABILITIES_NAME, POSITIVE_NAME)
+            for ext in (".tif", ".vrt")
+        ]
         stale += [join(output, QUICKLOOK_NAME), join(output, "errors")]
         FileSystems.delete(found + [p for p in stale if FileSystems.exists(p)])
 
@@ -507,7 +520,7 @@ def build_pipeline(pipeline: beam.Pipeline, job: PredictJob) -> None:
         >> beam.Map(
             to_tile_prediction,
             spec,
-            with_probabilities=job.output.probabilities != "none",
+            with_probabilities=job.output.needs_probabilities,
             region_mask=job.region,
         )
         | "WriteTiles" >> beam.ParDo(WriteTiles(job.output))
@@ -532,7 +545,7 @@ def build_pipeline(pipeline: beam.Pipeline, job: PredictJob) -> None:
 def finish(_, job: PredictJob, records: list[dict], error_files: list[str], error_count: int) -> str:
     """Mosaic (VRT, or one COG), quick-look PNG and prediction.json, once every tile is written."""
     output, plan = job.output, job.plan
-    kinds = [CLASSES_NAME] + ([PROBABILITIES_NAME] if output.probabilities != "none" else [])
+    kinds = output.kinds
     files: dict[str, str] = {}
     counts = [0] * len(output.classes)
     for record in records:
@@ -546,7 +559,7 @@ def finish(_, job: PredictJob, records: list[dict], error_files: list[str], erro
                 vrt_to_cog(vrt, output.path(f"{kind}.tif"), kind)
                 files[kind] = f"{kind}.tif"
         title = f"{len(records)} tiles, {plan.width}x{plan.height} px, {plan.lattice.crs} @ {plan.lattice.scale:g}"
-        png = quicklook_png(output.path(files[CLASSES_NAME]), output.classes, counts, title)
+        png = quicklook_png(output.path(files[CLASSES_NAME]), output.scheme, counts, title)
         write_bytes(output.path(QUICKLOOK_NAME), png)
         files["quicklook"] = QUICKLOOK_NAME
         if job.mosaic:
@@ -561,6 +574,8 @@ def finish(_, job: PredictJob, records: list[dict], error_files: list[str], erro
         "model": job.model_dir,
         "bands": list(job.bands),
         "classes": list(output.classes),
+        "label_scheme": output.scheme.to_json(),
+        "positive_class": output.scheme.positive_class,
         "source": job.source_info,
         "grid": {
             "crs": plan.lattice.crs,
@@ -633,9 +648,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     files = summary["files"]
     where = summary["output"]
+    positive = (
+        f", {summary['positive_class']} probability {files[POSITIVE_NAME]}" if POSITIVE_NAME in files else ""
+    )
     print(
         f"Prediction of {summary['tiles_written']} tiles written to {where}: class map "
-        f"{files.get(CLASSES_NAME)}, quick-look {files.get('quicklook')}, summary {SUMMARY_NAME}"
+        f"{files.get(CLASSES_NAME)}{positive}, quick-look {files.get('quicklook')}, summary {SUMMARY_NAME}"
     )
     if summary["tiles_failed"]:
         print(f"warning: {summary['tiles_failed']} tiles failed; see the errors folder.", file=sys.stderr)

@@ -23,6 +23,7 @@ from model.architecture import build_model
 from model.errors import IncompatibleDataError, ModelNotFoundError
 from model.export import export_model, load_keras_model, load_model_metadata
 from model.synthetic import write_synthetic_extraction
+from transforms.label_scheme import scheme_from_metadata
 from transforms.schema import LABEL_NODATA
 
 pytestmark = pytest.mark.slow
@@ -173,6 +174,32 @@ def test_continuing_from_a_model_needs_the_same_bands(model_dir, tmp_path):
     config = train.TrainConfig(data=other, output=str(tmp_path / "m"), init_model=str(model_dir), verbose=0)
     with pytest.raises(IncompatibleDataError, match=r"expects bands \['b1', 'b2', 'b3'\]"):
         train.train(config)
+
+
+def test_the_label_scheme_travels_into_the_model_folder_and_its_colours_into_the_plot(model_dir, data):
+    manifest = json.loads((Path(data) / "manifest.json").read_text())
+    info = load_model_metadata(str(model_dir))
+    assert info["label_scheme"] == manifest["label_scheme"] and info["classes"] == list(CLASSES)
+    scheme = scheme_from_metadata(info)
+    plot = Image.open(model_dir / "confusion_matrix.png").convert("RGB")
+    cell, left, top = 56, 170, 170  # the plot's layout: a colour swatch left of each row
+    for i, rgb in enumerate(scheme.palette_rgb()):
+        assert plot.getpixel((left - 9, top + i * cell + cell // 2)) == rgb
+
+
+def test_continuing_from_a_model_needs_the_same_label_values(model_dir, data, tmp_path, capsys):
+    manifest = json.loads((Path(data) / "manifest.json").read_text())
+    manifest["label_scheme"]["classes"][1]["values"] = [21, 22]
+    manifest["splits"] = {
+        s: {**v, "files": [str(Path(data) / f) for f in v["files"]]} for s, v in manifest["splits"].items()
+    }
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    output = tmp_path / "m"
+    argv = ["--data", str(tmp_path), "--output", str(output), "--init-model", str(model_dir)]
+    assert train.run(argv) == 2
+    err = capsys.readouterr().err
+    assert "'trees' is values [1] for the model, [21, 22] in the data" in err
+    assert not output.exists()
 
 
 def test_cli_reports_bad_input_with_status_2(tmp_path, data, capsys):

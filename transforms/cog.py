@@ -4,9 +4,11 @@ Every raster is written on exactly the grid it was predicted on (CRS and affine 
 core, or of the whole output), so the files line up pixel for pixel with the input lattice.
 
 - The class map is `uint8`: the class index, `CLASS_NODATA` (255) where there is no prediction, with the
-  Dynamic World colour table and the class names in the metadata.
+  label scheme's colour table and the class names (and colours) in the metadata.
 - Probabilities (optional) have one band per class, named after it: `uint8` scaled by
   `PROBABILITY_SCALE` (GDAL scale metadata 1/254, nodata 255), or `float32` (nodata NaN).
+- With a two-class scheme, `probability` is the positive class's (class 1) probability, 0-1, as one band
+  named after it: the talk's tree-probability map. float32 (nodata NaN), or uint8 like the others.
 - Per tile: one COG per tile core (`tiles/classes/<tile>.tif`), written from memory with GDAL's COG
   driver, and `classes.vrt` mosaicking them (`SourceProperties` given, so opening the VRT opens no tile).
 - `--mosaic`: GDAL's COG driver copies the VRT into one COG with overviews, streaming through the block
@@ -37,9 +39,9 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.io import MemoryFile
 
-from transforms.classes import CLASS_NAMES, palette_rgb
 from transforms.grid import PixelGrid
 from transforms.inference import CLASS_NODATA, TilePrediction
+from transforms.label_scheme import LabelScheme
 
 PROBABILITIES = ("none", "uint8", "float32")
 # uint8 probabilities: round(p * 254), so 255 stays free for nodata.
@@ -48,6 +50,7 @@ PROBABILITY_NODATA_UINT8 = 255
 
 CLASSES_NAME = "classes"
 PROBABILITIES_NAME = "probabilities"
+POSITIVE_NAME = "probability"
 TILES_DIR = "tiles"
 QUICKLOOK_NAME = "classes.png"
 
@@ -56,24 +59,15 @@ QUICKLOOK_NAME = "classes.png"
 TILE_BLOCKSIZE = 256
 MOSAIC_BLOCKSIZE = 512
 COMPRESSION = "DEFLATE"
-# Colour of classes outside the Dynamic World palette (a model trained on other class names).
-OTHER_CLASS_COLOURS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48))
 QUICKLOOK_MAX_SIDE = 1024
 QUICKLOOK_MIN_SIDE = 512
 QUICKLOOK_NODATA_RGB = (255, 255, 255)
 
 
-def class_colours(classes: Sequence[str]) -> list[tuple[int, int, int]]:
-    """RGB per class index: the Dynamic World colour of a known class name, else a distinct colour."""
-    palette = dict(zip(CLASS_NAMES, palette_rgb()))
-    others = iter(OTHER_CLASS_COLOURS * (len(classes) // len(OTHER_CLASS_COLOURS) + 1))
-    return [palette[name] if name in palette else next(others) for name in classes]
-
-
-def colormap(classes: Sequence[str]) -> dict[int, tuple[int, int, int, int]]:
+def colormap(scheme: LabelScheme) -> dict[int, tuple[int, int, int, int]]:
     """GDAL colour table: class colours, nodata transparent, unused entries black."""
     table = {i: (0, 0, 0, 255) for i in range(256)}
-    for i, rgb in enumerate(class_colours(classes)):
+    for i, rgb in enumerate(scheme.palette_rgb()):
         table[i] = (*rgb, 255)
     table[CLASS_NODATA] = (0, 0, 0, 0)
     return table
@@ -84,12 +78,45 @@ class OutputSpec:
     """What to write for each tile, and where."""
 
     output: str  # folder, local or gs://
-    classes: tuple[str, ...]  # class names, in model output order
+    scheme: LabelScheme  # the model's classes, in output order
     probabilities: str = "none"  # one of PROBABILITIES
 
     def __post_init__(self) -> None:
         if self.probabilities not in PROBABILITIES:
             raise ValueError(f"--probabilities must be one of {PROBABILITIES}, got {self.probabilities!r}.")
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.scheme.names
+
+    @property
+    def positive_encoding(self) -> str | None:
+        """How the positive class's probability is written (two-class schemes only), else None."""
+        if not self.scheme.is_binary:
+            return None
+        return "uint8" if self.probabilities == "uint8" else "float32"
+
+    @property
+    def kinds(self) -> list[str]:
+        """The rasters written for each tile."""
+        kinds = [CLASSES_NAME]
+        if self.probabilities != "none":
+            kinds.append(PROBABILITIES_NAME)
+        if self.positive_encoding:
+            kinds.append(POSITIVE_NAME)
+        return kinds
+
+    @property
+    def needs_probabilities(self) -> bool:
+        return len(self.kinds) > 1
+
+    def bands_of(self, kind: str) -> tuple[tuple[str, ...], str]:
+        """(band names, encoding) of a kind of raster."""
+        if kind == CLASSES_NAME:
+            return (CLASSES_NAME,), "uint8"
+        if kind == POSITIVE_NAME:
+            return (self.scheme.positive_class,), self.positive_encoding
+        return self.classes, self.probabilities
 
     def path(self, *parts: str) -> str:
         return join(self.output, *parts)
@@ -124,20 +151,28 @@ def _profile(grid: PixelGrid, count: int, dtype: str, nodata: float, blocksize: 
     }
 
 
-def encode_classes(classes: np.ndarray, grid: PixelGrid, class_names: Sequence[str]) -> bytes:
+def encode_classes(classes: np.ndarray, grid: PixelGrid, scheme: LabelScheme) -> bytes:
     """A class map (h, w) uint8 as COG bytes, with the colour table and class names."""
     profile = _profile(grid, 1, "uint8", CLASS_NODATA, TILE_BLOCKSIZE, "MODE")
     with MemoryFile() as memory:
         with memory.open(**profile) as dst:
             dst.write(classes, 1)
-            dst.write_colormap(1, colormap(class_names))
+            dst.write_colormap(1, colormap(scheme))
             dst.set_band_description(1, CLASSES_NAME)
-            dst.update_tags(1, **class_tags(class_names))
+            dst.update_tags(1, **class_tags(scheme))
         return memory.read()
 
 
-def class_tags(class_names: Sequence[str]) -> dict[str, str]:
-    return {"class_names": ",".join(class_names), "nodata_meaning": "no prediction"}
+def class_tags(scheme: LabelScheme) -> dict[str, str]:
+    """Band metadata of a class map: what each value means (also `classes`, in terrabeam's own
+    "value:name" form that extraction reads back from a label raster)."""
+    return {
+        "class_names": ",".join(scheme.names),
+        "class_colors": ",".join(scheme.colors),
+        "classes": ",".join(f"{i}:{name}" for i, name in enumerate(scheme.names)),
+        "label_scheme": scheme.name,
+        "nodata_meaning": "no prediction",
+    }
 
 
 def probability_band(probabilities: np.ndarray, encoding: str) -> np.ndarray:
@@ -184,11 +219,15 @@ def write_tile(prediction: TilePrediction, spec: OutputSpec) -> dict[str, Any]:
     """Write a tile's COG(s); returns what the mosaic and the summary need (small)."""
     tile = prediction.tile
     write_bytes(
-        spec.tile_path(CLASSES_NAME, tile.id), encode_classes(prediction.classes, tile.core, spec.classes)
+        spec.tile_path(CLASSES_NAME, tile.id), encode_classes(prediction.classes, tile.core, spec.scheme)
     )
     if spec.probabilities != "none" and prediction.probabilities is not None:
         data = encode_probabilities(prediction.probabilities, tile.core, spec.classes, spec.probabilities)
         write_bytes(spec.tile_path(PROBABILITIES_NAME, tile.id), data)
+    if spec.positive_encoding and prediction.probabilities is not None:
+        names, encoding = spec.bands_of(POSITIVE_NAME)
+        data = encode_probabilities(prediction.probabilities[..., 1:2], tile.core, names, encoding)
+        write_bytes(spec.tile_path(POSITIVE_NAME, tile.id), data)
     counts = np.bincount(prediction.classes.ravel(), minlength=256)
     return {
         "id": tile.id,
@@ -227,15 +266,14 @@ def build_vrt(
     spec: OutputSpec,
     kind: str,
 ) -> str:
-    """VRT XML mosaicking the tile files of `kind` (classes or probabilities), paths relative to it."""
-    classes = spec.classes
+    """VRT XML mosaicking the tile files of `kind` (see `OutputSpec.kinds`), paths relative to it."""
+    names, encoding = spec.bands_of(kind)
+    data_type = "Float32" if encoding == "float32" else "Byte"
+    bands = [(name, data_type) for name in names]
     if kind == CLASSES_NAME:
-        bands = [(CLASSES_NAME, "Byte")]
         nodata = str(CLASS_NODATA)
     else:
-        data_type = "Float32" if spec.probabilities == "float32" else "Byte"
-        bands = [(name, data_type) for name in classes]
-        nodata = "nan" if spec.probabilities == "float32" else str(PROBABILITY_NODATA_UINT8)
+        nodata = "nan" if encoding == "float32" else str(PROBABILITY_NODATA_UINT8)
     block = TILE_BLOCKSIZE
     lines = [
         f'<VRTDataset rasterXSize="{grid.width}" rasterYSize="{grid.height}">',
@@ -250,14 +288,14 @@ def build_vrt(
         if kind == CLASSES_NAME:
             lines.append("    <ColorInterp>Palette</ColorInterp>")
             lines.append("    <ColorTable>")
-            for _, (r, g, b, a) in sorted(colormap(classes).items()):
+            for _, (r, g, b, a) in sorted(colormap(spec.scheme).items()):
                 lines.append(f'      <Entry c1="{r}" c2="{g}" c3="{b}" c4="{a}"/>')
             lines.append("    </ColorTable>")
             lines.append("    <Metadata>")
-            for key, value in class_tags(classes).items():
+            for key, value in class_tags(spec.scheme).items():
                 lines.append(f'      <MDI key="{key}">{escape(value)}</MDI>')
             lines.append("    </Metadata>")
-        elif spec.probabilities == "uint8":
+        elif encoding == "uint8":
             lines.append(f"    <Scale>{1.0 / PROBABILITY_SCALE!r}</Scale>")
             lines.append("    <Offset>0</Offset>")
         for record in ordered:
@@ -318,7 +356,7 @@ def vrt_to_cog(vrt: str, destination: str, kind: str) -> None:
 
 def quicklook_png(
     classes_raster: str,
-    class_names: Sequence[str],
+    scheme: LabelScheme,
     class_counts: Sequence[int],
     title: str = "",
     max_side: int = QUICKLOOK_MAX_SIDE,
@@ -337,7 +375,8 @@ def quicklook_png(
             data = src.read(1, out_shape=shape, resampling=Resampling.nearest)
     lut = np.zeros((256, 3), np.uint8)
     lut[:] = QUICKLOOK_NODATA_RGB
-    for i, rgb in enumerate(class_colours(class_names)):
+    colours = scheme.palette_rgb()
+    for i, rgb in enumerate(colours):
         lut[i] = rgb
     image = Image.fromarray(lut[data], "RGB")
     if max(image.size) < QUICKLOOK_MIN_SIDE:  # blow small maps up, pixels kept square and sharp
@@ -347,8 +386,7 @@ def quicklook_png(
     font = _font(14)
     total = max(sum(class_counts), 1)
     entries = [
-        (class_colours(class_names)[i], f"{name}  {100 * class_counts[i] / total:.1f} %")
-        for i, name in enumerate(class_names)
+        (colours[i], f"{name}  {100 * class_counts[i] / total:.1f} %") for i, name in enumerate(scheme.names)
     ]
     pad, swatch, line = 12, 16, 22
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
