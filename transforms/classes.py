@@ -1,13 +1,15 @@
 """Land-cover classes, Sentinel-2 bands and the per-class spectra the demo scene draws from.
 
-The classes are the 9 Dynamic World classes (ESA WorldCover remapped the way Google's land-cover
-sample does). The spectra are per-class mean and standard deviation of the 13 Sentinel-2 L1C bands
+The classes are the 9 Dynamic World classes of the `dynamic-world` label-scheme preset (ESA WorldCover
+remapped the way Google's land-cover sample does). The spectra are per-class mean and standard deviation of the 13 Sentinel-2 L1C bands
 (TOA reflectance x10000) measured on 3,600 real patches exported from Earth Engine (2020 median
 composite over Google's land-cover sample regions, labels from ESA WorldCover 2020). They are copied
 here as constants so that nothing reads external data at run time.
 """
 
 from __future__ import annotations
+
+from transforms.label_scheme import PRESETS
 
 S2_BANDS: tuple[str, ...] = (
     "B1",
@@ -25,47 +27,13 @@ S2_BANDS: tuple[str, ...] = (
     "B12",
 )
 
-CLASS_NAMES: tuple[str, ...] = (
-    "water",
-    "trees",
-    "grass",
-    "flooded_vegetation",
-    "crops",
-    "shrub_and_scrub",
-    "built",
-    "bare",
-    "snow_and_ice",
-)
-
+# The demo scene's classes are the Dynamic World preset's (names, order and colours live there).
+CLASS_NAMES: tuple[str, ...] = PRESETS["dynamic-world"].names
 NUM_CLASSES = len(CLASS_NAMES)
 
-# Dynamic World's published palette, one RGB triple per class index.
-PALETTE_HEX: tuple[str, ...] = (
-    "#419bdf",
-    "#397d49",
-    "#88b053",
-    "#7a87c6",
-    "#e49635",
-    "#dfc35a",
-    "#c4281b",
-    "#a59b8f",
-    "#b39fe1",
-)
-
 # ESA WorldCover v100 code -> Dynamic World index (as in Google's land-cover sample).
-WORLDCOVER_TO_DYNAMIC_WORLD: dict[int, int] = {
-    10: 1,
-    20: 5,
-    30: 2,
-    40: 4,
-    50: 6,
-    60: 7,
-    70: 8,
-    80: 0,
-    90: 3,
-    95: 3,
-    100: 7,
-}
+WORLDCOVER_TO_DYNAMIC_WORLD: dict[int, int] = PRESETS["dynamic-world-from-worldcover"].value_map()
+del WORLDCOVER_TO_DYNAMIC_WORLD[0]  # no data: masked by the recipe, not remapped
 
 # Per-class mean and std of S2_BANDS, measured on real patches (see module docstring).
 SPECTRA_MEAN: dict[str, tuple[float, ...]] = {
@@ -345,5 +313,5 @@ SPECTRA_STD: dict[str, tuple[float, ...]] = {
 
 
 def palette_rgb() -> list[tuple[int, int, int]]:
-    """The palette as 8-bit RGB triples, in class-index order."""
-    return [tuple(int(h[i : i + 2], 16) for i in (1, 3, 5)) for h in PALETTE_HEX]
+    """The Dynamic World palette as 8-bit RGB triples, in class-index order."""
+    return PRESETS["dynamic-world"].palette_rgb()
