@@ -21,7 +21,7 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.pvalue import AsDict, AsList, AsSingleton
 
 from pipelines.options import SharedArgumentGroup, add_earthengine_options, unknown_flags_message
@@ -52,6 +52,17 @@ from transforms.label_scheme import (
     scheme_from_raster,
 )
 from transforms.manifest import MANIFEST_NAME, build_manifest, write_manifest
+from transforms.outcome import (
+    DEFAULT_MAX_ERROR_FRACTION,
+    CountReasons,
+    JobFailed,
+    Outcome,
+    check_max_error_fraction,
+    check_outcome,
+    is_local_runner,
+    read_outcome,
+    warning_lines,
+)
 from transforms.sampling import Point, Region, RegionsError, load_regions, region_windows, whole_raster_region
 from transforms.schema import PatchSchema
 from transforms.sources import LocalRasterSource, PixelSource, SourceError
@@ -198,6 +209,13 @@ class ExtractOptions(PipelineOptions):
             default=5,
             help="Tries per patch read before it is dead-lettered.",
         )
+        group.add_argument(
+            "--max-error-fraction",
+            dest="max_error_fraction",
+            type=float,
+            default=DEFAULT_MAX_ERROR_FRACTION,
+            help="Fail (exit status 1) when more than this fraction of the points fail; 1.0 turns the check off.",
+        )
         group.add_argument("--output", default=DEFAULT_OUTPUT, help="Output folder (local or gs://).")
         group.add_argument(
             "--overwrite", action="store_true", help="Replace an earlier extraction in --output."
@@ -268,9 +286,11 @@ def validate(opts: ExtractOptions) -> ExtractJob:
     _check_numbers(opts)
 
     input_source = LocalRasterSource(inputs, _csv(opts.band_names))
+    label_source = LocalRasterSource([labels_path])
+    input_source.check_files()  # a broken or cut-short file stops the job here, not on the workers
+    label_source.check_files()
     bands = _csv(opts.bands) or list(input_source.bands)
     input_source.check_bands(bands)
-    label_source = LocalRasterSource([labels_path])
     label_band = opts.label_band or label_source.bands[0]
     label_source.check_bands([label_band])
 
@@ -387,6 +407,10 @@ def _check_numbers(opts: ExtractOptions) -> None:
         raise UsageError(f"--compression-level must be 0-9, got {opts.compression_level}.")
     if opts.max_attempts < 1:
         raise UsageError(f"--max-attempts must be at least 1, got {opts.max_attempts}.")
+    try:
+        check_max_error_fraction(opts.max_error_fraction)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def _job(
@@ -441,6 +465,7 @@ def _job(
             "strata_edges": list(strata_edges),
             "compression": opts.compression,
             "compression_level": opts.compression_level,
+            "max_error_fraction": opts.max_error_fraction,
         },
     )
 
@@ -602,8 +627,12 @@ def _prepare_output(output: str, overwrite: bool) -> None:
         raise UsageError(f"Output {output!r} is not writable: {e}") from None
 
 
-def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob) -> None:
-    """Sample -> group points spatially -> fetch+encode+split+write shards; dead letters; manifest."""
+def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob, fail_in_pipeline: bool = False) -> None:
+    """Sample -> group points spatially -> fetch+encode+split+write shards; dead letters; manifest.
+
+    The last step checks the outcome; with `fail_in_pipeline` (a runner that does not run in this
+    process, e.g. Dataflow) a failed extraction fails the job itself, after the manifest is written.
+    """
     temp_dir = f"{job.output}/.temp-{uuid.uuid4().hex}"
     chunk = READ_CHUNK_PIXELS * job.grid.scale
     points = (
@@ -638,7 +667,8 @@ def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob) -> None:
     )
     error_count = fetched[ERRORS] | "CountErrors" >> beam.combiners.Count.Globally()
     stats = fetched[STATS] | "SumStats" >> beam.CombinePerKey(SumArrays())
-    _ = (
+    reasons = fetched[ERRORS] | "CountReasons" >> CountReasons()
+    outcome = (
         pipeline
         | "ManifestTrigger" >> beam.Create([None])
         | "FinalizeAndWriteManifest"
@@ -651,7 +681,14 @@ def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob) -> None:
             AsList(error_files),
             AsSingleton(error_count),
             AsDict(stats),
+            AsList(reasons),
         )
+    )
+    # A retry of the check must not redo the finalization (its shards are already moved).
+    _ = (
+        outcome
+        | "AfterManifest" >> beam.Reshuffle()
+        | "CheckOutcome" >> beam.Map(check_outcome, "extraction", fail_in_pipeline)
     )
 
 
@@ -692,8 +729,8 @@ def raster_order(point: Point) -> tuple[float, float]:
 
 
 def _finalize(
-    _, job: ExtractJob, temp_dir, train_temp, validation_temp, error_files, error_count, stats
-) -> str:
+    _, job: ExtractJob, temp_dir, train_temp, validation_temp, error_files, error_count, stats, reasons=()
+) -> dict[str, Any]:
     """Move the shards into place, then write the manifest (last, so it marks a complete extraction)."""
     suffix = SUFFIX[job.compression]
     train_files = finalize_shards(train_temp, f"{job.output}/train/data", suffix)
@@ -719,9 +756,14 @@ def _finalize(
         source=job.source,
         options=job.options,
     )
+    produced = sum(manifest["splits"][s]["patches"] for s in SPLITS)
+    outcome = Outcome.of(
+        "points", produced, reasons, job.options.get("max_error_fraction", DEFAULT_MAX_ERROR_FRACTION)
+    )
+    manifest["outcome"] = outcome.to_json()
     path = write_manifest(job.output, manifest)
     logging.info("Wrote %s: %s", path, {s: manifest["splits"][s]["patches"] for s in SPLITS})
-    return path
+    return manifest["outcome"]
 
 
 def label_raster_alias(argv: Sequence[str]) -> list[str]:
@@ -739,17 +781,30 @@ def label_raster_alias(argv: Sequence[str]) -> list[str]:
     return args
 
 
-def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> None:
-    """Parse flags, validate, run the pipeline to completion."""
+def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> Outcome | None:
+    """Parse flags, validate, run the pipeline to completion; JobFailed when the result is a failure."""
     options = PipelineOptions(label_raster_alias(argv or []))
     options.view_as(SetupOptions).save_main_session = save_main_session
     problem = unknown_flags_message(options)
     if problem:
         raise UsageError(problem)
     job = validate(options.view_as(ExtractOptions))
-    with beam.Pipeline(options=options) as pipeline:
-        build_pipeline(pipeline, job)
-    print(f"Extraction written to {job.output} (manifest: {job.output}/{MANIFEST_NAME})")
+    manifest = f"{job.output}/{MANIFEST_NAME}"
+    try:
+        with beam.Pipeline(options=options) as pipeline:
+            build_pipeline(pipeline, job, not is_local_runner(options.view_as(StandardOptions).runner))
+    except Exception:
+        outcome = read_outcome(manifest)  # the job failed in its last step, or before it
+        if outcome is None or outcome.ok:
+            raise
+        raise JobFailed(outcome, "extraction", job.output) from None
+    outcome = read_outcome(manifest)  # None where the runner returned before the job ended
+    if outcome is not None and not outcome.ok:
+        raise JobFailed(outcome, "extraction", job.output)
+    print(f"Extraction written to {job.output} (manifest: {manifest})")
+    for line in warning_lines(outcome) if outcome else []:
+        print(line, file=sys.stderr)
+    return outcome
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -759,6 +814,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, SourceError, RegionsError, LabelSchemeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except JobFailed as e:
+        print(e.report(), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.pvalue import AsList, AsSingleton
 
 from model.errors import ModelError
@@ -65,6 +65,27 @@ from transforms.inference import (
     to_tile_prediction,
 )
 from transforms.label_scheme import LabelScheme, LabelSchemeError, scheme_from_metadata
+from transforms.outcome import (
+    DEFAULT_MAX_ERROR_FRACTION,
+    CountReasons,
+    JobFailed,
+    Outcome,
+    check_max_error_fraction,
+    check_outcome,
+    is_local_runner,
+    read_outcome,
+    warning_lines,
+)
+from transforms.resume import (
+    PLAN_NAME,
+    REUSED,
+    ReuseTiles,
+    differences,
+    existing_tiles,
+    model_fingerprint,
+    read_record,
+    run_record,
+)
 from transforms.sampling import RegionsError, parse_regions
 from transforms.sources import LocalRasterSource, SourceError
 from transforms.tiling import RegionMask, TilePlan, TilingError, TilingSpec, plan_for_bounds, tiles_of_row
@@ -148,6 +169,19 @@ class PredictOptions(PipelineOptions):
             default=5,
             help="Tries per tile read before it is dead-lettered.",
         )
+        group.add_argument(
+            "--max-error-fraction",
+            dest="max_error_fraction",
+            type=float,
+            default=DEFAULT_MAX_ERROR_FRACTION,
+            help="Fail (exit status 1) when more than this fraction of the tiles fail; 1.0 turns the check off.",
+        )
+        group.add_argument(
+            "--resume",
+            action="store_true",
+            help="Finish an earlier, stopped prediction in --output (same model and options): keep its "
+            "complete tiles, predict the rest, rebuild the mosaic.",
+        )
         group.add_argument("--output", default=DEFAULT_OUTPUT, help="Output folder (local or gs://).")
         group.add_argument(
             "--overwrite", action="store_true", help="Replace an earlier prediction in --output."
@@ -175,6 +209,9 @@ class PredictJob:
     mosaic: bool
     batch_size: int
     retry: RetryConfig
+    max_error_fraction: float = DEFAULT_MAX_ERROR_FRACTION
+    record: dict[str, Any] | None = None  # what identifies this prediction (written to PLAN_NAME)
+    reuse: frozenset[str] = frozenset()  # --resume: ids of tiles with files from the earlier run
 
     @property
     def bands(self) -> tuple[str, ...]:
@@ -194,6 +231,12 @@ def validate(opts: PredictOptions) -> PredictJob:
         raise UsageError(f"--batch-size must be at least 1, got {opts.batch_size}.")
     if opts.max_attempts < 1:
         raise UsageError(f"--max-attempts must be at least 1, got {opts.max_attempts}.")
+    try:
+        check_max_error_fraction(opts.max_error_fraction)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if opts.resume and opts.overwrite:
+        raise UsageError("--resume finishes the prediction in --output, --overwrite replaces it: pick one.")
     if opts.scale is not None and not opts.scale > 0:
         raise UsageError(f"--scale must be a positive pixel size, got {opts.scale}.")
     spec = TilingSpec(opts.tile_size, opts.overlap)  # TilingError is a ValueError with the message
@@ -235,7 +278,19 @@ def validate(opts: PredictOptions) -> PredictJob:
     _check_signature(model_dir, info, spec)
     _warn_receptive_field(info, spec)
     output = OutputSpec(opts.output.rstrip("/"), _scheme(info, model_dir), opts.probabilities)
-    _prepare_output(output.output, opts.overwrite)
+    record = run_record(
+        model_dir=model_dir,
+        model_fingerprint=model_fingerprint(model_dir),
+        plan=plan,
+        region=region,
+        source=source_info,
+        output=output,
+    )
+    reuse: frozenset[str] = frozenset()
+    if opts.resume:
+        reuse = _prepare_resume(output, record)
+    else:
+        _prepare_output(output.output, opts.overwrite)
     return PredictJob(
         model_dir=model_dir,
         model=info,
@@ -247,6 +302,9 @@ def validate(opts: PredictOptions) -> PredictJob:
         mosaic=opts.mosaic,
         batch_size=opts.batch_size,
         retry=RetryConfig(attempts=opts.max_attempts),
+        max_error_fraction=opts.max_error_fraction,
+        record=record,
+        reuse=reuse,
     )
 
 
@@ -340,6 +398,7 @@ def _source(opts: PredictOptions, spec: TilingSpec, num_bands: int) -> tuple[Any
         kind = "demo"
     source = LocalRasterSource(inputs, _csv(opts.band_names))
     try:
+        source.check_files()  # a broken or cut-short file stops the job here, not on the workers
         source.native_grid()
     except SourceError as e:
         raise UsageError(str(e)) from None
@@ -475,7 +534,8 @@ def _prepare_output(output: str, overwrite: bool) -> None:
         found.append(tiles)
     if found and not overwrite:
         raise UsageError(
-            f"{output!r} already holds a prediction ({found[0]}); pass --overwrite to replace it."
+            f"{output!r} already holds a prediction ({found[0]}); pass --overwrite to replace it, or "
+            "--resume to finish a stopped one."
         )
     probe = join(output, ".terrabeam-write-test")
     try:
@@ -487,20 +547,55 @@ def _prepare_output(output: str, overwrite: bool) -> None:
     except Exception as e:
         raise UsageError(f"Output {output!r} is not writable: {e}") from None
     if found:
-        stale = [
-            join(output, f"{kind}{ext}")
-            for kind in (PROBABILITIES_NAME, POSITIVE_NAME)
-            for ext in (".tif", ".vrt")
-        ]
-        stale += [join(output, QUICKLOOK_NAME), join(output, "errors")]
-        FileSystems.delete(found + [p for p in stale if FileSystems.exists(p)])
+        _delete_finished_outputs(output, found)
+
+
+def _delete_finished_outputs(output: str, also: Sequence[str] = ()) -> None:
+    """Remove what the end of a prediction writes (mosaics, quick-look, summary, dead letters)."""
+    kinds = (CLASSES_NAME, PROBABILITIES_NAME, POSITIVE_NAME)
+    stale = [join(output, f"{kind}{ext}") for kind in kinds for ext in (".tif", ".vrt")]
+    stale.append(join(output, SUMMARY_NAME))
+    stale += [join(output, QUICKLOOK_NAME), join(output, "errors")]
+    stale = [p for p in dict.fromkeys([*also, *stale]) if FileSystems.exists(p)]
+    if stale:
+        FileSystems.delete(stale)
+
+
+def _prepare_resume(output: OutputSpec, record: dict[str, Any]) -> frozenset[str]:
+    """Check that --output holds this same prediction; returns the ids of the tiles it already has."""
+    recorded = read_record(output.output)
+    if recorded is None:
+        raise UsageError(
+            f"--resume: {output.output!r} holds no prediction to finish (no {PLAN_NAME}); run without "
+            "--resume to start one."
+        )
+    changed = differences(recorded, record)
+    if changed:
+        raise UsageError(
+            f"--resume: the prediction in {output.output!r} was made with other settings: "
+            + "; ".join(changed)
+            + ". Resume with the same --model, imagery and options, or pass --overwrite to start again."
+        )
+    _delete_finished_outputs(output.output)  # rebuilt at the end from every tile
+    try:
+        partial = FileSystems.match([output.path(TILES_DIR, "*", "*.partial-*")])[0].metadata_list
+    except OSError:  # Beam's BeamIOError where nothing matches
+        partial = []
+    if partial:  # tiles a stopped run was writing (a local write is renamed into place once whole)
+        FileSystems.delete([m.path for m in partial])
+    return existing_tiles(output)
 
 
 # --- the pipeline ---------------------------------------------------------------------------------
 
 
-def build_pipeline(pipeline: beam.Pipeline, job: PredictJob) -> None:
-    """Plan -> spread tiles -> fetch -> RunInference -> trim -> COG per tile -> mosaic, quick-look, summary."""
+def build_pipeline(pipeline: beam.Pipeline, job: PredictJob, fail_in_pipeline: bool = False) -> None:
+    """Plan -> spread tiles -> fetch -> RunInference -> trim -> COG per tile -> mosaic, quick-look, summary.
+
+    With `job.reuse` (--resume), tiles whose earlier files are complete skip to the mosaic. The last
+    step checks the outcome; with `fail_in_pipeline` (a runner that does not run in this process, e.g.
+    Dataflow) a failed prediction fails the job itself, after prediction.json is written.
+    """
     spec = job.plan.spec
     tiles = (
         pipeline
@@ -509,6 +604,12 @@ def build_pipeline(pipeline: beam.Pipeline, job: PredictJob) -> None:
         # Spread the tiles (small descriptions, not pixels) over workers.
         | "SpreadTiles" >> beam.Reshuffle()
     )
+    reused = None
+    if job.reuse:
+        split = tiles | "ReuseTiles" >> beam.ParDo(ReuseTiles(job.output, job.reuse)).with_outputs(
+            REUSED, main="todo"
+        )
+        tiles, reused = split.todo, split[REUSED]
     fetched = tiles | "FetchTiles" >> beam.ParDo(FetchTiles(job.source, job.bands, job.retry)).with_outputs(
         ERRORS, main="tiles"
     )
@@ -525,6 +626,8 @@ def build_pipeline(pipeline: beam.Pipeline, job: PredictJob) -> None:
         )
         | "WriteTiles" >> beam.ParDo(WriteTiles(job.output))
     )
+    if reused is not None:
+        written = (written, reused) | "WrittenAndReused" >> beam.Flatten()
     inference_errors = failed.failed_inferences | "InferenceDeadLetters" >> beam.FlatMap(
         inference_dead_letters
     )
@@ -533,16 +636,34 @@ def build_pipeline(pipeline: beam.Pipeline, job: PredictJob) -> None:
         job.output.path("errors", "errors"), file_name_suffix=".jsonl", num_shards=1
     )
     error_count = errors | "CountErrors" >> beam.combiners.Count.Globally()
+    reasons = errors | "CountReasons" >> CountReasons()
     records = written | "CollectTiles" >> beam.combiners.ToList()
     _ = (
         pipeline
         | "FinishTrigger" >> beam.Create([None])
         | "Finish"
-        >> beam.Map(finish, job, AsSingleton(records), AsList(error_files), AsSingleton(error_count))
+        >> beam.Map(
+            finish,
+            job,
+            AsSingleton(records),
+            AsList(error_files),
+            AsSingleton(error_count),
+            AsList(reasons),
+        )
+        # A retry of the check must not redo the finish (with --mosaic its tiles are gone).
+        | "AfterSummary" >> beam.Reshuffle()
+        | "CheckOutcome" >> beam.Map(_check_summary, fail_in_pipeline)
     )
 
 
-def finish(_, job: PredictJob, records: list[dict], error_files: list[str], error_count: int) -> str:
+def _check_summary(summary_path: str, enabled: bool) -> None:
+    with FileSystems.open(summary_path) as f:
+        check_outcome(json.loads(f.read())["outcome"], "prediction", enabled)
+
+
+def finish(
+    _, job: PredictJob, records: list[dict], error_files: list[str], error_count: int, reasons=()
+) -> str:
     """Mosaic (VRT, or one COG), quick-look PNG and prediction.json, once every tile is written."""
     output, plan = job.output, job.plan
     kinds = output.kinds
@@ -585,6 +706,7 @@ def finish(_, job: PredictJob, records: list[dict], error_files: list[str], erro
         },
         "tiling": {"tile_size": plan.spec.tile_size, "overlap": plan.spec.overlap, "tiles": len(plan)},
         "tiles_written": len(records),
+        "tiles_reused": sum(1 for r in records if r.get("reused")),
         "tiles_failed": int(error_count),
         "class_counts": dict(zip(output.classes, counts)),
         "nodata_pixels": sum(r["nodata"] for r in records),
@@ -592,6 +714,7 @@ def finish(_, job: PredictJob, records: list[dict], error_files: list[str], erro
         "mosaic": job.mosaic,
         "files": files,
         "errors": [os.path.basename(p) for p in error_files] if error_count else [],
+        "outcome": Outcome.of("tiles", len(records), reasons, job.max_error_fraction).to_json(),
     }
     path = output.path(SUMMARY_NAME)
     write_bytes(path, (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
@@ -625,6 +748,8 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> d
     if problem:
         raise UsageError(problem)
     job = validate(options.view_as(PredictOptions))
+    if job.record is not None:  # before any tile, so that a stopped run can be resumed
+        write_bytes(job.output.path(PLAN_NAME), (json.dumps(job.record, indent=2) + "\n").encode("utf-8"))
     logging.info(
         "Predicting %d tiles (%d×%d pixels) into %s",
         len(job.plan),
@@ -632,10 +757,20 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> d
         job.plan.height,
         job.output.output,
     )
-    with beam.Pipeline(options=options) as pipeline:
-        build_pipeline(pipeline, job)
-    with FileSystems.open(job.output.path(SUMMARY_NAME)) as f:
+    summary_path = job.output.path(SUMMARY_NAME)
+    try:
+        with beam.Pipeline(options=options) as pipeline:
+            build_pipeline(pipeline, job, not is_local_runner(options.view_as(StandardOptions).runner))
+    except Exception:
+        outcome = read_outcome(summary_path)  # the job failed in its last step, or before it
+        if outcome is None or outcome.ok:
+            raise
+        raise JobFailed(outcome, "prediction", job.output.output) from None
+    with FileSystems.open(summary_path) as f:
         summary = json.loads(f.read())
+    outcome = Outcome.from_json(summary["outcome"])
+    if not outcome.ok:
+        raise JobFailed(outcome, "prediction", job.output.output)
     return summary
 
 
@@ -646,6 +781,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, SourceError, TilingError, ModelError, RegionsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except JobFailed as e:
+        print(e.report(), file=sys.stderr)
+        return 1
     files = summary["files"]
     where = summary["output"]
     positive = (
@@ -655,8 +793,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Prediction of {summary['tiles_written']} tiles written to {where}: class map "
         f"{files.get(CLASSES_NAME)}{positive}, quick-look {files.get('quicklook')}, summary {SUMMARY_NAME}"
     )
-    if summary["tiles_failed"]:
-        print(f"warning: {summary['tiles_failed']} tiles failed; see the errors folder.", file=sys.stderr)
+    if summary["tiles_reused"]:
+        print(f"{summary['tiles_reused']} of them were kept from the earlier run (--resume).")
+    for line in warning_lines(Outcome.from_json(summary["outcome"])):
+        print(line, file=sys.stderr)
     return 0
 
 

@@ -252,6 +252,7 @@ def test_mosaic_probabilities_quicklook_and_summary(tiny_scene, conv_model_dir, 
     assert sorted(p.name for p in out.iterdir()) == [
         "classes.png",
         "classes.tif",
+        "prediction-plan.json",
         "prediction.json",
         "probabilities.tif",
     ]

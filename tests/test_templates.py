@@ -107,6 +107,8 @@ BAD = {
     "batch_size": INT_BAD,
     "probabilities": ["float16", "UINT8", ""],
     "mosaic": BOOL_BAD,
+    "max_error_fraction": ["1.5", "2", "-0.1", "ten", ""],
+    "resume": BOOL_BAD,
 }
 
 

@@ -25,6 +25,7 @@ import os
 import posixpath
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from xml.sax.saxutils import escape
@@ -205,9 +206,18 @@ def encode_probabilities(
 
 
 def write_bytes(path: str, data: bytes) -> None:
-    """Write a whole file, local or remote, replacing it (the write of a retried bundle is idempotent)."""
+    """Write a whole file, local or remote, replacing it (the write of a retried bundle is idempotent).
+
+    A local file appears under its name only once complete (written aside, then renamed), so a job
+    stopped mid-write leaves no partial tile for `--resume` to trust; cloud objects appear whole anyway.
+    """
     if "://" not in path:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        partial = f"{path}.partial-{os.getpid()}-{threading.get_ident()}"
+        with open(partial, "wb") as f:
+            f.write(data)
+        os.replace(partial, path)
+        return
     with FileSystems.create(path) as f:
         f.write(data)
 

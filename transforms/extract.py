@@ -20,6 +20,7 @@ from retry.api import retry_call
 
 from transforms.grid import GridSpec
 from transforms.label_scheme import UNKNOWN_IGNORE, UNKNOWN_INDEX, LabelScheme, describe_histogram
+from transforms.outcome import letter_fields
 from transforms.sampling import Point, Region, sample_region
 from transforms.schema import LABEL_NODATA, META_ID, META_LAT, META_LON, META_PADDED, META_REGION, PatchSchema
 from transforms.sources import PixelSource, Resampling, SourceError, TransientSourceError
@@ -30,7 +31,17 @@ STATS = "stats"
 
 
 class PatchError(Exception):
-    """A point whose patch cannot be made (off the raster edge, no labelled pixel)."""
+    """A point whose patch cannot be made (off the raster edge, no labelled pixel): left out by policy,
+    not a failure of the job."""
+
+    skipped = True
+
+    @property
+    def reason(self) -> str:
+        # The message names the point's coordinates; the reason is the same for every such point.
+        if "raster edge" in str(self):
+            return "the patch runs off the raster edge (keep such points with --pad-edges)"
+        return str(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,18 +73,23 @@ class RetryConfig:
     max_delay: float = 30.0
 
     def call(self, fn, *args, **kwargs):
-        return retry_call(
-            fn,
-            fargs=args,
-            fkwargs=kwargs,
-            exceptions=TransientSourceError,
-            tries=self.attempts,
-            delay=self.delay,
-            backoff=self.backoff,
-            max_delay=self.max_delay,
-            jitter=(0, self.delay),
-            logger=None,
-        )
+        try:
+            return retry_call(
+                fn,
+                fargs=args,
+                fkwargs=kwargs,
+                exceptions=TransientSourceError,
+                tries=self.attempts,
+                delay=self.delay,
+                backoff=self.backoff,
+                max_delay=self.max_delay,
+                jitter=(0, self.delay),
+                logger=None,
+            )
+        except TransientSourceError as e:
+            if e.give_up is None:
+                raise
+            raise e.give_up(e) from e  # retries spent: a permanent failure, counted against the file
 
 
 def sample_points(
@@ -111,6 +127,7 @@ def dead_letter(point: Point, stage: str, error: BaseException) -> str:
             "error_type": type(error).__name__,
             "error": str(error),
             "point": dataclasses.asdict(point),
+            **letter_fields(error),
         },
         sort_keys=True,
     )

@@ -26,6 +26,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
 from transforms.extract import RetryConfig
+from transforms.outcome import letter_fields
 from transforms.sources import PixelSource, SourceError, TransientSourceError
 from transforms.tiling import Tile, TilingSpec, trim
 
@@ -184,6 +185,7 @@ def dead_letter(tile: Tile, stage: str, error: BaseException) -> str:
             "error_type": getattr(error, "type_name", type(error).__name__),
             "error": str(error),
             "tile": tile.to_json(),
+            **letter_fields(error),
         },
         sort_keys=True,
     )

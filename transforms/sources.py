@@ -4,41 +4,40 @@
 ...), one multi-band file or one file per band. When a file's grid matches the requested lattice it is a
 plain windowed read; otherwise GDAL's `WarpedVRT` reprojects onto the requested lattice first, so
 extraction and prediction see the same pixels whatever the source's own CRS and resolution.
+
+`check_files()` checks every file before a job starts (`transforms.integrity.check_raster`). During the
+job a failed read is sorted by `transforms.integrity.FileHealth`: transient (retried) only where it can
+be, and a file that keeps failing is marked broken, so its remaining reads fail at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Protocol
 
 import numpy as np
 import rasterio
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from transforms.grid import GridSpec, PixelGrid
-
-
-class SourceError(Exception):
-    """A permanent problem with a source (bad path, unknown band): retrying will not help."""
-
-
-class TransientSourceError(Exception):
-    """A failure worth retrying (a dropped connection, a throttled or unavailable remote store)."""
-
-
-_REMOTE_PREFIXES = ("gs://", "s3://", "http://", "https://", "/vsi")
-
-
-def is_remote(path: str) -> bool:
-    return path.startswith(_REMOTE_PREFIXES)
+from transforms.integrity import (  # noqa: F401 (the errors are part of this module's interface)
+    FileHealth,
+    ReadError,
+    SourceError,
+    TransientSourceError,
+    check_rasters,
+    is_remote,
+    open_raster,
+    remote_env,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +91,7 @@ class LocalRasterSource:
         self._datasets: dict[str, rasterio.DatasetReader] = {}
         self._vrts: dict[tuple, WarpedVRT] = {}
         self._aligned: dict[tuple, bool] = {}
+        self._health = FileHealth()
 
     def __getstate__(self) -> dict:
         return {"paths": self.paths, "_explicit_names": self._explicit_names}
@@ -103,16 +103,20 @@ class LocalRasterSource:
     def _open(self, path: str) -> rasterio.DatasetReader:
         dataset = self._datasets.get(path)
         if dataset is None:
+            self._health.check(path)
             try:
-                dataset = rasterio.open(path)
-            except RasterioIOError as e:
-                if is_remote(path):
-                    raise TransientSourceError(f"Could not open raster {path!r}: {e}") from e
-                hint = "" if os.path.exists(path) else " (no such file)"
-                raise SourceError(
-                    f"Cannot open raster {path!r}{hint}: {e}. Check the path and that the file is a "
-                    "GeoTIFF/COG or another format GDAL reads."
-                ) from e
+                dataset = open_raster(path)
+            except RasterioError as e:
+                failure = self._health.failed(path, e)
+                if isinstance(failure, ReadError):
+                    failure = ReadError(
+                        path,
+                        failure.problem,
+                        failure.detail,
+                        f"Cannot open raster {path!r} ({failure.problem}): {failure.detail}. Check the path "
+                        "and that the file is a GeoTIFF/COG or another format GDAL reads.",
+                    )
+                raise failure from e
             if dataset.crs is None:
                 raise SourceError(f"Raster {path!r} has no CRS; georeference it (e.g. gdal_edit.py -a_srs).")
             self._datasets[path] = dataset
@@ -154,6 +158,10 @@ class LocalRasterSource:
     @property
     def bands(self) -> tuple[str, ...]:
         return tuple(self.band_refs)
+
+    def check_files(self) -> None:
+        """Check every file cheaply (header, bands, whole) before a job; SourceError names a broken one."""
+        check_rasters(self.paths)
 
     def check_bands(self, bands: Sequence[str]) -> None:
         missing = [b for b in bands if b not in self.band_refs]
@@ -206,8 +214,14 @@ class LocalRasterSource:
             ref = self.band_refs[band]
             by_path.setdefault(ref.path, []).append((position, ref.index))
         for path, wanted in by_path.items():
-            reader = self._reader_for(path, grid, resampling)
-            padded |= _read_into(reader, grid, wanted, out, fill)
+            self._health.check(path)  # a file marked broken fails at once, without I/O
+            try:
+                with remote_env(path):
+                    reader = self._reader_for(path, grid, resampling)
+                    padded |= _read_into(reader, grid, wanted, out, fill)
+            except (RasterioError, CPLE_BaseError) as e:
+                raise self._health.failed(path, e) from e
+            self._health.succeeded(path)
         return ReadResult(np.moveaxis(out, 0, -1), padded)
 
     def _reader_for(self, path: str, grid: PixelGrid, resampling: Resampling):
@@ -336,13 +350,10 @@ def _read_into(reader, grid: PixelGrid, wanted: list[tuple[int, int]], out: np.n
     window = Window(c0, r0, c1 - c0, r1 - r0)
     # Masking only matters when nodata must become a different fill value.
     masked = reader.nodata is not None and reader.nodata != fill
-    try:
-        if not (padded or masked) and positions == list(range(len(out))) and out.dtype == reader.dtypes[0]:
-            reader.read(indexes, window=window, out=out)  # the common case: straight into the result
-            return False
-        block = reader.read(indexes, window=window, masked=masked)
-    except RasterioIOError as e:
-        raise TransientSourceError(f"Read failed on {reader.name!r}: {e}") from e
+    if not (padded or masked) and positions == list(range(len(out))) and out.dtype == reader.dtypes[0]:
+        reader.read(indexes, window=window, out=out)  # the common case: straight into the result
+        return False
+    block = reader.read(indexes, window=window, masked=masked)
     if np.ma.isMaskedArray(block):
         block = block.astype(out.dtype, copy=False).filled(fill)  # e.g. NaN fill of an integer raster
     out[positions, r0 - row : r1 - row, c0 - col : c1 - col] = block
