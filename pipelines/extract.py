@@ -25,6 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.pvalue import AsDict, AsList, AsSingleton
 
 from pipelines.options import SharedArgumentGroup, add_earthengine_options, unknown_flags_message
+from pipelines.progress import EXTRACTION, run_pipeline
 from transforms.classes import CLASS_NAMES
 from transforms.extract import (
     ERRORS,
@@ -594,8 +595,7 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> N
     if problem:
         raise UsageError(problem)
     job = validate(options.view_as(ExtractOptions))
-    with beam.Pipeline(options=options) as pipeline:
-        build_pipeline(pipeline, job)
+    run_pipeline(options, lambda pipeline: build_pipeline(pipeline, job), EXTRACTION)
     print(f"Extraction written to {job.output} (manifest: {job.output}/{MANIFEST_NAME})")
 
 

@@ -38,6 +38,7 @@ from apache_beam.pvalue import AsList, AsSingleton
 from model.errors import ModelError
 from model.export import load_model_metadata
 from pipelines.options import SharedArgumentGroup, add_earthengine_options, unknown_flags_message
+from pipelines.progress import PREDICTION, run_pipeline
 from transforms.cog import (
     CLASSES_NAME,
     PROBABILITIES,
@@ -617,8 +618,7 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> d
         job.plan.height,
         job.output.output,
     )
-    with beam.Pipeline(options=options) as pipeline:
-        build_pipeline(pipeline, job)
+    run_pipeline(options, lambda pipeline: build_pipeline(pipeline, job), PREDICTION)
     with FileSystems.open(job.output.path(SUMMARY_NAME)) as f:
         summary = json.loads(f.read())
     return summary

@@ -15,9 +15,9 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 from apache_beam import pvalue
-from apache_beam.metrics import Metrics
 from retry.api import retry_call
 
+from transforms import progress
 from transforms.grid import GridSpec
 from transforms.sampling import Point, Region, sample_region
 from transforms.schema import LABEL_NODATA, META_ID, META_LAT, META_LON, META_PADDED, META_REGION, PatchSchema
@@ -94,7 +94,7 @@ def sample_points(
         strata_band=strata_band,
         strata_edges=strata_edges,
     )
-    Metrics.counter("extract", "points_sampled").inc(len(points))
+    progress.counter("extract", "points_sampled").inc(len(points))
     return points
 
 
@@ -183,8 +183,8 @@ class FetchPatches(beam.DoFn):
         self.num_classes = num_classes
         self.pad_edges = pad_edges
         self.retry = retry or RetryConfig()
-        self.failed = Metrics.counter("extract", "patches_failed")
-        self.written = Metrics.counter("extract", "patches_encoded")
+        self.failed = progress.counter("extract", "patches_failed")
+        self.written = progress.counter("extract", "patches_encoded")
 
     def setup(self) -> None:
         random.seed()  # jitter must differ between workers
