@@ -116,6 +116,38 @@ def test_a_mosaic_cog_shows_the_same_as_the_vrt_of_tiles(viewer_prediction, mosa
                     )
 
 
+def test_a_prediction_in_cloud_storage_shows_the_same(viewer_prediction, client, tmp_path, monkeypatch):
+    """gs://: prediction.json through Beam's FileSystems, rasters through GDAL's /vsigs/, both against a
+    local Cloud Storage fake (tests/fake_gcs.py)."""
+    from apache_beam.internal.gcp import auth
+
+    from tests.fake_gcs import FakeGCS
+
+    scene, predictions = viewer_prediction
+    shutil.copytree(predictions, tmp_path / "gcs" / "bucket" / "maps")
+    with FakeGCS(tmp_path / "gcs") as gcs:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.url)  # google-cloud-storage, under Beam
+        monkeypatch.setenv("CPL_GS_ENDPOINT", gcs.url + "/")  # GDAL
+        monkeypatch.setenv("GS_NO_SIGN_REQUEST", "YES")
+        monkeypatch.setattr(auth, "get_service_credentials", lambda options: None)  # anonymous: no ADC here
+        with TestClient(create_app(PredictionMap("gs://bucket/maps"))) as remote:
+            info = remote.get("/api/info").json()
+            assert (
+                info["title"] == "gs://bucket/maps"
+                and info["classes"] == client.get("/api/info").json()["classes"]
+            )
+            for lon, lat in scene.quadrant_centres().values():
+                for layer in ("classes", "probability-0"):
+                    assert get_tile(remote, layer, lon, lat, 15) == get_tile(client, layer, lon, lat, 15)
+                params = {"lon": lon, "lat": lat}
+                assert (
+                    remote.get("/api/pixel", params=params).json()
+                    == client.get("/api/pixel", params=params).json()
+                )
+    assert any(r.startswith("GET /bucket/maps/tiles/classes/") for r in gcs.requests)  # GDAL read the COGs
+    assert any("/storage/v1/b/bucket/o/maps%2Fprediction.json" in r for r in gcs.requests)
+
+
 def test_probability_tiles_are_bright_where_the_class_is_likely(viewer_prediction, client):
     scene, _ = viewer_prediction
     centres = scene.quadrant_centres()
