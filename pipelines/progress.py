@@ -117,7 +117,9 @@ def status_line(
         line = f"{progress.title}: {done:,}/{total:,} {progress.unit} in {format_duration(elapsed)}{speed}"
         return line + ("; " + ", ".join(notes) if notes else "")
     parts = [f"{done:,}/{total:,} {progress.unit} ({100 * fraction:.0f}%)"]
-    if rate:
+    if done >= total:
+        parts.append("writing the outputs")
+    elif rate:
         parts.append(f"{rate:,.1f} {progress.unit}/s")
         parts.append(f"{format_duration((total - done) / rate)} left")
     else:
@@ -135,7 +137,9 @@ class RateMeter:
         self.samples: deque[tuple[float, int]] = deque()
 
     def add(self, now: float, done: int) -> float | None:
-        if not self.samples or done != self.samples[-1][1]:
+        if len(self.samples) == 1 and done == self.samples[0][1]:
+            self.samples[0] = (now, done)  # nothing done yet: the clock starts when the work does
+        elif not self.samples or done != self.samples[-1][1]:
             self.samples.append((now, done))
         while len(self.samples) > 2 and now - self.samples[1][0] > self.window:
             self.samples.popleft()
@@ -168,7 +172,6 @@ class Reporter:
         self.interval = interval if interval is not None else _interval(self.tty)
         self.started = time.monotonic()
         self.meter = RateMeter()
-        self.meter.add(self.started, 0)  # the first line already has a rate, from the start
         self.lines: list[str] = []  # every line written, for tests and the final summary
         self.counts: dict[str, int] = {}
         self._stop = threading.Event()

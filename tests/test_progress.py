@@ -34,6 +34,8 @@ def test_status_line_for_a_terminal_and_for_a_log():
     tty = status_line(EXTRACTION, counts, elapsed=12.0, rate=10.0, tty=True)
     assert tty.startswith("Extraction [######------------------] 100/400 patches (25%)")
     assert status_line(PREDICTION, {}, elapsed=3.0, rate=None) == "Prediction: planning tiles, 0:00:03 so far"
+    done = {"predict/tiles_planned": 9, "predict/tiles_written": 9}
+    assert status_line(PREDICTION, done, 4.0, 2.0) == "Prediction: 9/9 tiles (100%), writing the outputs"
     final = status_line(
         PREDICTION, {"predict/tiles_planned": 9, "predict/tiles_written": 9}, 4.5, None, final=True
     )
@@ -43,6 +45,10 @@ def test_status_line_for_a_terminal_and_for_a_log():
 def test_rate_follows_the_recent_pace():
     meter = RateMeter(window=10)
     assert meter.add(0.0, 0) is None
+    assert meter.add(20.0, 0) is None  # start-up: nothing done yet, the clock waits for the work
+    assert meter.add(21.0, 10) == pytest.approx(10.0)
+    meter = RateMeter(window=10)
+    meter.add(0.0, 0)
     assert meter.add(1.0, 10) == pytest.approx(10.0)
     for t in range(2, 30):
         meter.add(float(t), 10 + 2 * (t - 1))  # slows down to 2/s
