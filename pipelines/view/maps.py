@@ -244,7 +244,9 @@ class PredictionMap:
         self._stretch: list[tuple[float, float]] | None = None
         self.manifest_path, self.manifest_note = self._find_manifest(manifest)
         self.max_points = max_points
-        self._lock = threading.Lock()
+        # Separate locks: reading thousands of points must not hold up the imagery tiles.
+        self._stretch_lock = threading.Lock()
+        self._points_lock = threading.Lock()
         self._points: dict[str, Any] | None = None
         self._palette = self._class_lut()
         self._viridis = viridis_lut()
@@ -382,7 +384,7 @@ class PredictionMap:
         return png(rgba)
 
     def stretch(self) -> list[tuple[float, float]]:
-        with self._lock:
+        with self._stretch_lock:
             if self._stretch is None and self.imagery is not None:
                 self._stretch = percentile_stretch(self.imagery, self.stretch_percentiles)
         return self._stretch or []
@@ -474,7 +476,7 @@ class PredictionMap:
         """The extraction's points (GeoJSON, at most `max_points`), read from the records' metadata."""
         if self.manifest_path is None:
             return None
-        with self._lock:
+        with self._points_lock:
             if self._points is None:
                 self._points = self._read_points()
         return self._points
