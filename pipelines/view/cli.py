@@ -30,11 +30,11 @@ MISSING_EXTRA = (
 )
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     from pipelines.view.maps import DEFAULT_PREDICTIONS, MAX_POINTS
 
     p = argparse.ArgumentParser(
-        prog="python -m pipelines.view",
+        prog=prog or "python -m pipelines.view",
         description="Open a prediction (class map, probabilities, imagery, training data) on a web map.",
     )
     p.add_argument(
@@ -131,9 +131,10 @@ def start(predictions: str | None = None, *, port: int = 0, host: str = "127.0.0
     return Viewer(load(predictions or DEFAULT_PREDICTIONS, **options), host, port)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """The command line (`prog` names it in --help, e.g. "terrabeam view"); returns the exit status."""
     try:
-        args = parse_args(argv if argv is not None else sys.argv[1:])
+        args = parse_args(argv if argv is not None else sys.argv[1:], prog)
         from pipelines.view.maps import ViewError
         from pipelines.view.server import bind, server_for, url_of
     except ImportError as e:
