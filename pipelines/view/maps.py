@@ -28,6 +28,7 @@ import numpy as np
 import rasterio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from rasterio.transform import rowcol
 from rasterio.warp import transform as transform_coords
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
@@ -417,8 +418,7 @@ class PredictionMap:
         """The pixel under (lon, lat): its grid position, class and probabilities."""
         xs, ys = transform_coords("EPSG:4326", self.crs, [lon], [lat])
         x, y = xs[0], ys[0]
-        col, row = ~self.transform * (x, y)
-        col, row = math.floor(col), math.floor(row)
+        row, col = (int(v) for v in rowcol(self.transform, x, y, op=math.floor))
         out: dict[str, Any] = {
             "lon": lon,
             "lat": lat,
