@@ -32,6 +32,15 @@ bench: $(STAMP) ## Run the benchmarks (figures in benchmarks/results/)
 	$(PY) -m benchmarks.predict_throughput
 	$(PY) -m benchmarks.serve_latency
 
+LEAFLET_VERSION := 1.9.4
+VENDOR := pipelines/view/static/vendor
+vendor: ## Refresh the map viewer's vendored Leaflet from the npm registry (needs npm)
+	rm -rf .cache/vendor && mkdir -p .cache/vendor
+	cd .cache/vendor && npm pack --silent leaflet@$(LEAFLET_VERSION) && tar xzf leaflet-$(LEAFLET_VERSION).tgz
+	rm -rf $(VENDOR)/leaflet && mkdir -p $(VENDOR)/leaflet/images
+	cp .cache/vendor/package/dist/leaflet.js .cache/vendor/package/dist/leaflet.css .cache/vendor/package/LICENSE $(VENDOR)/leaflet/
+	cp .cache/vendor/package/dist/images/*.png $(VENDOR)/leaflet/images/
+
 lint: $(STAMP) ## Check style with ruff
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -65,4 +74,4 @@ template: ## Build the image and stage the Flex Templates: PROJECT=p [REGION= BU
 clean: ## Remove outputs and caches (keeps .venv)
 	rm -rf out .cache .pytest_cache
 
-.PHONY: help install demo test bench lint template clean
+.PHONY: help install demo test bench lint template clean vendor

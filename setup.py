@@ -29,6 +29,17 @@ INSTALL_REQUIRES = [
     "google-crc32c>=1.5",
 ]
 
+VIEW_STATIC = [
+    "static/*.html",
+    "static/*.js",
+    "static/*.css",
+    "static/vendor/README.md",
+    "static/vendor/leaflet/*.js",
+    "static/vendor/leaflet/*.css",
+    "static/vendor/leaflet/LICENSE",
+    "static/vendor/leaflet/images/*.png",
+]
+
 setup(
     name="terrabeam",
     version="0.1.0",
@@ -40,6 +51,8 @@ setup(
     packages=find_packages(
         include=["pipelines", "pipelines.*", "transforms", "transforms.*", "model", "model.*"]
     ),
+    # The map viewer's page, script, style and vendored Leaflet (pipelines/view/static).
+    package_data={"pipelines.view": VIEW_STATIC},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # python -m model.serve (the Vertex AI / Cloud Run container installs these itself).
@@ -49,12 +62,24 @@ setup(
             "pybase64>=1.3",  # SIMD Base64: payloads of several MB per request (benchmarks/serve_latency.py)
             "orjson>=3.9",  # orjson.Fragment to embed encoded outputs without re-serializing them
         ],
+        # python -m pipelines.view: the local web map of a prediction.
+        "view": [
+            # Dynamic map tiles cut from COGs/VRTs (overviews, internal tiles) in Web Mercator; 7.0 has
+            # ImageData.array (masked). TiTiler would add FastAPI for endpoints this app has in 70 lines.
+            "rio-tiler>=7",
+            "starlette>=0.37",  # the web app (the same stack as model.serve)
+            "uvicorn>=0.30",  # its HTTP server
+        ],
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.3",
             "ruff>=0.5",
             "httpx>=0.27",  # HTTP client of the serving tests and benchmark
             "rio-cogeo>=5",  # validates the prediction COGs (GDAL's own COG rules)
+            "playwright>=1.40",  # drives Debian's Chromium in the viewer's browser tests
+            "nbclient>=0.10",  # runs notebooks/walkthrough.ipynb top to bottom
+            "nbformat>=5.9",  # reads and checks the notebook
+            "ipykernel>=6.25",  # the kernel the notebook runs in
         ],
         # benchmarks/model_quality.py: the per-pixel RandomForest baseline of the talk.
         "bench": ["scikit-learn>=1.3"],

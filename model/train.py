@@ -36,6 +36,7 @@ from model.architecture import (
     SEGMENTATION,
     build_model,
 )
+from model.callbacks import BestEpoch
 from model.dataset import (
     LABEL_FEATURE,
     LABEL_MAJORITY,
@@ -259,6 +260,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         ),
         keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience),
         keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=max(1, config.patience // 2)),
+        BestEpoch(monitor, config.epochs),
     ]
     if config.max_minutes:
         callbacks.append(TimeLimit(config.max_minutes - (time.monotonic() - started) / 60))

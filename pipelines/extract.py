@@ -25,6 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 from apache_beam.pvalue import AsDict, AsList, AsSingleton
 
 from pipelines.options import SharedArgumentGroup, add_earthengine_options, unknown_flags_message
+from pipelines.progress import EXTRACTION, run_pipeline
 from transforms.extract import (
     ERRORS,
     SPLITS,
@@ -791,8 +792,8 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> O
     job = validate(options.view_as(ExtractOptions))
     manifest = f"{job.output}/{MANIFEST_NAME}"
     try:
-        with beam.Pipeline(options=options) as pipeline:
-            build_pipeline(pipeline, job, not is_local_runner(options.view_as(StandardOptions).runner))
+        remote = not is_local_runner(options.view_as(StandardOptions).runner)
+        run_pipeline(options, lambda pipeline: build_pipeline(pipeline, job, remote), EXTRACTION)
     except Exception:
         outcome = read_outcome(manifest)  # the job failed in its last step, or before it
         if outcome is None or outcome.ok:

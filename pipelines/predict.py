@@ -38,6 +38,7 @@ from apache_beam.pvalue import AsList, AsSingleton
 from model.errors import ModelError
 from model.export import load_model_metadata
 from pipelines.options import SharedArgumentGroup, add_earthengine_options, unknown_flags_message
+from pipelines.progress import PREDICTION, run_pipeline
 from transforms.cog import (
     CLASSES_NAME,
     POSITIVE_NAME,
@@ -759,8 +760,8 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> d
     )
     summary_path = job.output.path(SUMMARY_NAME)
     try:
-        with beam.Pipeline(options=options) as pipeline:
-            build_pipeline(pipeline, job, not is_local_runner(options.view_as(StandardOptions).runner))
+        remote = not is_local_runner(options.view_as(StandardOptions).runner)
+        run_pipeline(options, lambda pipeline: build_pipeline(pipeline, job, remote), PREDICTION)
     except Exception:
         outcome = read_outcome(summary_path)  # the job failed in its last step, or before it
         if outcome is None or outcome.ok:

@@ -115,3 +115,11 @@ def write_tiny_scene(folder: Path, size: int = 200, seed: int = 1) -> TinyScene:
 @pytest.fixture(scope="session")
 def tiny_scene(tmp_path_factory) -> TinyScene:
     return write_tiny_scene(tmp_path_factory.mktemp("tiny-scene"))
+
+
+@pytest.fixture(scope="session")
+def viewer_prediction(tmp_path_factory):
+    """(scene, prediction folder): a small scene with a known class map, predicted as a VRT of 9 tiles."""
+    from tests.viewer_scene import predict_viewer_scene
+
+    return predict_viewer_scene(tmp_path_factory.mktemp("viewer"))

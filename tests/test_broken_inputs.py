@@ -32,9 +32,11 @@ from tests.test_predict import conv_model, export, image_of
 from transforms.manifest import read_manifest
 
 
-def without_notes(err: str) -> str:
-    """stderr less the `note:` lines (e.g. where the label scheme came from)."""
-    return "".join(line for line in err.splitlines(keepends=True) if not line.startswith("note: "))
+def from_error(err: str) -> str:
+    """stderr from its first `error:` line on (before it: notes and progress lines)."""
+    lines = err.splitlines(keepends=True)
+    first = next((i for i, line in enumerate(lines) if line.startswith("error:")), 0)
+    return "".join(lines[first:])
 
 
 def extract(scene, output: Path, *extra: str, inputs=None, labels=None) -> int:
@@ -79,7 +81,7 @@ def test_extraction_stops_before_it_starts_on_a_file_cut_short(tiny_scene, tmp_p
         assert extract(tiny_scene, tmp_path / which, **kwargs) == 2
         assert time.monotonic() - start < 20
         err = capsys.readouterr().err
-        assert without_notes(err).startswith(f"error: {truncated} is broken: the file is truncated")
+        assert from_error(err).startswith(f"error: {truncated} is broken: the file is truncated")
         assert not (tmp_path / which / "manifest.json").exists()
 
 
@@ -120,7 +122,7 @@ def test_a_damaged_tile_dead_letters_its_points_and_every_point_is_accounted_for
     # The same with every failure counting: exit status 1, the manifest and dead letters still written.
     assert extract(tiny_scene, tmp_path / "strict", "--max-error-fraction", "0", inputs=[str(damaged)]) == 1
     err = capsys.readouterr().err
-    assert without_notes(err).startswith(
+    assert from_error(err).startswith(
         f"error: extraction failed: {len(letters)} of 30 points failed ({100 * len(letters) / 30:.1f} %), "
         "more than --max-error-fraction 0."
     )
@@ -148,7 +150,7 @@ def test_an_input_removed_while_the_job_runs_fails_it_within_seconds(
     assert time.monotonic() - start < 90
     err = capsys.readouterr().err
     reason = f"read failed on {nir} (no such file)"
-    assert without_notes(err).startswith(
+    assert from_error(err).startswith(
         "error: extraction failed: nothing was produced, no points written: all 30 went"
     )
     assert f"\n  30 points: {reason}\n" in err
@@ -226,7 +228,7 @@ def test_prediction_stops_before_it_starts_on_a_file_cut_short(tiny_scene, model
     start = time.monotonic()
     assert predict_pipeline.main(predict_args(model_dir, str(truncated), tmp_path / "out")) == 2
     assert time.monotonic() - start < 30
-    assert without_notes(capsys.readouterr().err).startswith(
+    assert from_error(capsys.readouterr().err).startswith(
         f"error: {truncated} is broken: the file is truncated"
     )
     assert not (tmp_path / "out" / "tiles").exists()
@@ -245,7 +247,7 @@ def test_prediction_with_a_damaged_tile_exits_1_with_the_summary(
     failed = summary["tiles_failed"]
     assert failed == 2 and summary["tiles_written"] + failed == summary["tiling"]["tiles"] == 16
     reason = f"read failed on {damaged} (corrupt data)"
-    assert without_notes(err).startswith(f"error: prediction failed: {failed} of 16 tiles failed")
+    assert from_error(err).startswith(f"error: prediction failed: {failed} of 16 tiles failed")
     assert f"\n  {failed} tiles: {reason}\n" in err and err.count(reason) == 1
     assert summary["outcome"]["dead_letters_by_reason"] == [
         {"reason": reason, "skipped": False, "count": failed}

@@ -90,3 +90,53 @@ def test_reads_earth_engine_exported_patches():
 
 def parse_plain(record: bytes, schema: PatchSchema) -> dict:
     return {k: v.numpy() for k, v in tf.io.parse_single_example(record, schema.feature_spec()).items()}
+
+
+def test_decoder_reads_what_tensorflow_writes_without_tensorflow():
+    """decode_example against records serialized by TensorFlow itself (packed and unpacked lists)."""
+    from transforms.schema import decode_example
+
+    example = tf.train.Example()
+    features = example.features.feature
+    features["lon"].float_list.value.extend([7.25, -1.5])
+    features["id"].bytes_list.value.extend([b"north/1/2", "é".encode()])
+    features["n"].int64_list.value.extend([-1, 2**40, 0])
+    features["empty"].float_list.value.extend([])
+    features["big"].float_list.value.extend(np.arange(1000, dtype=np.float32).tolist())
+    decoded = decode_example(example.SerializeToString())
+    np.testing.assert_array_equal(decoded["lon"], np.array([7.25, -1.5], np.float32))
+    assert decoded["id"] == [b"north/1/2", "é".encode()] and decoded["n"] == [-1, 2**40, 0]
+    np.testing.assert_array_equal(decoded["big"], np.arange(1000, dtype=np.float32))
+    assert len(decoded["empty"]) == 0
+    assert set(decode_example(example.SerializeToString(), {"lon", "missing"})) == {"lon"}
+    # Unpacked repeated floats (proto2-style writers) decode the same.
+    unpacked = b"".join(b"\x0d" + np.float32(v).tobytes() for v in (1.0, 2.0))
+    feature = b"\x12" + bytes([len(unpacked)]) + unpacked
+    entry = b"\x0a\x01x" + b"\x12" + bytes([len(feature)]) + feature
+    record = b"\x0a" + bytes([len(entry) + 2]) + b"\x0a" + bytes([len(entry)]) + entry
+    np.testing.assert_array_equal(decode_example(record)["x"], [1.0, 2.0])
+
+
+def test_records_read_back_with_crc_checks(tmp_path):
+    from transforms.schema import decode_example
+    from transforms.tfrecord_writer import ShardWriter, read_records
+
+    schema = PatchSchema(("a",), 2)
+    records = [
+        schema.encode(np.full((2, 2, 1), i, np.float32), None, {"point_id": f"p{i}", "lon": i, "lat": -i})
+        for i in range(5)
+    ]
+    for compression in ("gzip", "none"):
+        writer = ShardWriter(str(tmp_path / compression), compression, 1)
+        for record in records:
+            writer.write(record)
+        writer.close()
+        assert list(read_records(str(tmp_path / compression), compression)) == records
+    assert [decode_example(r, {"point_id"})["point_id"] for r in records] == [
+        [f"p{i}".encode()] for i in range(5)
+    ]
+    corrupt = bytearray((tmp_path / "none").read_bytes())
+    corrupt[20] ^= 0xFF
+    (tmp_path / "corrupt").write_bytes(bytes(corrupt))
+    with pytest.raises(ValueError, match="corrupt TFRecord"):
+        list(read_records(str(tmp_path / "corrupt"), "none"))

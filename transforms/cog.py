@@ -35,11 +35,11 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.io import MemoryFile
 
+from transforms import progress
 from transforms.grid import PixelGrid
 from transforms.inference import CLASS_NODATA, TilePrediction
 from transforms.label_scheme import LabelScheme
@@ -252,8 +252,8 @@ class WriteTiles(beam.DoFn):
 
     def __init__(self, spec: OutputSpec) -> None:
         self.spec = spec
-        self.written = Metrics.counter("predict", "tiles_written")
-        self.pixels = Metrics.counter("predict", "pixels_written")
+        self.written = progress.counter("predict", "tiles_written")
+        self.pixels = progress.counter("predict", "pixels_written")
 
     def process(self, prediction: TilePrediction) -> Iterator[dict[str, Any]]:
         record = write_tile(prediction, self.spec)

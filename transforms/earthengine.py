@@ -54,7 +54,7 @@ from googleapiclient.errors import HttpError
 from rasterio.enums import Resampling
 from rasterio.warp import transform as transform_coords
 
-from transforms import ee_recipes
+from transforms import ee_recipes, progress
 from transforms.grid import GridSpec, PixelGrid
 from transforms.label_scheme import UNKNOWN_ERROR, LabelScheme
 from transforms.sampling import Point, Region
@@ -745,7 +745,7 @@ def stratified_sample(
     points = sample_region_ee(
         region, labels, label_band, grid, num_points, seed, classes=classes, retry=retry
     )
-    Metrics.counter("extract", "points_sampled").inc(len(points))
+    progress.counter("extract", "points_sampled").inc(len(points))
     return points
 
 

@@ -15,9 +15,9 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 from apache_beam import pvalue
-from apache_beam.metrics import Metrics
 from retry.api import retry_call
 
+from transforms import progress
 from transforms.grid import GridSpec
 from transforms.label_scheme import UNKNOWN_IGNORE, UNKNOWN_INDEX, LabelScheme, describe_histogram
 from transforms.outcome import letter_fields
@@ -115,7 +115,7 @@ def sample_points(
         scheme=scheme,
         label_band=label_band,
     )
-    Metrics.counter("extract", "points_sampled").inc(len(points))
+    progress.counter("extract", "points_sampled").inc(len(points))
     return points
 
 
@@ -274,8 +274,8 @@ class FetchPatches(beam.DoFn):
         self.num_classes = label_config.scheme.num_classes
         self.pad_edges = pad_edges
         self.retry = retry or RetryConfig()
-        self.failed = Metrics.counter("extract", "patches_failed")
-        self.written = Metrics.counter("extract", "patches_encoded")
+        self.failed = progress.counter("extract", "patches_failed")
+        self.written = progress.counter("extract", "patches_encoded")
 
     def setup(self) -> None:
         random.seed()  # jitter must differ between workers

@@ -25,6 +25,7 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
+from transforms import progress
 from transforms.extract import RetryConfig
 from transforms.outcome import letter_fields
 from transforms.sources import PixelSource, SourceError, TransientSourceError
@@ -199,8 +200,8 @@ class FetchTiles(beam.DoFn):
         self.bands = tuple(bands)
         self.retry = retry or RetryConfig()
         self.fetched = Metrics.counter("predict", "tiles_fetched")
-        self.empty = Metrics.counter("predict", "tiles_without_data")
-        self.failed = Metrics.counter("predict", "tiles_failed")
+        self.empty = progress.counter("predict", "tiles_without_data")
+        self.failed = progress.counter("predict", "tiles_failed")
 
     def setup(self) -> None:
         random.seed()  # retry jitter must differ between workers
@@ -235,7 +236,7 @@ def inference_dead_letters(failure: tuple[Sequence[tuple[TileKey, np.ndarray]], 
     batch, error = failure
     if isinstance(error, tuple) and len(error) >= 2 and isinstance(error[0], type):
         error = _ReportedError(error[0].__name__, str(error[1]))
-    Metrics.counter("predict", "tiles_failed").inc(len(batch))
+    progress.counter("predict", "tiles_failed").inc(len(batch))
     for key, _ in batch:
         yield dead_letter(key.tile, "inference", error)
 

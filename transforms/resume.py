@@ -22,11 +22,11 @@ import numpy as np
 import rasterio
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
+from transforms import progress
 from transforms.cog import CLASSES_NAME, TILES_DIR, OutputSpec, gdal_path, join
 from transforms.inference import CLASS_NODATA
 from transforms.integrity import SourceError, file_size, tiff_problem
@@ -169,7 +169,7 @@ class ReuseTiles(beam.DoFn):
     def __init__(self, spec: OutputSpec, done: frozenset[str]) -> None:
         self.spec = spec
         self.done = done
-        self.reused = Metrics.counter("predict", "tiles_reused")
+        self.reused = progress.counter("predict", "tiles_reused")
 
     def process(self, tile: Tile) -> Iterator[Any]:
         if tile.id in self.done:

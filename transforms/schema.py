@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -196,3 +196,87 @@ def encode_example(features: Mapping[str, bytes]) -> bytes:
         for name, feature in features.items()
     )
     return _field(_TAG_1, entries)
+
+
+# --- decoding (without TensorFlow) -----------------------------------------------------------------
+
+
+def _read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(data: bytes | memoryview) -> Iterator[tuple[int, int, Any]]:
+    """(field number, wire type, value) of a protobuf message: a memoryview for length-delimited fields."""
+    view = memoryview(data)
+    pos, end = 0, len(view)
+    while pos < end:
+        tag, pos = _read_varint(view, pos)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            value, pos = _read_varint(view, pos)
+        elif wire == 1:
+            value, pos = view[pos : pos + 8], pos + 8
+        elif wire == 2:
+            length, pos = _read_varint(view, pos)
+            value, pos = view[pos : pos + length], pos + length
+        elif wire == 5:
+            value, pos = view[pos : pos + 4], pos + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire} in a tf.train.Example")
+        yield number, wire, value
+
+
+def _decode_feature(feature: memoryview) -> list | np.ndarray:
+    for kind, _, payload in _fields(feature):
+        if kind == 1:  # BytesList
+            return [bytes(v) for n, _, v in _fields(payload) if n == 1]
+        if kind == 2:  # FloatList, packed (proto3) or not
+            parts = [np.frombuffer(v, "<f4") for n, _, v in _fields(payload) if n == 1]
+            return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        if kind == 3:  # Int64List, packed or not
+            values: list[int] = []
+            for n, w, v in _fields(payload):
+                if n != 1:
+                    continue
+                if w == 0:
+                    values.append(v)
+                else:
+                    pos = 0
+                    while pos < len(v):
+                        value, pos = _read_varint(v, pos)
+                        values.append(value)
+            return [v - (1 << 64) if v >= 1 << 63 else v for v in values]
+    return []
+
+
+def decode_example(record: bytes, names: Iterable[str] | None = None) -> dict[str, list | np.ndarray]:
+    """The features of a serialized tf.train.Example (only `names` when given), without TensorFlow.
+
+    Float features come back as float32 arrays, int64 and bytes features as lists. Features not asked
+    for are skipped without being decoded, so reading a record's metadata costs little.
+    """
+    wanted = set(names) if names is not None else None
+    out: dict[str, list | np.ndarray] = {}
+    for number, _, features in _fields(record):
+        if number != 1:
+            continue
+        for entry_number, _, entry in _fields(features):
+            if entry_number != 1:
+                continue
+            name, feature = None, None
+            for n, _, v in _fields(entry):
+                if n == 1:
+                    name = bytes(v).decode("utf-8")
+                elif n == 2:
+                    feature = v
+            if name is None or (wanted is not None and name not in wanted):
+                continue
+            out[name] = _decode_feature(feature) if feature is not None else []
+    return out

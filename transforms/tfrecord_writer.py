@@ -118,3 +118,29 @@ def finalize_shards(temp_paths: Sequence[str], target_prefix: str, suffix: str) 
             os.makedirs(parent, exist_ok=True)
         FileSystems.rename(temp_paths, final)
     return final
+
+
+def read_records(path: str, compression: str = "gzip") -> Iterator[bytes]:
+    """The records of one TFRecord file (local or remote), checking each frame's CRCs.
+
+    For reading a few fields without TensorFlow (e.g. the points of an extraction); training reads
+    records with tf.data.
+    """
+    kind = CompressionTypes.GZIP if compression.lower() == "gzip" else CompressionTypes.UNCOMPRESSED
+    with FileSystems.open(path, compression_type=kind) as f:
+        while True:
+            header = f.read(12)
+            if not header:
+                return
+            if len(header) < 12:
+                raise ValueError(f"{path}: truncated TFRecord frame header")
+            length = struct.unpack("<Q", header[:8])[0]
+            if struct.unpack("<I", header[8:])[0] != _masked_crc(header[:8]):
+                raise ValueError(f"{path}: corrupt TFRecord length")
+            data = f.read(length)
+            footer = f.read(4)
+            if len(data) < length or len(footer) < 4:
+                raise ValueError(f"{path}: truncated TFRecord")
+            if struct.unpack("<I", footer)[0] != _masked_crc(data):
+                raise ValueError(f"{path}: corrupt TFRecord data")
+            yield data

@@ -19,11 +19,13 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from transforms import progress
 from transforms.grid import GridSpec, PixelGrid
 
 # A region edge within this fraction of a pixel of a lattice line snaps to it (floating-point noise of
 # bounds reprojected or computed from a transform), rather than adding a sliver row or column.
 SNAP_TOLERANCE = 1e-6
+_planned = progress.counter("predict", "tiles_planned")
 
 
 class TilingError(ValueError):
@@ -212,7 +214,8 @@ class RegionMask:
 
 
 def tiles_of_row(row: int, plan: TilePlan, region: RegionMask | None = None) -> Iterator[Tile]:
-    """The tiles of one plan row, without those wholly outside `region`."""
+    """The tiles of one plan row, without those wholly outside `region` (counted: the job's total)."""
     for tile in plan.tiles_in_row(row):
         if region is None or region.touches(tile):
+            _planned.inc()
             yield tile
