@@ -30,6 +30,7 @@ problems end in one `error:` line that says what to change.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -39,7 +40,7 @@ import posixpath
 import re
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -230,23 +231,26 @@ class Storage:
         from google.api_core.exceptions import NotFound
 
         bucket, name = _split_gcs(path)
-        try:
-            return self.client.bucket(bucket).blob(name).download_as_bytes()
-        except NotFound:
-            return None
+        with self._errors(f"reading {path}"):
+            try:
+                return self.client.bucket(bucket).blob(name).download_as_bytes()
+            except NotFound:
+                return None
 
     def write(self, path: str, data: bytes, content_type: str = "application/json") -> None:
         if not path.startswith("gs://"):
             Path(path).write_bytes(data)
             return
         bucket, name = _split_gcs(path)
-        self.client.bucket(bucket).blob(name).upload_from_string(data, content_type=content_type)
+        with self._errors(f"writing {path}"):
+            self.client.bucket(bucket).blob(name).upload_from_string(data, content_type=content_type)
 
     def exists(self, path: str) -> bool:
         if not path.startswith("gs://"):
             return Path(path).exists()
         bucket, name = _split_gcs(path)
-        return any(True for _ in self.client.list_blobs(bucket, prefix=name, max_results=1))
+        with self._errors(f"reading {path}"):
+            return any(True for _ in self.client.list_blobs(bucket, prefix=name, max_results=1))
 
     def upload(self, local: str, destination: str, report: Callable[[str], None]) -> int:
         """Copy a local file or folder to a gs:// path; returns the number of files."""
@@ -257,11 +261,29 @@ class Storage:
         else:
             files = sorted(p for p in source.rglob("*") if p.is_file())
             pairs = [(p, posixpath.join(prefix, p.relative_to(source).as_posix())) for p in files]
-        bucket = self.client.bucket(bucket_name)
-        for path, name in pairs:
-            bucket.blob(name).upload_from_filename(str(path))
+        with self._errors(f"copying {local} to {destination}"):
+            bucket = self.client.bucket(bucket_name)
+            for path, name in pairs:
+                bucket.blob(name).upload_from_filename(str(path))
         report(f"Copied {len(pairs)} file(s) of {local} to {destination}")
         return len(pairs)
+
+    @contextlib.contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        from google.api_core import exceptions as api
+
+        try:
+            yield
+        except (api.Forbidden, api.Unauthorized, api.NotFound) as e:
+            raise DeployError(
+                f"Cloud Storage refused {doing}: {getattr(e, 'message', e)}. The bucket must exist and the "
+                "credentials need access to it (e.g. Storage Object Admin, roles/storage.objectAdmin).",
+                1,
+            ) from None
+        except (api.GoogleAPIError, OSError) as e:  # incl. RetryError once the client's retries ran out
+            raise DeployError(
+                f"Cloud Storage failed {doing}: {getattr(e, 'message', None) or e}", 1
+            ) from None
 
 
 # --- the snippets ------------------------------------------------------------------------------------
@@ -489,7 +511,7 @@ def wait_for(operation: Any, doing: str, waiting: Waiting, vertex: Vertex) -> An
                 last = now
             waiting.sleep(waiting.poll_interval)
         result = operation.result()
-    except api.GoogleAPICallError as e:
+    except (api.GoogleAPIError, OSError) as e:
         raise explain(e, doing, vertex) from None
     waiting.report(f"  done in {waiting.clock() - start:.0f} s")
     return result
@@ -501,7 +523,8 @@ def _call(doing: str, vertex: Vertex, fn: Callable[[], Any]) -> Any:
 
     try:
         return fn()
-    except (api.GoogleAPICallError, TransportError, ConnectionError) as e:
+    # requests' connection errors (e.g. no DNS name for the endpoint) are OSErrors.
+    except (api.GoogleAPIError, TransportError, OSError) as e:
         raise explain(e, doing, vertex) from None
 
 

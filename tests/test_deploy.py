@@ -25,6 +25,7 @@ from tests.fake_vertex import (
     CREATE_ENDPOINT,
     DELETE_ENDPOINT,
     DEPLOY_MODEL,
+    GCS_UPLOAD,
     GET_OPERATION,
     LIST_ENDPOINTS,
     UNDEPLOY_MODEL,
@@ -380,3 +381,24 @@ def test_long_operations_report_progress_until_done(fake):
     waiting.timeout = 120
     with pytest.raises(deploy.DeployError, match=r"still running after 120 s; Vertex AI goes on with it"):
         deploy.wait_for(operation, "creating endpoint 'stuck'", waiting, vertex)
+
+
+def test_an_unwritable_staging_bucket_is_one_error_line(fake, model_dir, capsys):
+    fake.add_fault(GCS_UPLOAD, 403, "caller does not have storage.objects.create access to the bucket")
+    assert deploy_local(fake, model_dir) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: Cloud Storage refused copying")
+    assert "storage.objects.create" in err and "roles/storage.objectAdmin" in err
+    assert not any(r.route == UPLOAD_MODEL for r in fake.requests)
+
+
+def test_an_unreachable_api_endpoint_is_one_error_line(capsys):
+    with FakeVertexAI(PROJECT, REGION) as gone:
+        url = gone.url  # nothing listens there once the fake stops
+    code = deploy.main(
+        ["--list", "--project", PROJECT, "--region", REGION, "--api-endpoint", url],
+        credentials=AnonymousCredentials(),
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: Cannot reach Vertex AI at {url} while listing")
