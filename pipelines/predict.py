@@ -52,6 +52,7 @@ from transforms.cog import (
     vrt_to_cog,
     write_bytes,
 )
+from transforms.ee_assets import AssetError, AssetRequest, asset_request, register_prediction
 from transforms.extract import RetryConfig
 from transforms.grid import GridSpec, grid_spec_of
 from transforms.inference import (
@@ -151,6 +152,13 @@ class PredictOptions(PipelineOptions):
             "--overwrite", action="store_true", help="Replace an earlier prediction in --output."
         )
         group.add_argument(
+            "--ee-asset",
+            dest="ee_asset",
+            default=None,
+            help="Register the class map as this Earth Engine image asset (projects/P/assets/NAME), backed by "
+            "the mosaic COG; needs a gs:// --output and implies --mosaic.",
+        )
+        group.add_argument(
             "--demo-cache",
             dest="demo_cache",
             default=None,
@@ -173,6 +181,7 @@ class PredictJob:
     mosaic: bool
     batch_size: int
     retry: RetryConfig
+    ee_asset: AssetRequest | None = None  # register the mosaic as an Earth Engine asset
 
     @property
     def bands(self) -> tuple[str, ...]:
@@ -225,7 +234,9 @@ def validate(opts: PredictOptions) -> PredictJob:
             "or the input rasters."
         )
     plan = plan_for_bounds(lattice, bounds, spec)
-    if opts.mosaic and plan.width * plan.height > MAX_MOSAIC_PIXELS:
+    ee_asset = asset_request(opts) if opts.ee_asset else None
+    mosaic = opts.mosaic or ee_asset is not None  # Earth Engine registers one COG
+    if mosaic and plan.width * plan.height > MAX_MOSAIC_PIXELS:
         raise UsageError(
             f"--mosaic writes one COG on one worker; the region is {plan.width}×{plan.height} pixels, more "
             f"than {MAX_MOSAIC_PIXELS:,}. Drop --mosaic to get one COG per tile and a VRT mosaic."
@@ -242,9 +253,10 @@ def validate(opts: PredictOptions) -> PredictJob:
         plan=plan,
         region=region,
         output=output,
-        mosaic=opts.mosaic,
+        mosaic=mosaic,
         batch_size=opts.batch_size,
         retry=RetryConfig(attempts=opts.max_attempts),
+        ee_asset=ee_asset,
     )
 
 
@@ -621,6 +633,8 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> d
         build_pipeline(pipeline, job)
     with FileSystems.open(job.output.path(SUMMARY_NAME)) as f:
         summary = json.loads(f.read())
+    if job.ee_asset is not None:
+        summary = register_prediction(job.ee_asset, summary, job.model, summary_name=SUMMARY_NAME)
     return summary
 
 
@@ -631,12 +645,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, SourceError, TilingError, ModelError, RegionsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except AssetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.status
     files = summary["files"]
     where = summary["output"]
     print(
         f"Prediction of {summary['tiles_written']} tiles written to {where}: class map "
         f"{files.get(CLASSES_NAME)}, quick-look {files.get('quicklook')}, summary {SUMMARY_NAME}"
     )
+    if summary.get("earthengine_asset"):
+        print(summary["earthengine_asset"]["message"])
     if summary["tiles_failed"]:
         print(f"warning: {summary['tiles_failed']} tiles failed; see the errors folder.", file=sys.stderr)
     return 0

@@ -32,6 +32,7 @@ from tests.fake_vertex import (
     UPLOAD_MODEL,
     FakeVertexAI,
 )
+from transforms import earthengine
 
 PROJECT = "fake-project"
 REGION = "us-central1"
@@ -323,6 +324,7 @@ def test_the_snippets_are_earthengine_json_for_this_endpoint(fake, model_dir, ti
             graph = namespace["landcover"].serialize()
         finally:
             ee.Reset()
+            earthengine._session = None  # the project's session cache must not outlive this one
     assert namespace["BANDS"] == BANDS and namespace["CLASSES"] == CLASSES
     assert "Model.fromVertexAi" in graph and "Model.predictImage" in graph and endpoint in graph
     for name in CLASSES:
