@@ -192,9 +192,12 @@ def prebuilt_tensorflow_image(region: str) -> str:
     from google.cloud.aiplatform.constants import prediction
 
     registry = "europe" if region.startswith("europe") else "asia" if region.startswith("asia") else "us"
-    versions = prediction._SERVING_CONTAINER_URI_MAP[registry]["tensorflow"]["cpu"]
-    newest = max(versions, key=lambda v: tuple(int(p) for p in v.split(".")))
-    return versions[newest]
+    versions = {}
+    for uri in prediction.TF_CONTAINER_URIS:
+        match = prediction.CONTAINER_URI_PATTERN.fullmatch(uri)
+        if match and (match["region"], match["framework"], match["accelerator"]) == (registry, "tf2", "cpu"):
+            versions[tuple(int(p) for p in match["version"].split("-"))] = uri
+    return versions[max(versions)]
 
 
 # --- files: local or gs:// ---------------------------------------------------------------------------
@@ -490,13 +493,13 @@ class Waiting:
     clock: Callable[[], float] = time.monotonic
 
 
-def wait_for(operation: Any, doing: str, waiting: Waiting, vertex: Vertex) -> Any:
+def wait_for(operation: Any, doing: str, waiting: Waiting, vertex: Vertex, note: str = "") -> Any:
     """Poll a long-running operation until it is done, reporting progress; its result, or DeployError."""
     from google.api_core import exceptions as api
 
     name = operation.operation.name
     start = last = waiting.clock()
-    waiting.report(f"{doing[0].upper()}{doing[1:]} ... (operation {name})")
+    waiting.report(f"{doing[0].upper()}{doing[1:]}{note} ... (operation {name})")
     try:
         while not operation.done():
             now = waiting.clock()
@@ -698,9 +701,10 @@ def deploy(
     )
     result = wait_for(
         operation,
-        f"deploying to {settings.machine_type} x{settings.min_replicas} (this takes several minutes)",
+        f"deploying to {settings.machine_type} x{settings.min_replicas}",
         waiting,
         vertex,
+        note=" (this takes several minutes)",
     )
     deployed_id = result.deployed_model.id
     replaced: list[str] = []
