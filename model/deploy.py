@@ -860,7 +860,7 @@ def format_listing(rows: Sequence[Mapping[str, Any]], vertex: Vertex) -> str:
         f"Estimated total: ${total:,.2f} a month at the minimum node counts"
         + (" plus machine types the price table lacks (?)" if unknown else "")
         + f" ({PRICE_SOURCE}, {PRICE_REGION} prices as of {PRICES_AS_OF}). "
-        "Stop one with: python -m model.deploy --undeploy ENDPOINT --project P --region R"
+        f"Stop one with: python -m model.deploy --undeploy ENDPOINT --project {vertex.project} --region {vertex.region}"
     )
     return "\n".join(lines)
 

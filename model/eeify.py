@@ -405,6 +405,7 @@ def tile_geometry(
             raise EEifyError(
                 "A patch classifier predicts whole tiles; --overlap does not apply (leave it out)."
             )
+        _check_payload(tile, num_bands, num_classes, output_tile=[1, 1])
         return tile, 0, [1, 1]
     border = overlap if overlap is not None else overlap_for(model.receptive_field)
     if border < 0 or border % 2:
@@ -421,14 +422,21 @@ def tile_geometry(
     output_tile = None
     if out_height is not None and out_width is not None and [out_height, out_width] != tile:
         output_tile = [out_height, out_width]
-    per_tile = 4 * tile[0] * tile[1] * max(num_bands, num_classes) * 4 / 3
+    _check_payload(tile, num_bands, num_classes, output_tile or tile)
+    return tile, border, output_tile
+
+
+def _check_payload(tile: Sequence[int], num_bands: int, num_classes: int, output_tile: Sequence[int]) -> None:
+    # float32 values, Base64 (4/3); the larger of the request (the tile) and the answer (the output).
+    request = 4 * tile[0] * tile[1] * num_bands * 4 / 3
+    answer = 4 * output_tile[0] * output_tile[1] * num_classes * 4 / 3
+    per_tile = max(request, answer)
     if per_tile > VERTEX_AI_MAX_REQUEST_BYTES:
         raise EEifyError(
-            f"One {tile[0]}x{tile[1]} tile of {num_bands} bands / {num_classes} classes is {per_tile / 1e6:.1f} MB "
-            f"in Base64, over Vertex AI's {VERTEX_AI_MAX_REQUEST_BYTES / 1e6:.1f} MB per request; use a smaller "
-            "--tile-size."
+            f"One {tile[0]}x{tile[1]} tile of {num_bands} bands / {num_classes} classes is "
+            f"{per_tile / 1e6:.1f} MB in Base64, over Vertex AI's {VERTEX_AI_MAX_REQUEST_BYTES / 1e6:.1f} MB "
+            "per request; use a smaller --tile-size (or a model that takes smaller tiles)."
         )
-    return tile, border, output_tile
 
 
 # --- command line ----------------------------------------------------------------------------------

@@ -184,3 +184,16 @@ def test_not_a_model_and_an_existing_output(tmp_path, capsys):
     assert eeify.main([str(src), str(tmp_path / "out"), "--bands", "a,b", "--tile-size", "8"]) == 0
     assert eeify.main([str(src), str(tmp_path / "out"), "--bands", "a,b", "--tile-size", "8"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_a_tile_too_large_for_one_vertex_ai_request_is_refused(tmp_path, capsys):
+    inputs = keras.Input((512, 512, 13))  # 13.6 MB of float32 per tile, ~18 MB in Base64
+    model = keras.Model(
+        inputs, keras.layers.Dense(4, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs))
+    )
+    src = tmp_path / "big.keras"
+    model.save(src)
+    bands = ",".join(f"B{i}" for i in range(13))
+    assert eeify.main([str(src), str(tmp_path / "out"), "--bands", bands]) == 2
+    assert "over Vertex AI's 1.5 MB per request" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "eeified").exists()
