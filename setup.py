@@ -27,6 +27,12 @@ INSTALL_REQUIRES = [
     "isal>=1.0",
     # CRC-32C for TFRecord framing in C (already a Beam[gcp] dependency; used directly).
     "google-crc32c>=1.5",
+    # python -m model.deploy: the Vertex AI Model Registry and endpoints through the aiplatform_v1 GAPIC
+    # clients over REST (already a Beam[gcp] dependency; used directly).
+    "google-cloud-aiplatform>=1.40",
+    # model.deploy copies model folders to Cloud Storage and writes deployment.json there (already a
+    # Beam[gcp] dependency; used directly).
+    "google-cloud-storage>=2.10",
 ]
 
 VIEW_STATIC = [

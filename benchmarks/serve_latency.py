@@ -246,7 +246,8 @@ def run(argv: Sequence[str] | None = None) -> dict:
                     "/predict", content=bodies[0], headers={"content-type": "application/json"}
                 )
                 first.raise_for_status()
-                served_first = decode_tensor(first.json()["predictions"][0]["probabilities"])
+                answer = first.json()["predictions"][0]  # one (H, W) band per class, in class order
+                served_first = np.stack([decode_tensor(answer[name]) for name in answer], axis=-1)
                 np.testing.assert_allclose(served_first, raw(0)[0], rtol=1e-4, atol=1e-5)
 
                 server_timings: list[dict[str, float]] = []

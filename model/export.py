@@ -5,10 +5,11 @@
     model.json          what the model expects and produces (written last: its presence means complete)
     saved_model/        signature `serving_default`: `image` float32 (batch, H, W, bands), raw values
                         in model.json band order -> `probabilities` float32 (batch, H, W, classes)
-    eeified/            the same model for Earth Engine (`ee.Model.fromVertexAi`, SERIALIZED_TF_TENSORS):
-                        `array` string (batch,) -> `probabilities` string (batch,), each string the
-                        web-safe Base64 of a serialized TensorProto, (H, W, bands) in, (H, W, classes) out
-    earthengine.json    the matching `ee.Model.fromVertexAi` arguments
+    eeified/            the same model for Earth Engine (`ee.Model.fromVertexAi`, SERIALIZED_TF_TENSORS),
+                        written by model.eeify: `array` string (batch,) -> one output per class, named
+                        after it, string (batch,); each string the web-safe Base64 of a serialized
+                        TensorProto, (H, W, bands) in, the class's (H, W) probabilities out
+    earthengine.json    the matching `ee.Model.fromVertexAi` arguments (outputBands: one band per class)
     keras/model.keras   the Keras model, for fine-tuning and evaluation
 
 Both SavedModels are written with Keras 3's `ExportArchive`; loading them needs only TensorFlow.
@@ -18,7 +19,6 @@ Paths may be local or gs:// (everything goes through tf.io.gfile / TensorFlow's 
 from __future__ import annotations
 
 import json
-import math
 import posixpath
 from collections.abc import Mapping
 from typing import Any
@@ -26,43 +26,28 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from model import eeify
 from model.architecture import INPUT_NAME, MODES, OUTPUT_NAME, SEGMENTATION, receptive_field
 from model.errors import ModelError, ModelNotFoundError
+from transforms.label_scheme import scheme_from_metadata
 
 MODEL_FORMAT = "terrabeam-model/1"
 MODEL_JSON = "model.json"
 SAVED_MODEL_DIR = "saved_model"
-EEIFIED_DIR = "eeified"
-EARTHENGINE_JSON = "earthengine.json"
+EEIFIED_DIR = eeify.EEIFIED_DIR
+EARTHENGINE_JSON = eeify.EARTHENGINE_JSON
 KERAS_MODEL = "keras/model.keras"
 SIGNATURE = "serving_default"
 
-# Earth Engine sends an image made with `toArray()` as one array band, named `array`, and reads each
-# output of the signature into the `outputBands` entry of the same name.
-EE_INPUT_NAME = "array"
-EE_OUTPUT_NAME = OUTPUT_NAME
-
-# Vertex AI online prediction rejects requests over 1.5 MB ("Quotas and limits" page of Vertex AI);
-# Earth Engine batches tiles into requests up to maxPayloadBytes, so one Base64 tile must fit.
-VERTEX_AI_MAX_REQUEST_BYTES = 1_500_000
-# Tile sides are kept to multiples of this, a common U-Net pooling factor.
-EE_TILE_MULTIPLE = 16
+# The Earth Engine wire format and its limits live in model.eeify (one implementation for the project's
+# models and any other); re-exported here for callers of the model folder contract.
+EE_INPUT_NAME = eeify.EE_INPUT_NAME
+VERTEX_AI_MAX_REQUEST_BYTES = eeify.VERTEX_AI_MAX_REQUEST_BYTES
+EE_TILE_MULTIPLE = eeify.EE_TILE_MULTIPLE
+decode_ee_tensor = eeify.decode_ee_tensor
+encode_ee_tensor = eeify.encode_ee_tensor
 
 REQUIRED_METADATA = ("mode", "bands", "classes", "patch_size", "crs", "scale")
-
-# TensorProto dtype enum values (tensorflow/core/framework/types.proto) of the pixel types Earth Engine
-# can send; decoded tensors of any of them are cast to float32.
-_EE_INPUT_DTYPES = (
-    tf.float32,
-    tf.float64,
-    tf.int32,
-    tf.uint8,
-    tf.int16,
-    tf.int8,
-    tf.int64,
-    tf.uint16,
-    tf.uint32,
-)
 
 
 def join_path(*parts: str) -> str:
@@ -85,7 +70,7 @@ def export_model(keras_model: keras.Model, model_dir: str, metadata: Mapping[str
     tf.io.gfile.makedirs(join_path(model_dir, posixpath.dirname(KERAS_MODEL)))
     keras_model.save(join_path(model_dir, KERAS_MODEL))
     _export_serving(keras_model, join_path(model_dir, SAVED_MODEL_DIR), len(info["bands"]))
-    _export_eeified(keras_model, join_path(model_dir, EEIFIED_DIR), len(info["bands"]))
+    _export_eeified(keras_model, join_path(model_dir, EEIFIED_DIR), info)
     write_json(join_path(model_dir, EARTHENGINE_JSON), earthengine_config(info))
     write_json(join_path(model_dir, MODEL_JSON), info)
 
@@ -138,92 +123,36 @@ def _export_serving(keras_model: keras.Model, path: str, num_bands: int) -> None
     archive.write_out(path, verbose=False)
 
 
-def decode_ee_tensor(encoded: tf.Tensor, num_bands: int) -> tf.Tensor:
-    """One Earth Engine tile: web-safe Base64 of a serialized TensorProto -> float32 (H, W, bands).
-
-    parse_tensor needs the dtype up front, so it is read from the proto: a serialized TensorProto
-    starts with field 1 (dtype) as tag byte 0x08 then the enum value (one byte for all pixel types).
-    """
-    proto = tf.io.decode_base64(encoded)
-    dtype_enum = tf.cast(tf.io.decode_raw(tf.strings.substr(proto, 1, 1), tf.uint8)[0], tf.int32)
-    # switch_case wants branch indices 0..n-1: map each enum value to its position (others to n, the
-    # default branch, which parses as float32 and so reports the type mismatch).
-    positions = [len(_EE_INPUT_DTYPES)] * 256
-    for i, dtype in enumerate(_EE_INPUT_DTYPES):
-        positions[dtype.as_datatype_enum] = i
-
-    def parser(dtype: tf.DType):
-        return lambda: tf.cast(tf.io.parse_tensor(proto, dtype), tf.float32)
-
-    branch = tf.gather(tf.constant(positions, tf.int32), dtype_enum)
-    tile = tf.switch_case(branch, [parser(d) for d in _EE_INPUT_DTYPES], default=parser(tf.float32))
-    return tf.ensure_shape(tile, (None, None, num_bands))
-
-
-def encode_ee_tensor(tensor: tf.Tensor) -> tf.Tensor:
-    """The inverse for outputs: a float32 tensor -> web-safe Base64 of its serialized TensorProto."""
-    return tf.io.encode_base64(tf.io.serialize_tensor(tensor))
-
-
-def _export_eeified(keras_model: keras.Model, path: str, num_bands: int) -> None:
-    archive = keras.export.ExportArchive()
-    archive.track(keras_model)
-    tile_spec = tf.TensorSpec((None, None, num_bands), tf.float32)
-
-    def serve(array: tf.Tensor) -> dict[str, tf.Tensor]:
-        tiles = tf.map_fn(lambda s: decode_ee_tensor(s, num_bands), array, fn_output_signature=tile_spec)
-        probabilities = keras_model(tiles, training=False)
-        encoded = tf.map_fn(encode_ee_tensor, probabilities, fn_output_signature=tf.string)
-        return {EE_OUTPUT_NAME: encoded}
-
-    archive.add_endpoint(
-        SIGNATURE, serve, input_signature=[tf.TensorSpec((None,), tf.string, name=EE_INPUT_NAME)]
+def _export_eeified(keras_model: keras.Model, path: str, info: Mapping[str, Any]) -> None:
+    eeify.write_eeified(
+        eeify.from_keras(keras_model), path, scheme_from_metadata(info).names, len(info["bands"])
     )
-    archive.write_out(path, verbose=False)
 
 
 def earthengine_config(info: Mapping[str, Any]) -> dict[str, Any]:
     """The `ee.Model.fromVertexAi` arguments that match the EE-ified model (JSON-ready).
 
-    The overlap is the total over both edges ([2N, 2N] for an N-pixel border, as Earth Engine defines
-    it); N is half the receptive field, so every kept pixel saw all of its context. Tiles are the
-    largest multiple of EE_TILE_MULTIPLE whose Base64 payload fits one Vertex AI request
-    (at least the overlap plus EE_TILE_MULTIPLE).
+    Segmentation: the overlap is the total over both edges ([2N, 2N] for an N-pixel border, as Earth
+    Engine defines it), N half the receptive field, so every kept pixel saw all of its context; tiles are
+    the largest multiple of EE_TILE_MULTIPLE whose Base64 payload fits one Vertex AI request.
+    Classification: tiles of the patch size, one 1x1 output pixel each.
     """
-    bands = list(info["bands"])
-    segmentation = info["mode"] == SEGMENTATION
-    # float32, Base64-inflated; the response (classes per pixel) must fit as well as the request.
-    bytes_per_pixel = 4 * max(len(bands), len(info["classes"])) * 4 / 3
-    fitting = int(math.sqrt(VERTEX_AI_MAX_REQUEST_BYTES * 0.95 / bytes_per_pixel))
-    if segmentation:
-        overlap = 2 * math.ceil(int(info["receptive_field"]) / 2)
-        tile = max(fitting // EE_TILE_MULTIPLE * EE_TILE_MULTIPLE, overlap + EE_TILE_MULTIPLE)
+    scheme = scheme_from_metadata(info)
+    if info["mode"] == SEGMENTATION:
+        overlap = eeify.overlap_for(info["receptive_field"])
+        side = eeify.largest_tile(len(info["bands"]), scheme.num_classes, overlap)
+        tile, output_tile = [side, side], None
     else:
-        overlap, tile = 0, int(info["patch_size"])
-    args: dict[str, Any] = {
-        "endpoint": "projects/PROJECT/locations/REGION/endpoints/ENDPOINT_ID",
-        "inputTileSize": [tile, tile],
-        "inputOverlapSize": [overlap, overlap],
-        "inputTypeOverride": {EE_INPUT_NAME: {"type": "PixelType", "precision": "float", "dimensions": 1}},
-        "proj": {"crs": info["crs"], "scale": float(info["scale"])},
-        "fixInputProj": True,
-        "outputBands": {EE_OUTPUT_NAME: {"type": "float", "dimensions": 1}},
-        "maxPayloadBytes": VERTEX_AI_MAX_REQUEST_BYTES,
-        "payloadFormat": "SERIALIZED_TF_TENSORS",
-    }
-    if not segmentation:
-        args["outputTileSize"] = [1, 1]
-    return {
-        "inputBands": bands,
-        "classes": list(info["classes"]),
-        "fromVertexAi": args,
-        "usage": (
-            "image.select(inputBands).float().toArray() -> ee.Model.fromVertexAi(**fromVertexAi with "
-            "proj=ee.Projection(crs).atScale(scale) and outputBands types as ee.PixelType) -> "
-            ".predictImage(...) gives a 'probabilities' array band; .arrayArgmax().arrayGet(0) is the "
-            "class index into `classes`. See model/README.md."
-        ),
-    }
+        overlap, tile, output_tile = 0, [int(info["patch_size"])] * 2, [1, 1]
+    return eeify.earthengine_arguments(
+        bands=info["bands"],
+        scheme=scheme,
+        tile=tile,
+        overlap=overlap,
+        output_tile=output_tile,
+        crs=info["crs"],
+        scale=info["scale"],
+    )
 
 
 def load_model_metadata(model_dir: str) -> dict[str, Any]:

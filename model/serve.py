@@ -13,15 +13,15 @@ It follows Vertex AI's custom-container contract, so the same image runs on Vert
   =========================  =======================================  ===================================
   form                       instance                                 prediction
   =========================  =======================================  ===================================
-  SERIALIZED_TF_TENSORS      `{"array": "<web-safe Base64 of a        `{"probabilities": "<same encoding,
-  (Earth Engine's default)   serialized TensorProto (H, W, bands)>"}` (H, W, classes)>"}`
-  NAMED_ARRAYS               `{"array": [[[b1, b2, ...], ...], ...]}` `{"probabilities": [[[...]]]}`
+  SERIALIZED_TF_TENSORS      `{"array": "<web-safe Base64 of a        `{"water": "<same encoding, (H, W)>",
+  (Earth Engine's default)   serialized TensorProto (H, W, bands)>"}` "trees": "...", ...}` (per class)
+  NAMED_ARRAYS               `{"array": [[[b1, b2, ...], ...], ...]}` `{"water": [[...]], "trees": ...}`
   ND_ARRAYS                  `[[[b1, b2, ...], ...], ...]`            `[[[p1, p2, ...], ...], ...]`
   =========================  =======================================  ===================================
 
   The input name (`array`, the one band of `image.toArray()`) and the output names (the
-  `outputBands` of `earthengine.json`) are those of the model folder's `eeified/` SavedModel, so the
-  server is a drop-in replacement for hosting that SavedModel. TensorProtos of any pixel type Earth
+  `outputBands` of `earthengine.json`: one band per class, named after it) are those of the model
+  folder's `eeified/` SavedModel, so the server is a drop-in replacement for hosting that SavedModel. TensorProtos of any pixel type Earth
   Engine sends are accepted (cast to float32, as the EE-ified model does); outputs are float32 and
   Base64 without padding, byte for byte what the EE-ified model returns.
 
@@ -218,6 +218,8 @@ def _encode_tensor_bytes(array: np.ndarray) -> bytes:
 # The model and the request protocol.
 
 SERIALIZED = "SERIALIZED_TF_TENSORS"
+# The probabilities output of a model folder's saved_model/ (model.architecture.OUTPUT_NAME).
+PROBABILITIES = "probabilities"
 NAMED_ARRAYS = "NAMED_ARRAYS"
 ND_ARRAYS = "ND_ARRAYS"
 
@@ -247,7 +249,20 @@ class Predictor:
         self._predict_fn = predict_fn
         self._keepalive: Any = None  # what predict_fn needs kept alive (the loaded SavedModel)
         args = self.earthengine.get("fromVertexAi", {})
-        self.output_names = list(args.get("outputBands") or {}) or ["probabilities"]
+        output_bands = args.get("outputBands") or {}
+        # One scalar band per class, named after it (model.eeify's outputs): each is a slice of the
+        # model's probabilities, answered in class order. Otherwise (folders exported before) each name
+        # is a model output.
+        self.per_class = sorted(output_bands) == sorted(self.classes) and all(
+            int((band or {}).get("dimensions", 0)) == 0 for band in output_bands.values()
+        )
+        self._sources: dict[str, tuple[str, int | None]]
+        if self.per_class:
+            self.output_names = list(self.classes)
+            self._sources = {name: (PROBABILITIES, k) for k, name in enumerate(self.classes)}
+        else:
+            self.output_names = list(output_bands) or [PROBABILITIES]
+            self._sources = {name: (name, None) for name in self.output_names}
         self.max_payload_bytes = int(args.get("maxPayloadBytes") or 0) or None
         self.input_tile_size = args.get("inputTileSize")
 
@@ -282,11 +297,11 @@ class Predictor:
 
         predictor = cls(metadata, earthengine, predict_fn, input_name=export.EE_INPUT_NAME, source=model_dir)
         predictor._keepalive = loaded  # the signature alone does not keep the variables
-        missing = [name for name in predictor.output_names if name not in outputs]
+        missing = sorted({source for source, _ in predictor._sources.values()} - set(outputs))
         if missing:
             raise ModelError(
-                f"earthengine.json asks for output bands {missing}, but {saved_model!r} outputs {outputs}; "
-                "re-export the model."
+                f"earthengine.json asks for output bands {predictor.output_names}, which need the outputs "
+                f"{missing}, but {saved_model!r} outputs {outputs}; re-export the model."
             )
         predictor.warm_up()
         return predictor
@@ -306,7 +321,10 @@ class Predictor:
             "status": "ready",
             "model": self.source,
             "inputs": {self.input_name: {"shape": ["H", "W", len(self.bands)], "bands": self.bands}},
-            "outputBands": {name: {"shape": ["H", "W", len(self.classes)]} for name in self.output_names},
+            "outputBands": {
+                name: {"shape": ["H", "W"] if self.per_class else ["H", "W", len(self.classes)]}
+                for name in self.output_names
+            },
             "classes": self.classes,
             "payloadFormats": [SERIALIZED, NAMED_ARRAYS, ND_ARRAYS],
         }
@@ -393,27 +411,39 @@ class Predictor:
         for i, tile in enumerate(tiles):
             by_shape.setdefault(tile.shape, []).append(i)
         results: list[dict[str, np.ndarray]] = [{} for _ in tiles]
+        needed = {source for source, _ in self._sources.values()}
         for indices in by_shape.values():
             batch = np.stack([tiles[i] for i in indices]) if len(indices) > 1 else tiles[indices[0]][None]
             outputs = self._predict_fn(batch)
-            for name in self.output_names:
+            for source in needed:
                 for row, i in enumerate(indices):
-                    results[i][name] = outputs[name][row]
+                    results[i][source] = outputs[source][row]
         return results
+
+    def output(self, prediction: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+        """The value of output band `name` in one tile's model outputs (a class's plane, per class)."""
+        source, index = self._sources[name]
+        value = prediction[source]
+        return value if index is None else value[..., index]
 
     def encode_predictions(self, form: str, predictions: Sequence[Mapping[str, np.ndarray]]) -> list[Any]:
         if form == SERIALIZED:
             # Base64 needs no JSON escaping: the bytes go into the response as they are.
             return [
                 {
-                    name: orjson.Fragment(b'"' + _encode_tensor_bytes(p[name]) + b'"')
+                    name: orjson.Fragment(b'"' + _encode_tensor_bytes(self.output(p, name)) + b'"')
                     for name in self.output_names
                 }
                 for p in predictions
             ]
         if form == NAMED_ARRAYS:
-            return [{name: np.ascontiguousarray(p[name]) for name in self.output_names} for p in predictions]
-        return [np.ascontiguousarray(p[self.output_names[0]]) for p in predictions]
+            return [
+                {name: np.ascontiguousarray(self.output(p, name)) for name in self.output_names}
+                for p in predictions
+            ]
+        # A bare array answers a bare array: all classes, (H, W, classes).
+        source = self._sources[self.output_names[0]][0]
+        return [np.ascontiguousarray(p[source]) for p in predictions]
 
 
 # JSON string literals at least this long are cut out of the body before it is parsed (see

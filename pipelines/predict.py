@@ -54,6 +54,7 @@ from transforms.cog import (
     vrt_to_cog,
     write_bytes,
 )
+from transforms.ee_assets import AssetError, AssetRequest, asset_request, register_prediction
 from transforms.extract import RetryConfig
 from transforms.grid import GridSpec, grid_spec_of
 from transforms.inference import (
@@ -188,6 +189,13 @@ class PredictOptions(PipelineOptions):
             "--overwrite", action="store_true", help="Replace an earlier prediction in --output."
         )
         group.add_argument(
+            "--ee-asset",
+            dest="ee_asset",
+            default=None,
+            help="Register the class map as this Earth Engine image asset (projects/P/assets/NAME), backed by "
+            "the mosaic COG; needs a gs:// --output and implies --mosaic.",
+        )
+        group.add_argument(
             "--demo-cache",
             dest="demo_cache",
             default=None,
@@ -213,6 +221,7 @@ class PredictJob:
     max_error_fraction: float = DEFAULT_MAX_ERROR_FRACTION
     record: dict[str, Any] | None = None  # what identifies this prediction (written to PLAN_NAME)
     reuse: frozenset[str] = frozenset()  # --resume: ids of tiles with files from the earlier run
+    ee_asset: AssetRequest | None = None  # register the mosaic as an Earth Engine asset
 
     @property
     def bands(self) -> tuple[str, ...]:
@@ -271,7 +280,9 @@ def validate(opts: PredictOptions) -> PredictJob:
             "or the input rasters."
         )
     plan = plan_for_bounds(lattice, bounds, spec)
-    if opts.mosaic and plan.width * plan.height > MAX_MOSAIC_PIXELS:
+    ee_asset = asset_request(opts) if opts.ee_asset else None
+    mosaic = opts.mosaic or ee_asset is not None  # Earth Engine registers one COG
+    if mosaic and plan.width * plan.height > MAX_MOSAIC_PIXELS:
         raise UsageError(
             f"--mosaic writes one COG on one worker; the region is {plan.width}×{plan.height} pixels, more "
             f"than {MAX_MOSAIC_PIXELS:,}. Drop --mosaic to get one COG per tile and a VRT mosaic."
@@ -300,12 +311,13 @@ def validate(opts: PredictOptions) -> PredictJob:
         plan=plan,
         region=region,
         output=output,
-        mosaic=opts.mosaic,
+        mosaic=mosaic,
         batch_size=opts.batch_size,
         retry=RetryConfig(attempts=opts.max_attempts),
         max_error_fraction=opts.max_error_fraction,
         record=record,
         reuse=reuse,
+        ee_asset=ee_asset,
     )
 
 
@@ -772,6 +784,8 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> d
     outcome = Outcome.from_json(summary["outcome"])
     if not outcome.ok:
         raise JobFailed(outcome, "prediction", job.output.output)
+    if job.ee_asset is not None:
+        summary = register_prediction(job.ee_asset, summary, job.model, summary_name=SUMMARY_NAME)
     return summary
 
 
@@ -785,6 +799,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JobFailed as e:
         print(e.report(), file=sys.stderr)
         return 1
+    except AssetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.status
     files = summary["files"]
     where = summary["output"]
     positive = (
@@ -794,6 +811,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Prediction of {summary['tiles_written']} tiles written to {where}: class map "
         f"{files.get(CLASSES_NAME)}{positive}, quick-look {files.get('quicklook')}, summary {SUMMARY_NAME}"
     )
+    if summary.get("earthengine_asset"):
+        print(summary["earthengine_asset"]["message"])
     if summary["tiles_reused"]:
         print(f"{summary['tiles_reused']} of them were kept from the earlier run (--resume).")
     for line in warning_lines(Outcome.from_json(summary["outcome"])):

@@ -12,7 +12,10 @@
 - `value:compute` for `Image.stratifiedSample(...).getInfo()` (points drawn from the local label raster
   by `transforms.sampling.sample_region` for the region whose polygon the request carries, on the
   remapped labels when the image is remapped), for `Image.reduceRegion` with a frequency histogram
-  (label values counted in the region's bounding box) and for `Image.bandNames().getInfo()`.
+  (label values counted in the region's bounding box) and for `Image.bandNames().getInfo()`;
+- `projects.assets` create (`ee.data.createAsset`), get and delete: created assets are kept in
+  `assets` (name -> the request body, as Earth Engine received it); creating an existing asset is
+  refused as Earth Engine does.
 
 Faults are injected on demand with `add_fault` (HTTP errors with a Retry-After header, slow responses,
 truncated bodies, dropped connections), and the fake records every data request and the largest number
@@ -25,6 +28,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import re
 import threading
 import time
 import uuid
@@ -32,7 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import ee
 import numpy as np
@@ -61,12 +65,17 @@ COMPUTE_PIXELS = "computePixels"
 COMPUTE_VALUE = "computeValue"
 THUMBNAIL_CREATE = "thumbnailCreate"
 THUMBNAIL_PIXELS = "thumbnailPixels"
+ASSET_CREATE = "assetCreate"
+ASSET_GET = "assetGet"
+ASSET_DELETE = "assetDelete"
+ASSET_ROUTES = (ASSET_CREATE, ASSET_GET, ASSET_DELETE)
 DATA_ROUTES = (COMPUTE_PIXELS, COMPUTE_VALUE, THUMBNAIL_CREATE, THUMBNAIL_PIXELS)
 
 _GOOGLE_STATUS = {
     400: "INVALID_ARGUMENT",
     403: "PERMISSION_DENIED",
     404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
     429: "RESOURCE_EXHAUSTED",
     500: "INTERNAL",
     503: "UNAVAILABLE",
@@ -132,6 +141,7 @@ class FakeEarthEngine:
         self._lock = threading.Lock()
         self._read_lock = threading.Lock()  # rasterio handles are not shared between threads
         self.requests: list[RequestLog] = []
+        self.assets: dict[str, dict] = {}
         self.errors: list[Exception] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -284,6 +294,27 @@ class FakeEarthEngine:
         np.save(buffer, array, allow_pickle=False)
         return buffer.getvalue()
 
+    def create_asset(self, parent: str, asset_id: str, body: dict) -> dict:
+        name = f"{parent}/assets/{asset_id}"
+        with self._lock:
+            if name in self.assets:
+                raise _HttpError(409, f"Cannot overwrite asset '{name}'.")
+            self.assets[name] = body
+        return {**body, "name": name, "id": name.split("/assets/", 1)[1]}
+
+    def get_asset(self, name: str) -> dict:
+        with self._lock:
+            body = self.assets.get(name)
+        if body is None:
+            raise _HttpError(404, f"Asset '{name}' does not exist or doesn't allow this operation.")
+        return {**body, "name": name}
+
+    def delete_asset(self, name: str) -> dict:
+        with self._lock:
+            if self.assets.pop(name, None) is None:
+                raise _HttpError(404, f"Asset '{name}' does not exist or doesn't allow this operation.")
+        return {}
+
     def compute_value(self, body: dict) -> Any:
         tree = _resolve(body["expression"])
         name = tree.get("functionName") if isinstance(tree, dict) else None
@@ -366,19 +397,23 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch("POST")
 
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
     def _dispatch(self, method: str) -> None:
-        path = urlsplit(self.path).path
+        split = urlsplit(self.path)
+        path = split.path
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         body = json.loads(raw) if raw else None
-        route, answer = self._route(method, path, body)
+        route, answer = self._route(method, path, body, parse_qs(split.query))
         if route is None:
             self._send(404, error_body(404, f"The fake does not serve {method} {path}."))
             return
         fake = self.fake
         counted = fake._counted() if route in DATA_ROUTES else contextlib.nullcontext(lambda: None)
         with counted as self._leave_flight:
-            if route in DATA_ROUTES:
+            if route in DATA_ROUTES or route in ASSET_ROUTES:
                 with fake._lock:
                     fake.requests.append(RequestLog(route, path, body))
             self._answer(route, answer, fake._next_fault(route))
@@ -404,8 +439,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(200, payload, truncate=bool(fault and fault.truncate))
 
-    def _route(self, method: str, path: str, body: Any):
+    def _route(self, method: str, path: str, body: Any, query: dict | None = None):
         fake = self.fake
+        asset = re.fullmatch(r"/v1(?:alpha|beta)?/(projects/[^/]+)/assets(?:/(.+))?", path)
+        if asset and method == "POST" and asset.group(2) is None:
+            asset_id = ((query or {}).get("assetId") or [""])[0]
+            return ASSET_CREATE, lambda: _json(fake.create_asset(asset.group(1), asset_id, body or {}))
+        if asset and asset.group(2) and method in ("GET", "DELETE"):
+            name = f"{asset.group(1)}/assets/{asset.group(2)}"
+            if method == "GET":
+                return ASSET_GET, lambda: _json(fake.get_asset(name))
+            return ASSET_DELETE, lambda: _json(fake.delete_asset(name))
         if method == "GET" and path == "/$discovery/rest":
             return DISCOVERY, fake.discovery_document
         if method == "GET" and path.endswith("/algorithms"):

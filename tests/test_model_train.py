@@ -140,7 +140,10 @@ def test_eeified_model_round_trips_earth_engine_payloads(model_dir):
     for dtype in (np.float32, np.float64, np.int16):  # what toArray() of float / double / int bands sends
         tiles = x.astype(dtype)
         out = serving(array=tf.constant([_ee_encode(t) for t in tiles]))
-        decoded = np.stack([_ee_decode(s) for s in out["probabilities"].numpy()])
+        assert sorted(out) == sorted(CLASSES)  # one output per class, named after it
+        decoded = np.stack(
+            [np.stack([_ee_decode(s) for s in out[name].numpy()]) for name in CLASSES], axis=-1
+        )
         assert decoded.dtype == np.float32 and decoded.shape == (2, 32, 32, 3)
         reference = (
             expected if dtype != np.int16 else keras_model.predict(tiles.astype(np.float32), verbose=0)
@@ -158,7 +161,8 @@ def test_earthengine_json_matches_the_eeified_model(model_dir):
     assert args["proj"] == {"crs": info["crs"], "scale": info["scale"]}
     assert args["fixInputProj"] is True and args["payloadFormat"] == "SERIALIZED_TF_TENSORS"
     serving = tf.saved_model.load(str(model_dir / "eeified")).signatures["serving_default"]
-    assert list(args["outputBands"]) == list(serving.structured_outputs)
+    assert sorted(args["outputBands"]) == sorted(serving.structured_outputs) == sorted(CLASSES)
+    assert config["classes"] == list(CLASSES)
     assert config["inputBands"] == info["bands"]
 
 

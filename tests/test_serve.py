@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -80,9 +81,15 @@ def ee_encode(array: np.ndarray, *, pad: bool = True) -> str:
     return encoded if pad else encoded.rstrip("=")
 
 
-def decode_predictions(response: httpx.Response, name: str = "probabilities") -> np.ndarray:
+def decode_prediction(prediction: dict, classes=CLASSES) -> np.ndarray:
+    """One tile's answer in Earth Engine's format, one (H, W) band per class -> (H, W, classes)."""
+    assert list(prediction) == list(classes)
+    return np.stack([serve.decode_tensor(prediction[name]) for name in classes], axis=-1)
+
+
+def decode_predictions(response: httpx.Response, classes=CLASSES) -> np.ndarray:
     assert response.status_code == 200, response.text
-    return np.stack([serve.decode_tensor(p[name]) for p in response.json()["predictions"]])
+    return np.stack([decode_prediction(p, classes) for p in response.json()["predictions"]])
 
 
 def predict(client: httpx.Client, instances: list) -> httpx.Response:
@@ -123,8 +130,10 @@ def test_answers_are_byte_for_byte_those_of_the_eeified_savedmodel(server, model
     strings = [ee_encode(t) for t in batch]
     response = predict(client, [{"array": s} for s in strings])
     eeified = tf.saved_model.load(str(model_dir / "eeified")).signatures["serving_default"]
-    expected = eeified(array=tf.constant(strings))["probabilities"].numpy()
-    assert [p["probabilities"] for p in response.json()["predictions"]] == [e.decode() for e in expected]
+    expected = {name: column.numpy() for name, column in eeified(array=tf.constant(strings)).items()}
+    assert sorted(expected) == sorted(CLASSES)
+    for row, prediction in enumerate(response.json()["predictions"]):
+        assert prediction == {name: expected[name][row].decode() for name in CLASSES}
 
 
 def test_answers_say_where_the_time_went(server):
@@ -159,6 +168,8 @@ def test_earthengine_json_agrees_with_what_the_server_accepts(server, model_dir,
     assert config["inputBands"] == BANDS and config["classes"] == CLASSES
     assert list(info["inputs"]) == input_names == list(args["inputTypeOverride"])
     assert sorted(info["outputBands"]) == output_names == sorted(args["outputBands"])
+    assert sorted(args["outputBands"]) == sorted(CLASSES)  # one band per class, named after it
+    assert all(band == {"type": "float", "dimensions": 0} for band in args["outputBands"].values())
     assert info["inputs"][input_names[0]]["bands"] == BANDS
 
     # One tile of inputTileSize, as Earth Engine packs it, fits maxPayloadBytes and the server's limit.
@@ -167,11 +178,51 @@ def test_earthengine_json_agrees_with_what_the_server_accepts(server, model_dir,
     body = json.dumps({"instances": [{input_names[0]: ee_encode(tile)}]}).encode()
     assert len(body) <= args["maxPayloadBytes"] + serve.ENVELOPE_BYTES <= info["maxRequestBytes"]
     response = client.post("/predict", content=body, headers={"content-type": "application/json"})
-    got = decode_predictions(response, output_names[0])
+    got = decode_predictions(response, config["classes"])
     out_height, out_width = args.get("outputTileSize", args["inputTileSize"])
     assert got.shape == (1, out_height, out_width, len(CLASSES))
     np.testing.assert_allclose(got, direct(tile[None]), rtol=1e-5, atol=1e-6)
     assert set(response.json()["predictions"][0]) == set(args["outputBands"])
+
+
+def test_an_earth_engine_request_gets_the_expected_class_probabilities(tmp_path):
+    """The exact body of a fromVertexAi request to a model whose answer numpy can compute by hand:
+    a softmax of a 1x1 linear map of the bands. Both the server and the EE-ified SavedModel (what
+    Google's prebuilt TensorFlow container serves) must give those probabilities, one band per class."""
+    weights = np.array(
+        [[0.02, -0.01, 0.0, 0.005], [-0.03, 0.02, 0.01, 0.0], [0.001, 0.0, -0.002, 0.003]], np.float32
+    )
+    bias = np.array([0.1, -0.2, 0.0, 0.3], np.float32)
+    inputs = keras.Input((None, None, len(BANDS)))
+    linear = keras.layers.Conv2D(len(CLASSES), 1, activation="softmax")
+    keras_model = keras.Model(inputs, linear(inputs))
+    linear.set_weights([weights[None, None], bias])
+    folder = tmp_path / "linear"
+    metadata = {"mode": "segmentation", "bands": BANDS, "classes": CLASSES, "patch_size": 16}
+    export_model(keras_model, str(folder), {**metadata, "crs": "EPSG:32632", "scale": 10.0})
+    args = json.loads((folder / "earthengine.json").read_text())["fromVertexAi"]
+    height, width = args["inputTileSize"]
+    tile = tiles(1, height, seed=11)[0][:, :width]
+    logits = tile.astype(np.float64) @ weights + bias
+    expected = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+    # What Earth Engine posts: one instance per tile, the tile of image.toArray() under the input name.
+    body = json.dumps({"instances": [{"array": ee_encode(tile)}]}).encode()
+    assert len(body) <= args["maxPayloadBytes"] + serve.ENVELOPE_BYTES
+
+    app = serve.create_app(lambda: serve.Predictor.load(str(folder)))
+    with serve.running_server(app) as url:
+        serve.wait_until_ready(url, timeout=60)
+        response = httpx.post(
+            url + "/predict", content=body, headers={"content-type": "application/json"}, timeout=30
+        )
+    (prediction,) = response.json()["predictions"]
+    assert list(prediction) == CLASSES and sorted(args["outputBands"]) == sorted(CLASSES)
+    np.testing.assert_allclose(decode_prediction(prediction), expected, atol=1e-6)
+
+    eeified = tf.saved_model.load(str(folder / "eeified")).signatures["serving_default"]
+    answer = eeified(array=tf.constant([ee_encode(tile)]))
+    by_class = np.stack([serve.decode_tensor(answer[name].numpy()[0]) for name in CLASSES], axis=-1)
+    np.testing.assert_allclose(by_class, expected, atol=1e-6)
 
 
 def test_a_classification_model_answers_one_pixel_per_tile(tmp_path):
@@ -206,7 +257,7 @@ def test_nd_arrays_and_named_json_arrays(server, direct):
     np.testing.assert_allclose(np.array(nd.json()["predictions"]), direct(batch), rtol=1e-5, atol=1e-6)
     named = predict(client, [{"array": t.tolist()} for t in batch])
     assert named.status_code == 200, named.text
-    got = np.array([p["probabilities"] for p in named.json()["predictions"]])
+    got = np.array([[p[name] for name in CLASSES] for p in named.json()["predictions"]]).transpose(0, 2, 3, 1)
     np.testing.assert_allclose(got, direct(batch), rtol=1e-5, atol=1e-6)
 
 
@@ -214,7 +265,7 @@ def test_tiles_of_different_sizes_in_one_request(server, direct):
     client, _ = server
     small, large = tiles(1, 16, seed=5)[0], tiles(1, 24, seed=6)[0]
     response = predict(client, [{"array": ee_encode(small)}, {"array": ee_encode(large)}])
-    first, second = (serve.decode_tensor(p["probabilities"]) for p in response.json()["predictions"])
+    first, second = (decode_prediction(p) for p in response.json()["predictions"])
     np.testing.assert_allclose(first, direct(small[None])[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(second, direct(large[None])[0], rtol=1e-5, atol=1e-6)
 
@@ -409,7 +460,7 @@ def test_a_burst_of_concurrent_requests_is_answered_correctly(server, direct):
         response = client.post("/predict", content=bodies[i], headers={"content-type": "application/json"})
         if response.status_code != 200:
             return i, response.status_code, response.text
-        return i, 200, serve.decode_tensor(response.json()["predictions"][0]["probabilities"])
+        return i, 200, decode_prediction(response.json()["predictions"][0])
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
         results = list(pool.map(call, range(count), timeout=90))

@@ -76,6 +76,13 @@ BAD = {
     "source": ["ee", "Local", ""],
     "compression_level": ["10", "-1", ""],
     "ee_project": ["My Project", "p", "12345678", ""],
+    "ee_asset": [
+        "users/me/landcover",
+        "projects/my-ee-project/assets/",
+        "landcover",
+        "projects/p/assets/x",
+        "",
+    ],
     "ee_key_file": GCS_FILE_BAD,
     "ee_endpoint": ["http://earthengine.googleapis.com", "earthengine-highvolume.googleapis.com", ""],
     "ee_image": ["s2 median", "s2-l1c-median+", "+elevation", ""],
