@@ -11,12 +11,13 @@ stops with a clear message and writes nothing.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 import math
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -24,7 +25,19 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.pvalue import AsDict, AsList, AsSingleton
 
-from pipelines.options import SharedArgumentGroup, add_earthengine_options, unknown_flags_message
+from model.command import prog, quiet_start, strip_verbose
+from pipelines.options import (
+    SharedArgumentGroup,
+    add_earthengine_options,
+    add_local_runner_options,
+    help_flags,
+    help_parser,
+    local_runner,
+    parse_job_flags,
+    runner_help,
+    unknown_flags_message,
+    use_local_cores,
+)
 from transforms.classes import CLASS_NAMES
 from transforms.extract import (
     ERRORS,
@@ -47,6 +60,18 @@ DEFAULT_OUTPUT = "out/demo/data"
 # Points are fetched in spatial groups of this many pixels square, sorted in raster order, so tiles
 # decoded for one patch serve the next ones too (see benchmarks: cache-starved reads).
 READ_CHUNK_PIXELS = 512
+# Points per work item: the points of a chunk are split into runs of about this many (in raster order)
+# and the runs spread over the workers, so a pool of workers shares the work evenly whatever the
+# classes' layout, while consecutive reads still share decoded tiles.
+RUN_POINTS = 64
+# Memory of one local worker process (Beam, rasterio/GDAL with its block cache, a patch in flight),
+# measured on the demo scene for the --max-memory guard; see README (Every local core).
+WORKER_BYTES = 600 << 20
+DESCRIPTION = """\
+Extract training data: stratified points inside labelled regions, a multi-band patch and its label patch
+under each point, TFRecord shards (Earth Engine's patch layout) split into train/validation, and
+manifest.json. With no options it extracts from the generated demo scene into out/demo/data.
+Examples: README.md, "Extraction"."""
 
 
 class UsageError(ValueError):
@@ -56,7 +81,7 @@ class UsageError(ValueError):
 class ExtractOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        group = SharedArgumentGroup(parser, "terrabeam extraction")
+        group = SharedArgumentGroup(parser, "inputs (default: the generated demo scene)")
         group.add_argument(
             "--inputs",
             nargs="+",
@@ -90,6 +115,13 @@ class ExtractOptions(PipelineOptions):
             "--bands", default=None, help="Comma-separated input bands to export (default: all)."
         )
         group.add_argument(
+            "--demo-cache",
+            dest="demo_cache",
+            default=None,
+            help="Folder for the generated demo scene (default: $TERRABEAM_CACHE or ~/.cache/terrabeam).",
+        )
+        group = SharedArgumentGroup(parser, "sampling")
+        group.add_argument(
             "--patch-size", dest="patch_size", type=int, default=128, help="Patch width/height in pixels."
         )
         group.add_argument(
@@ -119,6 +151,7 @@ class ExtractOptions(PipelineOptions):
         group.add_argument(
             "--seed", type=int, default=0, help="Sampling seed: the same seed gives the same points."
         )
+        group = SharedArgumentGroup(parser, "patches")
         group.add_argument("--crs", default=None, help="CRS of the patch grid (default: the label raster's).")
         group.add_argument(
             "--scale",
@@ -126,6 +159,20 @@ class ExtractOptions(PipelineOptions):
             default=None,
             help="Pixel size of the patch grid in CRS units (default: the label raster's).",
         )
+        group.add_argument(
+            "--pad-edges",
+            dest="pad_edges",
+            action="store_true",
+            help="Keep points whose patch runs off the raster, padded with 0 (inputs) and 255 (label), flagged padded=1. Default: dead-letter them.",
+        )
+        group.add_argument(
+            "--max-attempts",
+            dest="max_attempts",
+            type=int,
+            default=5,
+            help="Tries per patch read before it is dead-lettered.",
+        )
+        group = SharedArgumentGroup(parser, "train/validation split")
         group.add_argument(
             "--validation-fraction",
             dest="validation_fraction",
@@ -140,12 +187,7 @@ class ExtractOptions(PipelineOptions):
             default=0.0,
             help="Split by spatial blocks of this size (CRS units) instead of per point; avoids leakage between overlapping patches.",
         )
-        group.add_argument(
-            "--pad-edges",
-            dest="pad_edges",
-            action="store_true",
-            help="Keep points whose patch runs off the raster, padded with 0 (inputs) and 255 (label), flagged padded=1. Default: dead-letter them.",
-        )
+        group = SharedArgumentGroup(parser, "output")
         group.add_argument(
             "--compression",
             choices=COMPRESSIONS,
@@ -159,24 +201,12 @@ class ExtractOptions(PipelineOptions):
             default=1,
             help="gzip level 0-9; 0-3 use the fast ISA-L deflate (see README for ratio vs. speed).",
         )
-        group.add_argument(
-            "--max-attempts",
-            dest="max_attempts",
-            type=int,
-            default=5,
-            help="Tries per patch read before it is dead-lettered.",
-        )
         group.add_argument("--output", default=DEFAULT_OUTPUT, help="Output folder (local or gs://).")
         group.add_argument(
             "--overwrite", action="store_true", help="Replace an earlier extraction in --output."
         )
-        group.add_argument(
-            "--demo-cache",
-            dest="demo_cache",
-            default=None,
-            help="Folder for the generated demo scene (default: $TERRABEAM_CACHE or ~/.cache/terrabeam).",
-        )
         add_earthengine_options(parser, with_labels=True)
+        add_local_runner_options(parser)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -460,9 +490,12 @@ def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob) -> None:
         pipeline
         | "Regions" >> beam.Create(job.regions)
         | "StratifiedSample" >> _sample_step(job)
-        # Spread the points (not the patches) over workers, in spatial groups read in raster order.
+        # Spread the points (not the patches) over workers, in spatial groups read in raster order:
+        # chunks, split into runs of similar size so that every worker gets a similar share.
         | "GroupNearby" >> beam.GroupBy(lambda p: spatial_chunk(p, chunk))
-        | "RasterOrder" >> beam.FlatMapTuple(lambda _, group: sorted(group, key=raster_order))
+        | "SplitIntoRuns" >> beam.FlatMapTuple(lambda _, group: runs_in_raster_order(group, RUN_POINTS))
+        | "SpreadRuns" >> beam.Reshuffle()
+        | "RasterOrder" >> beam.FlatMap(lambda run: run)
     )
     fetched = points | "FetchPatches" >> beam.ParDo(
         FetchPatches(
@@ -539,6 +572,17 @@ def raster_order(point: Point) -> tuple[float, float]:
     return (-point.y, point.x)
 
 
+def runs_in_raster_order(points: Sequence[Point], run_points: int) -> Iterator[list[Point]]:
+    """The points in raster order, cut into consecutive runs of at most `run_points`, of even sizes."""
+    ordered = sorted(points, key=raster_order)
+    if not ordered:
+        return
+    runs = math.ceil(len(ordered) / run_points)
+    size = math.ceil(len(ordered) / runs)
+    for start in range(0, len(ordered), size):
+        yield ordered[start : start + size]
+
+
 def _finalize(
     _, job: ExtractJob, temp_dir, train_temp, validation_temp, error_files, error_count, stats
 ) -> str:
@@ -586,26 +630,42 @@ def label_raster_alias(argv: Sequence[str]) -> list[str]:
     return args
 
 
+def job_help_parser() -> argparse.ArgumentParser:
+    """--help: the job's options as ExtractOptions groups them, then Beam's runner options."""
+    return help_parser(prog("pipelines.extract"), DESCRIPTION, [ExtractOptions], runner_help("extraction"))
+
+
 def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> None:
     """Parse flags, validate, run the pipeline to completion."""
-    options = PipelineOptions(label_raster_alias(argv or []))
+    args, _ = strip_verbose(label_raster_alias(argv or []))
+    parser = job_help_parser()
+    parse_job_flags(args, parser)
+    options = PipelineOptions(args)
     options.view_as(SetupOptions).save_main_session = save_main_session
-    problem = unknown_flags_message(options)
+    problem = unknown_flags_message(options, help_flags(parser))
     if problem:
         raise UsageError(problem)
-    job = validate(options.view_as(ExtractOptions))
-    with beam.Pipeline(options=options) as pipeline:
+    opts = options.view_as(ExtractOptions)
+    if opts.max_memory is not None and not opts.max_memory > 0:
+        raise UsageError(f"--max-memory must be a positive number of GiB, got {opts.max_memory}.")
+    job = validate(opts)
+    use_local_cores(options, args, WORKER_BYTES, opts.max_memory)
+    with beam.Pipeline(runner=local_runner(options), options=options) as pipeline:
         build_pipeline(pipeline, job)
     print(f"Extraction written to {job.output} (manifest: {job.output}/{MANIFEST_NAME})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.getLogger().setLevel(logging.WARNING)
+    argv = list(argv if argv is not None else sys.argv[1:])
+    verbose = quiet_start(argv)
+    logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
     try:
-        run(argv if argv is not None else sys.argv[1:])
+        run(argv)
     except (UsageError, SourceError, RegionsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except SystemExit as e:  # --help (0), or a badly typed option that argparse reported (2)
+        return e.code if isinstance(e.code, int) else 2
     return 0
 
 
