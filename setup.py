@@ -41,6 +41,8 @@ setup(
         include=["pipelines", "pipelines.*", "transforms", "transforms.*", "model", "model.*"]
     ),
     install_requires=INSTALL_REQUIRES,
+    # `terrabeam extract|train|predict|...` (pipelines/cli.py); the `python -m` forms work as well.
+    entry_points={"console_scripts": ["terrabeam = pipelines.cli:main"]},
     extras_require={
         # python -m model.serve (the Vertex AI / Cloud Run container installs these itself).
         "serve": [
