@@ -64,9 +64,12 @@ READ_CHUNK_PIXELS = 512
 # and the runs spread over the workers, so a pool of workers shares the work evenly whatever the
 # classes' layout, while consecutive reads still share decoded tiles.
 RUN_POINTS = 64
-# Memory of one local worker process (Beam, rasterio/GDAL with its block cache, a patch in flight),
-# measured on the demo scene for the --max-memory guard; see README (Every local core).
-WORKER_BYTES = 600 << 20
+# Memory of one local worker process (Beam, rasterio/GDAL with its block cache, a patch in flight), for
+# the --max-memory guard: about 390 MB measured on the demo scene, with a margin (README, Every local core).
+WORKER_BYTES = 512 << 20
+# A worker process takes seconds to start: with fewer points than this per worker, fewer workers finish
+# sooner (benchmarks/local_cores.py).
+MIN_POINTS_PER_WORKER = 1000
 DESCRIPTION = """\
 Extract training data: stratified points inside labelled regions, a multi-band patch and its label patch
 under each point, TFRecord shards (Earth Engine's patch layout) split into train/validation, and
@@ -630,6 +633,13 @@ def label_raster_alias(argv: Sequence[str]) -> list[str]:
     return args
 
 
+def planned_points(job: ExtractJob) -> int:
+    """The most points the job can sample (a class absent from a region gives fewer)."""
+    classes = len(job.classes) if job.classes else len(CLASS_NAMES)
+    strata = len(job.strata_edges) + 1 if job.strata_band else 1
+    return job.points_per_class * classes * strata * len(job.regions)
+
+
 def job_help_parser() -> argparse.ArgumentParser:
     """--help: the job's options as ExtractOptions groups them, then Beam's runner options."""
     return help_parser(prog("pipelines.extract"), DESCRIPTION, [ExtractOptions], runner_help("extraction"))
@@ -649,7 +659,7 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> N
     if opts.max_memory is not None and not opts.max_memory > 0:
         raise UsageError(f"--max-memory must be a positive number of GiB, got {opts.max_memory}.")
     job = validate(opts)
-    use_local_cores(options, args, WORKER_BYTES, opts.max_memory)
+    use_local_cores(options, args, WORKER_BYTES, opts.max_memory, planned_points(job), MIN_POINTS_PER_WORKER)
     with beam.Pipeline(runner=local_runner(options), options=options) as pipeline:
         build_pipeline(pipeline, job)
     print(f"Extraction written to {job.output} (manifest: {job.output}/{MANIFEST_NAME})")

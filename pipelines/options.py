@@ -50,9 +50,9 @@ runner options (passed through to Apache Beam, as in Beam's examples):
   (https://cloud.google.com/dataflow/docs/reference/pipeline-options)."""
     if local_cores:
         text += f"""
-  On this machine the {job} runs one worker process per available CPU ({available_cpus()} here), fewer
-  when --max-memory or the free memory cannot hold them; --direct_num_workers N and
-  --direct_running_mode {{in_memory,multi_threading,multi_processing}} choose for yourself
+  On this machine the {job} runs one worker process per CPU it may use ({available_cpus()} here),
+  fewer when the work is small or the memory (--max-memory) cannot hold them; --direct_num_workers N
+  and --direct_running_mode {{in_memory,multi_threading,multi_processing}} choose for yourself
   (--direct_num_workers 1: one process, Beam's default)."""
     return text
 
@@ -253,16 +253,11 @@ def add_local_runner_options(parser) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class LocalWorkers:
-    """How many worker processes a local run starts, and why."""
+    """How many worker processes a local run starts, and what set the number."""
 
     workers: int
     cpus: int
-    per_worker_bytes: int
-    budget_bytes: int | None
-
-    @property
-    def memory_bound(self) -> bool:
-        return self.workers < self.cpus
+    reason: str  # "cpus", "memory" or "work"
 
 
 def available_cpus() -> int:
@@ -286,12 +281,18 @@ def available_memory_bytes() -> int | None:
 
 
 def plan_local_workers(
-    cpus: int, per_worker_bytes: int, max_memory_gib: float | None, free_bytes: int | None
+    cpus: int,
+    per_worker_bytes: int,
+    max_memory_gib: float | None,
+    free_bytes: int | None,
+    work: int | None = None,
+    min_work_per_worker: int = 1,
 ) -> LocalWorkers:
-    """One worker per CPU, as many as the memory budget holds (at least one).
+    """One worker per CPU, as many as the memory budget holds and the work pays for (at least one).
 
     The budget is `--max-memory` when given, else MEMORY_HEADROOM of the memory free now; with neither
-    known, the CPUs decide.
+    known, memory sets no bound. A worker process takes seconds to start, so a job gets no more workers
+    than `work` (its planned work items) / `min_work_per_worker`.
     """
     if max_memory_gib is not None:
         budget = int(max_memory_gib * GIB)
@@ -299,10 +300,12 @@ def plan_local_workers(
         budget = int(free_bytes * MEMORY_HEADROOM)
     else:
         budget = None
-    workers = cpus
-    if budget is not None and per_worker_bytes > 0:
-        workers = min(cpus, budget // per_worker_bytes)
-    return LocalWorkers(max(1, int(workers)), cpus, per_worker_bytes, budget)
+    workers, reason = cpus, "cpus"
+    if budget is not None and per_worker_bytes > 0 and budget // per_worker_bytes < workers:
+        workers, reason = budget // per_worker_bytes, "memory"
+    if work is not None and work // max(1, min_work_per_worker) < workers:
+        workers, reason = work // max(1, min_work_per_worker), "work"
+    return LocalWorkers(max(1, int(workers)), cpus, reason)
 
 
 def _runner_name(options: PipelineOptions) -> str | None:
@@ -348,32 +351,48 @@ def chose_direct_options(argv: Sequence[str]) -> bool:
 
 
 def use_local_cores(
-    options: PipelineOptions, argv: Sequence[str], per_worker_bytes: int, max_memory_gib: float | None
+    options: PipelineOptions,
+    argv: Sequence[str],
+    per_worker_bytes: int,
+    max_memory_gib: float | None,
+    work: int | None = None,
+    min_work_per_worker: int = 1,
 ) -> LocalWorkers | None:
     """On the local runner with no --direct_* option given, run one worker process per available CPU.
 
-    Sets --direct_num_workers N --direct_running_mode multi_processing (N > 1) in `options` and returns
-    the plan; returns None, changing nothing, on a distributed runner or when the user chose.
+    Sets --direct_num_workers N (and --direct_running_mode multi_processing when N > 1) in `options`
+    and returns the plan; returns None, changing nothing, on a distributed runner or when the user chose.
     """
     if not is_local_runner(options) or chose_direct_options(argv):
         return None
-    plan = plan_local_workers(available_cpus(), per_worker_bytes, max_memory_gib, available_memory_bytes())
+    plan = plan_local_workers(
+        available_cpus(),
+        per_worker_bytes,
+        max_memory_gib,
+        available_memory_bytes(),
+        work,
+        min_work_per_worker,
+    )
     direct = options.view_as(DirectOptions)
     direct.direct_num_workers = plan.workers
     if plan.workers > 1:
         direct.direct_running_mode = "multi_processing"
-    if plan.memory_bound:
-        logging.warning(
-            "Running %d local worker process(es) for %d CPUs: each needs about %.1f GiB and %.1f GiB may "
-            "be used (--max-memory).",
-            plan.workers,
-            plan.cpus,
-            per_worker_bytes / GIB,
-            (plan.budget_bytes or 0) / GIB,
-        )
-    else:
-        logging.info("Running %d local worker process(es), one per CPU.", plan.workers)
+    why = {
+        "cpus": "one per CPU",
+        "memory": f"for {plan.cpus} CPUs, as memory allows (about {per_worker_bytes / GIB:.1f} GiB each; "
+        "--max-memory)",
+        "work": f"for {plan.cpus} CPUs: more would take longer to start than the work they would share",
+    }[plan.reason]
+    logging.info("Running %d local worker process(es), %s.", plan.workers, why)
     return plan
+
+
+def worker_processes(options: PipelineOptions) -> int:
+    """How many worker processes a local multi_processing run starts (0 for any other run)."""
+    direct = options.view_as(DirectOptions)
+    if not is_local_runner(options) or direct.direct_running_mode != "multi_processing":
+        return 0
+    return direct.direct_num_workers or os.cpu_count() or 1  # 0: Beam's own "one per CPU"
 
 
 @contextlib.contextmanager

@@ -43,6 +43,7 @@ from pipelines.options import (
     SharedArgumentGroup,
     add_earthengine_options,
     add_local_runner_options,
+    available_cpus,
     help_flags,
     help_parser,
     local_runner,
@@ -51,6 +52,7 @@ from pipelines.options import (
     unknown_flags_message,
     use_local_cores,
     worker_environment,
+    worker_processes,
 )
 from transforms.cog import (
     CLASSES_NAME,
@@ -89,9 +91,13 @@ SUMMARY_NAME = "prediction.json"
 MAX_MOSAIC_PIXELS = 1 << 32
 # Memory of one local worker process, for the --max-memory guard: TensorFlow, Beam and the loaded model
 # (WORKER_BASE_BYTES), plus what a batch in flight needs per input pixel (the tiles, the model's
-# activations, the probabilities), measured with the default U-Net; see README (Every local core).
+# activations, the probabilities): 1.45-1.51 GB measured with the default U-Net, 8 tiles of 256 px (README,
+# Every local core).
 WORKER_BASE_BYTES = 900 << 20
 WORKER_BYTES_PER_BATCH_PIXEL = 1200
+# A worker process takes seconds to start (TensorFlow, the model): with fewer tiles than this per
+# worker, fewer workers finish sooner (benchmarks/local_cores.py).
+MIN_TILES_PER_WORKER = 32
 DESCRIPTION = """\
 Batch prediction: a trained model and imagery -> a land-cover map as Cloud-Optimized GeoTIFFs (one per
 tile and a VRT mosaic, or one COG with --mosaic), a quick-look PNG and prediction.json. With no options
@@ -662,8 +668,16 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> d
     if opts.max_memory is not None and not opts.max_memory > 0:
         raise UsageError(f"--max-memory must be a positive number of GiB, got {opts.max_memory}.")
     job = validate(opts)
-    local = use_local_cores(options, args, worker_bytes(job), opts.max_memory)
-    threads = tensorflow_threads(local.workers, local.cpus) if local and local.workers > 1 else {}
+    use_local_cores(
+        options,
+        args,
+        worker_bytes(job),
+        opts.max_memory,
+        len(job.plan),
+        MIN_TILES_PER_WORKER,
+    )
+    processes = worker_processes(options)  # the pool chosen here or on the command line
+    threads = tensorflow_threads(processes, available_cpus()) if processes > 1 else {}
     logging.info(
         "Predicting %d tiles (%d×%d pixels) into %s",
         len(job.plan),

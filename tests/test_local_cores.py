@@ -25,16 +25,47 @@ GIB = 1 << 30
 
 def test_one_worker_per_cpu_when_memory_allows():
     plan = local.plan_local_workers(cpus=8, per_worker_bytes=GIB, max_memory_gib=None, free_bytes=64 * GIB)
-    assert (plan.workers, plan.memory_bound) == (8, False)
+    assert (plan.workers, plan.reason) == (8, "cpus")
 
 
 def test_memory_caps_the_workers():
     # --max-memory wins over the free memory; the free memory counts at MEMORY_HEADROOM.
-    assert local.plan_local_workers(16, 2 * GIB, max_memory_gib=7, free_bytes=64 * GIB).workers == 3
+    plan = local.plan_local_workers(16, 2 * GIB, max_memory_gib=7, free_bytes=64 * GIB)
+    assert (plan.workers, plan.reason) == (3, "memory")
     assert local.plan_local_workers(16, 2 * GIB, max_memory_gib=None, free_bytes=10 * GIB).workers == 4
     # Never fewer than one; without any memory figure the CPUs decide.
     assert local.plan_local_workers(4, 8 * GIB, max_memory_gib=1, free_bytes=None).workers == 1
     assert local.plan_local_workers(4, 8 * GIB, max_memory_gib=None, free_bytes=None).workers == 4
+
+
+def test_small_jobs_get_only_the_workers_their_work_pays_for():
+    plan = local.plan_local_workers(8, GIB, None, 64 * GIB, work=2500, min_work_per_worker=1000)
+    assert (plan.workers, plan.reason) == (2, "work")
+    assert local.plan_local_workers(8, GIB, None, 64 * GIB, work=10, min_work_per_worker=1000).workers == 1
+    assert local.plan_local_workers(2, GIB, None, 64 * GIB, work=10**6, min_work_per_worker=1000).workers == 2
+
+
+def test_planned_work_of_the_jobs(tiny_scene, tmp_path):
+    from pipelines import extract, predict
+
+    scene = [
+        "--inputs",
+        tiny_scene.image,
+        "--label-raster",
+        tiny_scene.labels,
+        "--regions",
+        tiny_scene.regions,
+    ]
+    opts = PipelineOptions(
+        scene + ["--points-per-class", "7", "--classes", "1,2,3", "--output", str(tmp_path / "x")]
+    )
+    assert extract.planned_points(extract.validate(opts.view_as(extract.ExtractOptions))) == 7 * 3 * 2
+    model = _conv_model(tiny_scene, tmp_path)
+    opts = PipelineOptions(
+        [f"--model={model}", "--inputs", tiny_scene.image, "--tile-size=64", "--overlap=8"]
+    )
+    job = predict.validate(opts.view_as(predict.PredictOptions))
+    assert len(job.plan) == 16  # the work unit of prediction: tiles
 
 
 def test_a_24_gib_machine_stays_safe_whatever_its_cpu_count(tiny_scene, tmp_path):
@@ -80,6 +111,13 @@ def test_local_runs_default_to_every_cpu_unless_the_user_chose(argv, expected, m
     assert (direct.direct_num_workers, direct.direct_running_mode) == expected
 
 
+def test_worker_processes_of_a_run():
+    pool = ["--direct_num_workers=3", "--direct_running_mode=multi_processing"]
+    assert local.worker_processes(PipelineOptions(pool)) == 3
+    assert local.worker_processes(PipelineOptions(["--direct_num_workers=3"])) == 0  # in_memory: threads
+    assert local.worker_processes(PipelineOptions(pool + ["--runner=DataflowRunner"])) == 0
+
+
 def test_local_runner_is_used_for_the_direct_runner_only():
     assert isinstance(local.local_runner(PipelineOptions([])), local.LocalRunner)
     assert isinstance(local.local_runner(PipelineOptions(["--runner=DirectRunner"])), local.LocalRunner)
@@ -121,6 +159,7 @@ def test_extraction_is_the_same_with_one_worker_and_the_default_pool(
 ):
     """The default (no --direct_* option) on a 2-CPU machine runs 2 worker processes."""
     monkeypatch.setattr(local, "available_cpus", lambda: 2)
+    monkeypatch.setattr("pipelines.extract.MIN_POINTS_PER_WORKER", 1)  # tiny data: still start the pool
     used = []
     real = local.use_local_cores
 
