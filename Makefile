@@ -31,6 +31,7 @@ bench: $(STAMP) ## Run the benchmarks (figures in benchmarks/results/)
 	$(PY) -m benchmarks.extract_throughput
 	$(PY) -m benchmarks.predict_throughput
 	$(PY) -m benchmarks.serve_latency
+	$(PY) -m benchmarks.local_cores
 
 LEAFLET_VERSION := 1.9.4
 VENDOR := pipelines/view/static/vendor

@@ -60,6 +60,8 @@ setup(
     # The map viewer's page, script, style and vendored Leaflet (pipelines/view/static).
     package_data={"pipelines.view": VIEW_STATIC},
     install_requires=INSTALL_REQUIRES,
+    # `terrabeam extract|train|predict|...` (pipelines/cli.py); the `python -m` forms work as well.
+    entry_points={"console_scripts": ["terrabeam = pipelines.cli:main"]},
     extras_require={
         # python -m model.serve (the Vertex AI / Cloud Run container installs these itself).
         "serve": [

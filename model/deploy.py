@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from model.command import HelpFormatter, prog
 from model.errors import ModelError
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -870,7 +871,8 @@ def format_listing(rows: Sequence[Mapping[str, Any]], vertex: Vertex) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m model.deploy",
+        prog=prog("model.deploy"),
+        formatter_class=HelpFormatter,
         description="Deploy a model folder to a Vertex AI endpoint for ee.Model.fromVertexAi, list deployments "
         "and their cost, undeploy.",
     )

@@ -34,6 +34,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from model.command import HelpFormatter, prog
 from model.errors import ModelError
 from transforms.label_scheme import (
     PRESETS,
@@ -535,7 +536,8 @@ def eeify(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m model.eeify",
+        prog=prog("model.eeify"),
+        formatter_class=HelpFormatter,
         description="Wrap an image model in the Base64 TensorProto I/O Earth Engine sends (ee.Model.fromVertexAi) "
         "and write its earthengine.json.",
     )

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from model.command import HelpFormatter, add_verbose_flag, fill, prog, quiet_start
 from model.dataset import (
     PatchReader,
     check_data_matches_model,
@@ -136,12 +137,26 @@ def evaluate_model_dir(model_dir: str, data: str, split: str = "validation", bat
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.evaluate", description=__doc__.split("\n")[0])
+    argv = list(argv if argv is not None else sys.argv[1:])
+    quiet_start(argv)
+    parser = argparse.ArgumentParser(
+        prog=prog("model.evaluate"),
+        description=fill(
+            "Evaluate a model folder on a split of an extraction: pixel confusion matrix, overall "
+            "accuracy, per-class and mean IoU (printed as JSON; all of it with --output)."
+        ),
+        formatter_class=HelpFormatter,
+        allow_abbrev=False,
+    )
     parser.add_argument("--model", required=True, help="Model folder written by `python -m model.train`.")
     parser.add_argument("--data", required=True, help="Folder with manifest.json (local or gs://).")
     parser.add_argument("--split", default="validation", help="Split of the manifest to evaluate on.")
     parser.add_argument("--output", default=None, help="Write the metrics JSON here (default: stdout only).")
-    args = parser.parse_args(argv)
+    add_verbose_flag(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0), or a bad option that argparse reported (2)
+        return e.code if isinstance(e.code, int) else 2
     try:
         metrics = evaluate_model_dir(args.model, args.data, args.split)
     except ModelError as e:

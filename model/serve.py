@@ -59,6 +59,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from model.command import HelpFormatter, add_verbose_flag, fill, prog, quiet_start
 from model.errors import ModelError
 
 logger = logging.getLogger("terrabeam.serve")
@@ -752,8 +753,14 @@ def parse_args(
 ) -> argparse.Namespace:
     env = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(
-        prog="python -m model.serve",
-        description="Serve a model folder over HTTP for Vertex AI, Cloud Run and ee.Model.fromVertexAi.",
+        prog=prog("model.serve"),
+        description=fill(
+            "Serve a model folder over HTTP for Vertex AI, Cloud Run and ee.Model.fromVertexAi "
+            "(Vertex AI's custom-container contract: health and prediction routes, AIP_* variables). "
+            'Examples: README.md, "Hosting the model".'
+        ),
+        formatter_class=HelpFormatter,
+        allow_abbrev=False,
     )
     parser.add_argument(
         "--model",
@@ -795,6 +802,7 @@ def parse_args(
         "--threads", type=int, default=DEFAULT_THREADS, help="Prediction threads (default %(default)s)."
     )
     parser.add_argument("--access-log", action="store_true", help="Log every request.")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if not args.model:
         parser.error("--model is required (or set AIP_STORAGE_URI).")
@@ -811,6 +819,8 @@ def parse_args(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(argv if argv is not None else sys.argv[1:])
+    quiet_start(argv)
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tune_malloc()

@@ -37,6 +37,7 @@ from model.architecture import (
     build_model,
 )
 from model.callbacks import BestEpoch
+from model.command import HelpFormatter, fill, prog, quiet_start
 from model.dataset import (
     LABEL_FEATURE,
     LABEL_MAJORITY,
@@ -334,55 +335,91 @@ def train(config: TrainConfig) -> dict[str, Any]:
     return load_model_metadata(config.output)
 
 
+DESCRIPTION = """\
+Train a land-cover model on an extraction (manifest.json and its TFRecords) and write the model folder:
+SavedModel, Earth-Engine-ready SavedModel, model.json, metrics.json and the confusion matrix. With no
+options it trains on the demo extraction (out/demo/data) into out/demo/model. On Google Cloud, `python -m
+pipelines.train` runs the same training as a Beam job. Examples: README.md, "Training"."""
+
+
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     defaults = TrainConfig()
     p = argparse.ArgumentParser(
-        prog="python -m model.train", description="Train a land-cover model and export the model folder."
+        prog=prog("model.train"),
+        usage="%(prog)s [options]",
+        description=fill(DESCRIPTION),
+        formatter_class=HelpFormatter,
+        allow_abbrev=False,
     )
-    p.add_argument("--data", default=defaults.data, help="Folder with manifest.json (local or gs://).")
-    p.add_argument("--output", default=defaults.output, help="Model folder to write (local or gs://).")
-    p.add_argument(
+    p._optionals.title = "general"
+    group = p.add_argument_group("data and model folder")
+    group.add_argument("--data", default=defaults.data, help="Folder with manifest.json (local or gs://).")
+    group.add_argument("--output", default=defaults.output, help="Model folder to write (local or gs://).")
+    group.add_argument(
+        "--init-model", default=None, help="Continue from this model folder (same bands/classes)."
+    )
+    group = p.add_argument_group("model")
+    group.add_argument(
         "--mode", choices=MODES, default=defaults.mode, help="Per-pixel maps or one label per patch."
     )
-    p.add_argument("--architecture", default=None, help="unet (default), minimal, or classifier.")
-    p.add_argument("--filters", type=int, default=defaults.filters, help="Filters of the first level.")
-    p.add_argument("--depth", type=int, default=None, help="Poolings of unet/classifier.")
-    p.add_argument(
+    group.add_argument("--architecture", default=None, help="unet (default), minimal, or classifier.")
+    group.add_argument("--filters", type=int, default=defaults.filters, help="Filters of the first level.")
+    group.add_argument("--depth", type=int, default=None, help="Poolings of unet/classifier.")
+    group = p.add_argument_group("training")
+    group.add_argument(
         "--epochs", type=int, default=defaults.epochs, help="Most epochs (early stopping may end sooner)."
     )
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    p.add_argument(
+    group.add_argument("--batch-size", type=int, default=defaults.batch_size, help="Patches per batch.")
+    group.add_argument(
+        "--learning-rate", type=float, default=defaults.learning_rate, help="Adam learning rate."
+    )
+    group.add_argument(
         "--patience", type=int, default=defaults.patience, help="Epochs without a better val loss."
     )
-    p.add_argument(
+    group.add_argument(
         "--class-weight-power",
         type=float,
         default=defaults.class_weight_power,
         help="Class weight = (median freq / freq) ** power; 0 disables class weighting.",
     )
-    p.add_argument(
+    group.add_argument(
         "--label-source",
         choices=(LABEL_MAJORITY, LABEL_FEATURE),
         default=defaults.label_source,
         help="Classification mode: majority class of the label patch, or the label as one value per patch.",
     )
-    p.add_argument("--max-minutes", type=float, default=None, help="Stop training within this time budget.")
-    p.add_argument("--init-model", default=None, help="Continue from this model folder (same bands/classes).")
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--deterministic", action="store_true", help="Deterministic TensorFlow ops (slower).")
-    p.add_argument(
+    group.add_argument(
+        "--max-minutes", type=float, default=None, help="Stop training within this time budget."
+    )
+    group.add_argument(
+        "--seed", type=int, default=defaults.seed, help="Seed of weights, shuffling and augmentation."
+    )
+    group.add_argument("--deterministic", action="store_true", help="Deterministic TensorFlow ops (slower).")
+    group.add_argument(
         "--cache", default=defaults.cache, help="memory, none, or a file prefix for the tf.data cache."
     )
-    p.add_argument("--verbose", type=int, default=defaults.verbose, help="Keras fit verbosity (0, 1, 2).")
+    p.add_argument(
+        "--verbose",
+        type=int,
+        nargs="?",
+        const=defaults.verbose,
+        default=defaults.verbose,
+        help="Keras fit output: 0 none, 1 a progress bar, 2 a line per epoch. Given at all, it also shows "
+        "TensorFlow's start-up lines and library warnings.",
+    )
     args = p.parse_args(argv)
     return TrainConfig(**vars(args))
 
 
 def run(argv: Sequence[str] | None = None) -> int:
+    argv = list(argv if argv is not None else sys.argv[1:])
+    quiet_start(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("tensorflow").setLevel(logging.WARNING)  # not one line per SavedModel asset folder
-    config = parse_args(argv)
+    try:
+        config = parse_args(argv)
+    except SystemExit as e:  # --help (0), or a bad option that argparse reported (2)
+        return e.code if isinstance(e.code, int) else 2
     try:
         train(config)
     except ModelError as e:

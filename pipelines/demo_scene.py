@@ -40,6 +40,7 @@ from rasterio.transform import from_origin
 from rasterio.warp import transform_geom
 from rasterio.windows import Window
 
+from model.command import HelpFormatter, add_verbose_flag, fill, prog
 from transforms.classes import CLASS_NAMES, NUM_CLASSES, S2_BANDS, SPECTRA_MEAN, SPECTRA_STD, palette_rgb
 
 # Raise when the generated content changes: cached scenes of another version are then regenerated.
@@ -634,10 +635,16 @@ def _write_regions(path: pathlib.Path, layout: _Layout) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog=prog("pipelines.demo_scene"),
+        description=fill(__doc__.split("\n\n")[0]),
+        formatter_class=HelpFormatter,
+        allow_abbrev=False,
+    )
     parser.add_argument("--cache-dir", help="cache folder (default: $TERRABEAM_CACHE or ~/.cache/terrabeam)")
     parser.add_argument("--size", type=int, default=2048, help="width and height in pixels (default: 2048)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     try:
         scene = ensure_demo_scene(args.cache_dir, size=args.size, seed=args.seed)

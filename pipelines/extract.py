@@ -11,12 +11,13 @@ stops with a clear message and writes nothing.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 import math
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -24,7 +25,19 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.pvalue import AsDict, AsList, AsSingleton
 
-from pipelines.options import SharedArgumentGroup, add_earthengine_options, unknown_flags_message
+from model.command import prog, quiet_start, strip_verbose
+from pipelines.options import (
+    SharedArgumentGroup,
+    add_earthengine_options,
+    add_local_runner_options,
+    help_flags,
+    help_parser,
+    local_runner,
+    parse_job_flags,
+    runner_help,
+    unknown_flags_message,
+    use_local_cores,
+)
 from pipelines.progress import EXTRACTION, run_pipeline
 from transforms.extract import (
     ERRORS,
@@ -73,6 +86,21 @@ DEFAULT_OUTPUT = "out/demo/data"
 # Points are fetched in spatial groups of this many pixels square, sorted in raster order, so tiles
 # decoded for one patch serve the next ones too (see benchmarks: cache-starved reads).
 READ_CHUNK_PIXELS = 512
+# Points per work item: the points of a chunk are split into runs of about this many (in raster order)
+# and the runs spread over the workers, so a pool of workers shares the work evenly whatever the
+# classes' layout, while consecutive reads still share decoded tiles.
+RUN_POINTS = 64
+# Memory of one local worker process (Beam, rasterio/GDAL with its block cache, a patch in flight), for
+# the --max-memory guard: about 390 MB measured on the demo scene, with a margin (README, Every local core).
+WORKER_BYTES = 512 << 20
+# A worker process takes seconds to start: with fewer points than this per worker, fewer workers finish
+# sooner (benchmarks/local_cores.py).
+MIN_POINTS_PER_WORKER = 1000
+DESCRIPTION = """\
+Extract training data: stratified points inside labelled regions, a multi-band patch and its label patch
+under each point, TFRecord shards (Earth Engine's patch layout) split into train/validation, and
+manifest.json. With no options it extracts from the generated demo scene into out/demo/data.
+Examples: README.md, "Extraction"."""
 
 
 class UsageError(ValueError):
@@ -82,7 +110,7 @@ class UsageError(ValueError):
 class ExtractOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        group = SharedArgumentGroup(parser, "terrabeam extraction")
+        group = SharedArgumentGroup(parser, "inputs (default: the generated demo scene)")
         group.add_argument(
             "--inputs",
             nargs="+",
@@ -134,6 +162,13 @@ class ExtractOptions(PipelineOptions):
             "--bands", default=None, help="Comma-separated input bands to export (default: all)."
         )
         group.add_argument(
+            "--demo-cache",
+            dest="demo_cache",
+            default=None,
+            help="Folder for the generated demo scene (default: $TERRABEAM_CACHE or ~/.cache/terrabeam).",
+        )
+        group = SharedArgumentGroup(parser, "sampling")
+        group.add_argument(
             "--patch-size", dest="patch_size", type=int, default=128, help="Patch width/height in pixels."
         )
         group.add_argument(
@@ -163,6 +198,7 @@ class ExtractOptions(PipelineOptions):
         group.add_argument(
             "--seed", type=int, default=0, help="Sampling seed: the same seed gives the same points."
         )
+        group = SharedArgumentGroup(parser, "patches")
         group.add_argument("--crs", default=None, help="CRS of the patch grid (default: the label raster's).")
         group.add_argument(
             "--scale",
@@ -170,6 +206,20 @@ class ExtractOptions(PipelineOptions):
             default=None,
             help="Pixel size of the patch grid in CRS units (default: the label raster's).",
         )
+        group.add_argument(
+            "--pad-edges",
+            dest="pad_edges",
+            action="store_true",
+            help="Keep points whose patch runs off the raster, padded with 0 (inputs) and 255 (label), flagged padded=1. Default: dead-letter them.",
+        )
+        group.add_argument(
+            "--max-attempts",
+            dest="max_attempts",
+            type=int,
+            default=5,
+            help="Tries per patch read before it is dead-lettered.",
+        )
+        group = SharedArgumentGroup(parser, "train/validation split")
         group.add_argument(
             "--validation-fraction",
             dest="validation_fraction",
@@ -184,12 +234,7 @@ class ExtractOptions(PipelineOptions):
             default=0.0,
             help="Split by spatial blocks of this size (CRS units) instead of per point; avoids leakage between overlapping patches.",
         )
-        group.add_argument(
-            "--pad-edges",
-            dest="pad_edges",
-            action="store_true",
-            help="Keep points whose patch runs off the raster, padded with 0 (inputs) and 255 (label), flagged padded=1. Default: dead-letter them.",
-        )
+        group = SharedArgumentGroup(parser, "output")
         group.add_argument(
             "--compression",
             choices=COMPRESSIONS,
@@ -204,13 +249,6 @@ class ExtractOptions(PipelineOptions):
             help="gzip level 0-9; 0-3 use the fast ISA-L deflate (see README for ratio vs. speed).",
         )
         group.add_argument(
-            "--max-attempts",
-            dest="max_attempts",
-            type=int,
-            default=5,
-            help="Tries per patch read before it is dead-lettered.",
-        )
-        group.add_argument(
             "--max-error-fraction",
             dest="max_error_fraction",
             type=float,
@@ -221,13 +259,8 @@ class ExtractOptions(PipelineOptions):
         group.add_argument(
             "--overwrite", action="store_true", help="Replace an earlier extraction in --output."
         )
-        group.add_argument(
-            "--demo-cache",
-            dest="demo_cache",
-            default=None,
-            help="Folder for the generated demo scene (default: $TERRABEAM_CACHE or ~/.cache/terrabeam).",
-        )
         add_earthengine_options(parser, with_labels=True)
+        add_local_runner_options(parser)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -640,9 +673,12 @@ def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob, fail_in_pipeline: b
         pipeline
         | "Regions" >> beam.Create(job.regions)
         | "StratifiedSample" >> _sample_step(job)
-        # Spread the points (not the patches) over workers, in spatial groups read in raster order.
+        # Spread the points (not the patches) over workers, in spatial groups read in raster order:
+        # chunks, split into runs of similar size so that every worker gets a similar share.
         | "GroupNearby" >> beam.GroupBy(lambda p: spatial_chunk(p, chunk))
-        | "RasterOrder" >> beam.FlatMapTuple(lambda _, group: sorted(group, key=raster_order))
+        | "SplitIntoRuns" >> beam.FlatMapTuple(lambda _, group: runs_in_raster_order(group, RUN_POINTS))
+        | "SpreadRuns" >> beam.Reshuffle()
+        | "RasterOrder" >> beam.FlatMap(lambda run: run)
     )
     fetched = points | "FetchPatches" >> beam.ParDo(
         FetchPatches(
@@ -729,6 +765,17 @@ def raster_order(point: Point) -> tuple[float, float]:
     return (-point.y, point.x)
 
 
+def runs_in_raster_order(points: Sequence[Point], run_points: int) -> Iterator[list[Point]]:
+    """The points in raster order, cut into consecutive runs of at most `run_points`, of even sizes."""
+    ordered = sorted(points, key=raster_order)
+    if not ordered:
+        return
+    runs = math.ceil(len(ordered) / run_points)
+    size = math.ceil(len(ordered) / runs)
+    for start in range(0, len(ordered), size):
+        yield ordered[start : start + size]
+
+
 def _finalize(
     _, job: ExtractJob, temp_dir, train_temp, validation_temp, error_files, error_count, stats, reasons=()
 ) -> dict[str, Any]:
@@ -782,18 +829,42 @@ def label_raster_alias(argv: Sequence[str]) -> list[str]:
     return args
 
 
+def planned_points(job: ExtractJob) -> int:
+    """The most points the job can sample (a class absent from a region gives fewer)."""
+    classes = len(job.classes) if job.classes else job.label_config.scheme.num_classes
+    strata = len(job.strata_edges) + 1 if job.strata_band else 1
+    return job.points_per_class * classes * strata * len(job.regions)
+
+
+def job_help_parser() -> argparse.ArgumentParser:
+    """--help: the job's options as ExtractOptions groups them, then Beam's runner options."""
+    return help_parser(prog("pipelines.extract"), DESCRIPTION, [ExtractOptions], runner_help("extraction"))
+
+
 def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> Outcome | None:
     """Parse flags, validate, run the pipeline to completion; JobFailed when the result is a failure."""
-    options = PipelineOptions(label_raster_alias(argv or []))
+    args, _ = strip_verbose(label_raster_alias(argv or []))
+    parser = job_help_parser()
+    parse_job_flags(args, parser)
+    options = PipelineOptions(args)
     options.view_as(SetupOptions).save_main_session = save_main_session
-    problem = unknown_flags_message(options)
+    problem = unknown_flags_message(options, help_flags(parser))
     if problem:
         raise UsageError(problem)
-    job = validate(options.view_as(ExtractOptions))
+    opts = options.view_as(ExtractOptions)
+    if opts.max_memory is not None and not opts.max_memory > 0:
+        raise UsageError(f"--max-memory must be a positive number of GiB, got {opts.max_memory}.")
+    job = validate(opts)
+    use_local_cores(options, args, WORKER_BYTES, opts.max_memory, planned_points(job), MIN_POINTS_PER_WORKER)
     manifest = f"{job.output}/{MANIFEST_NAME}"
     try:
         remote = not is_local_runner(options.view_as(StandardOptions).runner)
-        run_pipeline(options, lambda pipeline: build_pipeline(pipeline, job, remote), EXTRACTION)
+        run_pipeline(
+            options,
+            lambda pipeline: build_pipeline(pipeline, job, remote),
+            EXTRACTION,
+            runner=local_runner(options),
+        )
     except Exception:
         outcome = read_outcome(manifest)  # the job failed in its last step, or before it
         if outcome is None or outcome.ok:
@@ -809,15 +880,19 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> O
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.getLogger().setLevel(logging.WARNING)
+    argv = list(argv if argv is not None else sys.argv[1:])
+    verbose = quiet_start(argv)
+    logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
     try:
-        run(argv if argv is not None else sys.argv[1:])
+        run(argv)
     except (UsageError, SourceError, RegionsError, LabelSchemeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except JobFailed as e:
         print(e.report(), file=sys.stderr)
         return 1
+    except SystemExit as e:  # --help (0), or a badly typed option that argparse reported (2)
+        return e.code if isinstance(e.code, int) else 2
     return 0
 
 

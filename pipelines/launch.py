@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from model.command import HelpFormatter, add_verbose_flag, fill, prog, quiet_start
+
 JOB_PARAMETER = "terrabeam_job"
 # Set in the image by templates/Dockerfile: the image's own name, used as the workers' container image.
 IMAGE_ENV = "TERRABEAM_IMAGE"
@@ -341,8 +343,16 @@ def default_job_name(job: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m pipelines.launch",
-        description="Launch a terrabeam Dataflow Flex Template (built and staged by `make template`).",
+        prog=prog("pipelines.launch"),
+        usage="%(prog)s {" + ",".join(JOBS) + "} --project P --region R --template-path gs://... [options]",
+        description=fill(
+            "Launch a terrabeam Dataflow Flex Template (built and staged by `make template`): checks the "
+            "parameters against templates/<job>/metadata.json, sends the launch request with your "
+            "application default credentials, prints the job id and console URL, and with --wait follows "
+            'the job to its end. Examples: README.md, "Launching a template".'
+        ),
+        formatter_class=HelpFormatter,
+        allow_abbrev=False,
     )
     parser.add_argument("job", help=f"Which job: {', '.join(JOBS)}.")
     parser.add_argument("--project", required=True, help="Google Cloud project id.")
@@ -381,6 +391,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--poll-interval", type=float, default=30.0, help="Seconds between --wait polls.")
     parser.add_argument("--timeout", type=float, default=None, help="Give up --wait after this many seconds.")
+    add_verbose_flag(parser)
     return parser
 
 
@@ -446,6 +457,7 @@ def main(
 ) -> int:
     from googleapiclient.errors import HttpError
 
+    quiet_start(argv if argv is not None else sys.argv[1:])
     args = _parser().parse_args(argv)
     try:
         request = build_request(args)
@@ -542,6 +554,7 @@ def template_argv(argv: Sequence[str]) -> tuple[str, list[str]]:
 
 def run_template(argv: Sequence[str]) -> int:
     """The Flex Template entry point: run the job named by `--terrabeam_job` with the given parameters."""
+    quiet_start(argv)
     try:
         job, job_argv = template_argv(argv)
     except LaunchError as e:

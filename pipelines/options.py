@@ -1,37 +1,157 @@
-"""Helpers shared by the Beam entry points' option handling."""
+"""Helpers shared by the Beam entry points' option handling: --help, unknown flags, local cores."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import dataclasses
 import difflib
 import logging
+import os
+from collections.abc import Iterator, Sequence
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    StandardOptions,
+    _BeamArgumentParser,
+)
+from apache_beam.runners.runner import PipelineRunner
+
+from model.command import VERBOSE_FLAG, HelpFormatter, add_verbose_flag, fill
+
+# Runners that run the pipeline on this machine and honour --direct_num_workers/--direct_running_mode.
+LOCAL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "FnApiRunner")
+# Beam options that matter most to a terrabeam job; --help names them (every Beam option passes through).
+RUNNER_FLAGS = (
+    "--runner",
+    "--project",
+    "--region",
+    "--temp_location",
+    "--staging_location",
+    "--max_num_workers",
+    "--setup_file",
+    "--sdk_container_image",
+    "--direct_num_workers",
+    "--direct_running_mode",
+)
+GIB = 1 << 30
+# Memory a local run leaves to the rest of the machine when it sizes its worker pool.
+MEMORY_HEADROOM = 0.8
+
+
+def runner_help(job: str, local_cores: bool = True) -> str:
+    """The --help paragraph on Beam's runner options, which the job passes through to Beam untouched."""
+    text = """\
+runner options (passed through to Apache Beam, as in Beam's examples):
+  --runner DirectRunner (the default: this machine) or DataflowRunner (Google Cloud), with --project,
+  --region, --temp_location gs://..., --staging_location, --max_num_workers, --setup_file ./setup.py,
+  --sdk_container_image; every other Beam pipeline option passes through as well
+  (https://cloud.google.com/dataflow/docs/reference/pipeline-options)."""
+    if local_cores:
+        text += f"""
+  On this machine the {job} runs one worker process per CPU it may use ({available_cpus()} here),
+  fewer when the work is small or the memory (--max-memory) cannot hold them; --direct_num_workers N
+  and --direct_running_mode {{in_memory,multi_threading,multi_processing}} choose for yourself
+  (--direct_num_workers 1: one process, Beam's default)."""
+    return text
+
+
+def help_parser(
+    prog: str, description: str, options_classes: Sequence[type], epilog: str
+) -> argparse.ArgumentParser:
+    """A parser of the job's own options, grouped as the classes group them, for --help and type errors.
+
+    The job's options are the `_add_argparse_args` of its `PipelineOptions` classes, so --help lists
+    exactly what Beam will parse; Beam's own options are described in `epilog`.
+    """
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        usage="%(prog)s [options] [runner options]",
+        description=fill(description),
+        epilog=fill(epilog),
+        formatter_class=HelpFormatter,
+        allow_abbrev=False,
+    )
+    parser._optionals.title = "general"
+    for cls in options_classes:
+        cls._add_argparse_args(parser)
+    if VERBOSE_FLAG not in parser._option_string_actions:  # training's --verbose is its own
+        add_verbose_flag(parser)
+    return parser
+
+
+def parse_job_flags(argv: Sequence[str], parser: argparse.ArgumentParser) -> None:
+    """Answer --help, and stop on a badly typed value of the job's own options (exit status 2).
+
+    The job's options are parsed again by Beam; this pass only reports, with the job's own usage line,
+    what argparse would otherwise report under Beam's anonymous parser.
+    """
+    parser.parse_known_args(list(argv))
+
+
+def typed_flags(argv: Sequence[str]) -> list[str]:
+    """The long flags on a command line as typed (`--name` of `--name value` and `--name=value`)."""
+    flags = []
+    for arg in argv:
+        if arg == "--":  # the end of the options
+            break
+        if arg.startswith("--") and len(arg) > 2:
+            flags.append(arg.split("=", 1)[0])
+    return flags
+
+
+def known_flags() -> list[str]:
+    """Every long flag of every registered options class, spelt as its parser accepts it."""
+    parser = _BeamArgumentParser(add_help=False, allow_abbrev=False)
+    seen: dict[str, type] = {}
+    for cls in PipelineOptions.__subclasses__():
+        seen.setdefault(str(cls), cls)
+    for cls in seen.values():
+        cls._add_argparse_args(parser)
+    return sorted(flag for flag in parser._option_string_actions if flag.startswith("--"))
 
 
 def unknown_flags(options: PipelineOptions) -> list[str]:
-    """Flags no registered option class knows (Beam would only log and drop them)."""
-    beam_logger = logging.getLogger("apache_beam.options.pipeline_options")
-    level = beam_logger.level
-    beam_logger.setLevel(logging.ERROR)  # we report unknown flags ourselves, with suggestions
-    try:
-        every = options.get_all_options(retain_unknown_options=True)
-        known = options.get_all_options()
-    finally:
-        beam_logger.setLevel(level)
-    return sorted(set(every) - set(known))
+    """Flags no registered option class knows, as option names (Beam would only log and drop them).
+
+    A flag is known by its spelling: Beam drops `--patch_size 3` when the option is `--patch-size`
+    (its dest `patch_size` is known, the flag is not), so dests cannot tell.
+    """
+    known = set(known_flags())
+    typed = typed_flags(getattr(options, "_flags", None) or ())
+    return sorted({flag[2:].replace("-", "_") for flag in typed if flag not in known})
 
 
-def unknown_flags_message(options: PipelineOptions) -> str | None:
-    """A message naming each unknown flag and the closest known one, or None when all are known."""
-    unknown = unknown_flags(options)
+def help_flags(parser: argparse.ArgumentParser) -> list[str]:
+    """The long flags a job's --help lists: its own options and the runner options it names."""
+    own = {f for f in parser._option_string_actions if f.startswith("--")}
+    return sorted(own | {f for f in RUNNER_FLAGS if f in (parser.epilog or "")})
+
+
+def unknown_flags_message(options: PipelineOptions, preferred: Sequence[str] = ()) -> str | None:
+    """A message naming each unknown flag and the closest known one, or None when all are known.
+
+    Flags are quoted as the user typed them and suggestions as the parser spells them: terrabeam's
+    options take hyphens (--patch-size), Beam's underscores (--temp_location). Suggestions come from
+    `preferred` (the flags --help lists) first, then from every option Beam knows.
+    """
+    known = known_flags()
+    known_set = set(known)
+    unknown = sorted({f for f in typed_flags(getattr(options, "_flags", None) or ()) if f not in known_set})
     if not unknown:
         return None
-    known = list(options.get_all_options())
     parts = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" (did you mean --{close[0].replace('_', '-')}?)" if close else ""
-        parts.append(f"--{name.replace('_', '-')}{hint}")
+    for shown in unknown:
+        close = []
+        for candidates in (list(preferred), known):
+            close = difflib.get_close_matches(shown, candidates, n=1) or difflib.get_close_matches(
+                shown.replace("_", "-"), candidates, n=1
+            )
+            if close:
+                break
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        parts.append(f"{shown}{hint}")
     return f"Unknown option(s): {', '.join(parts)}. Run with --help to list the options."
 
 
@@ -57,7 +177,7 @@ class SharedArgumentGroup:
 
 def add_earthengine_options(parser, *, with_labels: bool) -> None:
     """The Earth Engine source options, the same for every job that reads imagery."""
-    ee = SharedArgumentGroup(parser, "terrabeam Earth Engine source (--source earthengine)")
+    ee = SharedArgumentGroup(parser, "Earth Engine source (--source earthengine)")
     ee.add_argument(
         "--source",
         choices=("local", "earthengine"),
@@ -113,3 +233,176 @@ def add_earthengine_options(parser, *, with_labels: bool) -> None:
         default=20,
         help="Earth Engine requests in flight across the whole job (a project allows 40 by default).",
     )
+
+
+def add_local_runner_options(parser) -> None:
+    """Options of a run on this machine (the DirectRunner), the same for every job that uses them."""
+    local = SharedArgumentGroup(parser, "this machine (DirectRunner)")
+    local.add_argument(
+        "--max-memory",
+        dest="max_memory",
+        type=float,
+        default=None,
+        help="GiB the local worker processes may use together; caps how many start, from an estimate per "
+        "worker (default: 80%% of the memory free when the job starts).",
+    )
+
+
+# --- every local core ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalWorkers:
+    """How many worker processes a local run starts, and what set the number."""
+
+    workers: int
+    cpus: int
+    reason: str  # "cpus", "memory" or "work"
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity, e.g. under taskset or a container's cpuset)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo (memory that can be used without swapping), or None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def plan_local_workers(
+    cpus: int,
+    per_worker_bytes: int,
+    max_memory_gib: float | None,
+    free_bytes: int | None,
+    work: int | None = None,
+    min_work_per_worker: int = 1,
+) -> LocalWorkers:
+    """One worker per CPU, as many as the memory budget holds and the work pays for (at least one).
+
+    The budget is `--max-memory` when given, else MEMORY_HEADROOM of the memory free now; with neither
+    known, memory sets no bound. A worker process takes seconds to start, so a job gets no more workers
+    than `work` (its planned work items) / `min_work_per_worker`.
+    """
+    if max_memory_gib is not None:
+        budget = int(max_memory_gib * GIB)
+    elif free_bytes is not None:
+        budget = int(free_bytes * MEMORY_HEADROOM)
+    else:
+        budget = None
+    workers, reason = cpus, "cpus"
+    if budget is not None and per_worker_bytes > 0 and budget // per_worker_bytes < workers:
+        workers, reason = budget // per_worker_bytes, "memory"
+    if work is not None and work // max(1, min_work_per_worker) < workers:
+        workers, reason = work // max(1, min_work_per_worker), "work"
+    return LocalWorkers(max(1, int(workers)), cpus, reason)
+
+
+def _runner_name(options: PipelineOptions) -> str | None:
+    runner = options.view_as(StandardOptions).runner
+    if runner is None:
+        return None
+    return (runner if isinstance(runner, str) else type(runner).__name__).split(".")[-1]
+
+
+def is_local_runner(options: PipelineOptions) -> bool:
+    name = _runner_name(options)
+    return name is None or name in LOCAL_RUNNERS
+
+
+class LocalRunner(PipelineRunner):
+    """Beam's DirectRunner for a batch job, without its first try with Prism.
+
+    With no --runner, Beam's DirectRunner first tries its Prism runner (a binary it downloads from
+    GitHub, which ignores --direct_num_workers) and falls back to the FnApiRunner. This runner goes
+    straight to the FnApiRunner, built as the DirectRunner builds it (the workers get the pipeline
+    options), so a local run works offline and honours --direct_num_workers/--direct_running_mode.
+    """
+
+    def run_pipeline(self, pipeline, options: PipelineOptions):
+        from apache_beam.portability.api import beam_provision_api_pb2
+        from apache_beam.runners.portability.fn_api_runner import fn_runner
+        from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+        encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+        info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+        return fn_runner.FnApiRunner(provision_info=info).run_pipeline(pipeline, options)
+
+
+def local_runner(options: PipelineOptions) -> PipelineRunner | None:
+    """The runner for `beam.Pipeline(runner=...)`: LocalRunner for the DirectRunner (named or the
+    default), None (the runner the options name) otherwise."""
+    return LocalRunner() if _runner_name(options) in (None, "DirectRunner", "SwitchingDirectRunner") else None
+
+
+def chose_direct_options(argv: Sequence[str]) -> bool:
+    """True when the command line sets any of Beam's --direct_* options itself."""
+    return any(arg.startswith("--direct_") for arg in argv)
+
+
+def use_local_cores(
+    options: PipelineOptions,
+    argv: Sequence[str],
+    per_worker_bytes: int,
+    max_memory_gib: float | None,
+    work: int | None = None,
+    min_work_per_worker: int = 1,
+) -> LocalWorkers | None:
+    """On the local runner with no --direct_* option given, run one worker process per available CPU.
+
+    Sets --direct_num_workers N (and --direct_running_mode multi_processing when N > 1) in `options`
+    and returns the plan; returns None, changing nothing, on a distributed runner or when the user chose.
+    """
+    if not is_local_runner(options) or chose_direct_options(argv):
+        return None
+    plan = plan_local_workers(
+        available_cpus(),
+        per_worker_bytes,
+        max_memory_gib,
+        available_memory_bytes(),
+        work,
+        min_work_per_worker,
+    )
+    direct = options.view_as(DirectOptions)
+    direct.direct_num_workers = plan.workers
+    if plan.workers > 1:
+        direct.direct_running_mode = "multi_processing"
+    why = {
+        "cpus": "one per CPU",
+        "memory": f"for {plan.cpus} CPUs, as memory allows (about {per_worker_bytes / GIB:.1f} GiB each; "
+        "--max-memory)",
+        "work": f"for {plan.cpus} CPUs: more would take longer to start than the work they would share",
+    }[plan.reason]
+    logging.info("Running %d local worker process(es), %s.", plan.workers, why)
+    return plan
+
+
+def worker_processes(options: PipelineOptions) -> int:
+    """How many worker processes a local multi_processing run starts (0 for any other run)."""
+    direct = options.view_as(DirectOptions)
+    if not is_local_runner(options) or direct.direct_running_mode != "multi_processing":
+        return 0
+    return direct.direct_num_workers or os.cpu_count() or 1  # 0: Beam's own "one per CPU"
+
+
+@contextlib.contextmanager
+def worker_environment(variables: dict[str, str]) -> Iterator[None]:
+    """Environment variables for the worker processes a local run starts (they inherit the environment);
+    restored afterwards. A variable the user set already is left as it is."""
+    added = {k: v for k, v in variables.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)

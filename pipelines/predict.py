@@ -19,6 +19,7 @@ with `error: <what to change>` (exit status 2) and writes nothing.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -35,9 +36,24 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.pvalue import AsList, AsSingleton
 
+from model.command import prog, quiet_start, strip_verbose
 from model.errors import ModelError
 from model.export import load_model_metadata
-from pipelines.options import SharedArgumentGroup, add_earthengine_options, unknown_flags_message
+from pipelines.options import (
+    SharedArgumentGroup,
+    add_earthengine_options,
+    add_local_runner_options,
+    available_cpus,
+    help_flags,
+    help_parser,
+    local_runner,
+    parse_job_flags,
+    runner_help,
+    unknown_flags_message,
+    use_local_cores,
+    worker_environment,
+    worker_processes,
+)
 from pipelines.progress import PREDICTION, run_pipeline
 from transforms.cog import (
     CLASSES_NAME,
@@ -98,6 +114,20 @@ SUMMARY_NAME = "prediction.json"
 # One worker writes the --mosaic COG; above this many pixels, per-tile COGs + VRT are the way (a
 # 65,536² uint8 map is 4 GiB before compression, plus a third for overviews, on one worker's disk).
 MAX_MOSAIC_PIXELS = 1 << 32
+# Memory of one local worker process, for the --max-memory guard: TensorFlow, Beam and the loaded model
+# (WORKER_BASE_BYTES), plus what a batch in flight needs per input pixel (the tiles, the model's
+# activations, the probabilities): 1.45-1.51 GB measured with the default U-Net, 8 tiles of 256 px (README,
+# Every local core).
+WORKER_BASE_BYTES = 900 << 20
+WORKER_BYTES_PER_BATCH_PIXEL = 1200
+# A worker process takes seconds to start (TensorFlow, the model): with fewer tiles than this per
+# worker, fewer workers finish sooner (benchmarks/local_cores.py).
+MIN_TILES_PER_WORKER = 32
+DESCRIPTION = """\
+Batch prediction: a trained model and imagery -> a land-cover map as Cloud-Optimized GeoTIFFs (one per
+tile and a VRT mosaic, or one COG with --mosaic), a quick-look PNG and prediction.json. With no options
+it predicts the generated demo scene with the demo model (out/demo/model) into out/demo/predictions.
+Examples: README.md, "Batch prediction"."""
 
 
 class UsageError(ValueError):
@@ -107,7 +137,7 @@ class UsageError(ValueError):
 class PredictOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        group = SharedArgumentGroup(parser, "terrabeam prediction")
+        group = SharedArgumentGroup(parser, "model and imagery (default: the demo model and scene)")
         group.add_argument(
             "--model",
             default=DEFAULT_MODEL,
@@ -132,6 +162,13 @@ class PredictOptions(PipelineOptions):
             "(default: the whole imagery). `--region <geojson or W,S,E,N>` is accepted too.",
         )
         group.add_argument(
+            "--demo-cache",
+            dest="demo_cache",
+            default=None,
+            help="Folder for the generated demo scene (default: $TERRABEAM_CACHE or ~/.cache/terrabeam).",
+        )
+        group = SharedArgumentGroup(parser, "output grid and tiles")
+        group.add_argument(
             "--crs", default=None, help="CRS of the output grid (default: the model's, from model.json)."
         )
         group.add_argument(
@@ -150,9 +187,18 @@ class PredictOptions(PipelineOptions):
             help="Total overlap between neighbouring tiles in pixels (even; 2N trims an N-pixel border). "
             "At least the model's receptive field avoids seams.",
         )
+        group = SharedArgumentGroup(parser, "reads and inference")
         group.add_argument(
             "--batch-size", dest="batch_size", type=int, default=8, help="Tiles per model call."
         )
+        group.add_argument(
+            "--max-attempts",
+            dest="max_attempts",
+            type=int,
+            default=5,
+            help="Tries per tile read before it is dead-lettered.",
+        )
+        group = SharedArgumentGroup(parser, "output")
         group.add_argument(
             "--probabilities",
             choices=PROBABILITIES,
@@ -163,13 +209,6 @@ class PredictOptions(PipelineOptions):
             "--mosaic",
             action="store_true",
             help="Write one COG for the whole region (classes.tif) instead of per-tile COGs + VRT.",
-        )
-        group.add_argument(
-            "--max-attempts",
-            dest="max_attempts",
-            type=int,
-            default=5,
-            help="Tries per tile read before it is dead-lettered.",
         )
         group.add_argument(
             "--max-error-fraction",
@@ -195,13 +234,8 @@ class PredictOptions(PipelineOptions):
             help="Register the class map as this Earth Engine image asset (projects/P/assets/NAME), backed by "
             "the mosaic COG; needs a gs:// --output and implies --mosaic.",
         )
-        group.add_argument(
-            "--demo-cache",
-            dest="demo_cache",
-            default=None,
-            help="Folder for the generated demo scene (default: $TERRABEAM_CACHE or ~/.cache/terrabeam).",
-        )
         add_earthengine_options(parser, with_labels=False)
+        add_local_runner_options(parser)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -753,14 +787,48 @@ def region_alias(argv: Sequence[str]) -> list[str]:
     return args
 
 
+def job_help_parser() -> argparse.ArgumentParser:
+    """--help: the job's options as PredictOptions groups them, then Beam's runner options."""
+    return help_parser(prog("pipelines.predict"), DESCRIPTION, [PredictOptions], runner_help("prediction"))
+
+
+def worker_bytes(job: PredictJob) -> int:
+    """Estimated memory of one local worker process: runtime and model, and the batch in flight."""
+    pixels = job.batch_size * job.plan.spec.tile_size**2
+    return WORKER_BASE_BYTES + pixels * WORKER_BYTES_PER_BATCH_PIXEL
+
+
+def tensorflow_threads(workers: int, cpus: int) -> dict[str, str]:
+    """TensorFlow thread pools for each of `workers` processes on `cpus` CPUs: a fair share each, so
+    that N processes do not each start N threads per operation (TensorFlow reads these at start-up)."""
+    share = str(max(1, cpus // max(1, workers)))
+    return {"TF_NUM_INTRAOP_THREADS": share, "TF_NUM_INTEROP_THREADS": share}
+
+
 def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> dict[str, Any]:
     """Parse flags, validate, run the pipeline to completion; returns prediction.json's content."""
-    options = PipelineOptions(region_alias(argv or []))
+    args, _ = strip_verbose(region_alias(argv or []))
+    parser = job_help_parser()
+    parse_job_flags(args, parser)
+    options = PipelineOptions(args)
     options.view_as(SetupOptions).save_main_session = save_main_session
-    problem = unknown_flags_message(options)
+    problem = unknown_flags_message(options, help_flags(parser))
     if problem:
         raise UsageError(problem)
-    job = validate(options.view_as(PredictOptions))
+    opts = options.view_as(PredictOptions)
+    if opts.max_memory is not None and not opts.max_memory > 0:
+        raise UsageError(f"--max-memory must be a positive number of GiB, got {opts.max_memory}.")
+    job = validate(opts)
+    use_local_cores(
+        options,
+        args,
+        worker_bytes(job),
+        opts.max_memory,
+        len(job.plan),
+        MIN_TILES_PER_WORKER,
+    )
+    processes = worker_processes(options)  # the pool chosen here or on the command line
+    threads = tensorflow_threads(processes, available_cpus()) if processes > 1 else {}
     if job.record is not None:  # before any tile, so that a stopped run can be resumed
         write_bytes(job.output.path(PLAN_NAME), (json.dumps(job.record, indent=2) + "\n").encode("utf-8"))
     logging.info(
@@ -773,7 +841,13 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> d
     summary_path = job.output.path(SUMMARY_NAME)
     try:
         remote = not is_local_runner(options.view_as(StandardOptions).runner)
-        run_pipeline(options, lambda pipeline: build_pipeline(pipeline, job, remote), PREDICTION)
+        with worker_environment(threads):
+            run_pipeline(
+                options,
+                lambda pipeline: build_pipeline(pipeline, job, remote),
+                PREDICTION,
+                runner=local_runner(options),
+            )
     except Exception:
         outcome = read_outcome(summary_path)  # the job failed in its last step, or before it
         if outcome is None or outcome.ok:
@@ -790,9 +864,11 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> d
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.getLogger().setLevel(logging.WARNING)
+    argv = list(argv if argv is not None else sys.argv[1:])
+    verbose = quiet_start(argv)
+    logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
     try:
-        summary = run(argv if argv is not None else sys.argv[1:])
+        summary = run(argv)
     except (UsageError, SourceError, TilingError, ModelError, RegionsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -802,6 +878,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AssetError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.status
+    except SystemExit as e:  # --help (0), or a badly typed option that argparse reported (2)
+        return e.code if isinstance(e.code, int) else 2
     files = summary["files"]
     where = summary["output"]
     positive = (

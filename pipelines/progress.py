@@ -290,13 +290,15 @@ def run_pipeline(
     build: Callable[[beam.Pipeline], Any],
     progress: Progress,
     stream: TextIO | None = None,
+    runner: Any = None,
 ) -> Any:
     """Build and run the pipeline to completion (like `with beam.Pipeline(...)`), reporting progress.
 
-    Returns the PipelineResult. A failed job raises what `wait_until_finish` raises.
+    `runner`: a PipelineRunner instance, or None for the one the options name. Returns the
+    PipelineResult. A failed job raises what `wait_until_finish` raises.
     """
     stream = stream or sys.stderr
-    pipeline = beam.Pipeline(options=options)
+    pipeline = beam.Pipeline(runner=runner, options=options)
     build(pipeline)
     if not enabled():
         result = pipeline.run()

@@ -17,6 +17,7 @@ before the pipeline starts.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -27,7 +28,15 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, WorkerOptions
 
-from pipelines.options import unknown_flags_message
+from model.command import prog, quiet_start
+from pipelines.options import (
+    help_flags,
+    help_parser,
+    local_runner,
+    parse_job_flags,
+    runner_help,
+    unknown_flags_message,
+)
 from transforms.manifest import ManifestError, read_manifest
 
 # Flags of `python -m model.train` that other terrabeam options classes register too (ExtractOptions:
@@ -58,18 +67,19 @@ class TrainOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        group = parser.add_argument_group("terrabeam training")
+        group = parser.add_argument_group("data and model folder")
         group.add_argument(
             "--data",
             default=None,
-            help="Folder with manifest.json written by pipelines.extract (local or gs://).",
+            help="Folder with manifest.json written by pipelines.extract (local or gs://). Required.",
         )
         group.add_argument(
             "--model-dir",
             dest="model_dir",
             default=None,
-            help="Model folder to write (local or gs://). `--output PATH` is accepted too.",
+            help="Model folder to write (local or gs://). Required; `--output PATH` is accepted too.",
         )
+        group = parser.add_argument_group("model")
         group.add_argument(
             "--mode",
             choices=("segmentation", "classification"),
@@ -81,6 +91,7 @@ class TrainOptions(PipelineOptions):
         )
         group.add_argument("--filters", type=int, default=32, help="Filters of the first level.")
         group.add_argument("--depth", type=int, default=None, help="Poolings of unet/classifier.")
+        group = parser.add_argument_group("training")
         group.add_argument(
             "--epochs", type=int, default=30, help="Most epochs (early stopping may end sooner)."
         )
@@ -137,8 +148,22 @@ class TrainOptions(PipelineOptions):
         group.add_argument(
             "--cache", default="memory", help="memory, none, or a file prefix for the tf.data cache."
         )
-        group.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity (0, 1, 2).")
+        group.add_argument(
+            "--verbose",
+            type=int,
+            nargs="?",
+            const=2,
+            default=2,
+            help="Keras fit output: 0 none, 1 a progress bar, 2 a line per epoch. Given at all, it also shows "
+            "TensorFlow's start-up lines and library warnings.",
+        )
 
+
+DESCRIPTION = """\
+Train a land-cover model as a Beam job: one worker runs the same training as `python -m model.train`
+(flags as there; --output, --seed and --batch-size are also spelt --model-dir, --training-seed and
+--training-batch-size) and writes the model folder to --output, local or gs://. On Dataflow that worker
+can carry a GPU. Examples: README.md, "Training as a Beam job"."""
 
 # TrainOptions dest -> model.train.TrainConfig field, where they differ.
 CONFIG_FIELDS = {"model_dir": "output", "training_seed": "seed", "training_batch_size": "batch_size"}
@@ -223,11 +248,21 @@ def build_pipeline(pipeline: beam.Pipeline, settings: dict[str, Any]) -> beam.PC
     )
 
 
+def job_help_parser() -> argparse.ArgumentParser:
+    """--help: the job's options as TrainOptions groups them, then Beam's runner options."""
+    return help_parser(
+        prog("pipelines.train"), DESCRIPTION, [TrainOptions], runner_help("training", local_cores=False)
+    )
+
+
 def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> dict[str, Any]:
     """Parse flags, validate, run the training job; returns the settings it ran with."""
-    options = PipelineOptions(training_aliases(argv or []))
+    args = training_aliases(argv or [])
+    parser = job_help_parser()
+    parse_job_flags(args, parser)
+    options = PipelineOptions(args)
     options.view_as(SetupOptions).save_main_session = save_main_session
-    problem = unknown_flags_message(options)
+    problem = unknown_flags_message(options, help_flags(parser))
     if problem:
         raise UsageError(problem)
     settings = validate(options.view_as(TrainOptions))
@@ -237,7 +272,7 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> d
         workers.num_workers = 1
     if workers.max_num_workers is None:
         workers.max_num_workers = 1
-    with beam.Pipeline(options=options) as pipeline:
+    with beam.Pipeline(runner=local_runner(options), options=options) as pipeline:
         build_pipeline(pipeline, settings)
     runner = options.view_as(StandardOptions).runner
     output = settings["output"]
@@ -263,12 +298,16 @@ def _print_metrics(output: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(argv if argv is not None else sys.argv[1:])
+    quiet_start(argv)
     logging.getLogger().setLevel(logging.INFO)
     try:
-        run(argv if argv is not None else sys.argv[1:])
+        run(argv)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except SystemExit as e:  # --help (0), or a badly typed option that argparse reported (2)
+        return e.code if isinstance(e.code, int) else 2
     return 0
 
 

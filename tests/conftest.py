@@ -112,6 +112,22 @@ def write_tiny_scene(folder: Path, size: int = 200, seed: int = 1) -> TinyScene:
     return TinyScene(str(image), str(label_path), str(regions_path), tuple(band_files), pixels, labels)
 
 
+@pytest.fixture(autouse=True)
+def one_local_worker(request, monkeypatch):
+    """Pipelines run in one process here (Beam's in-memory runner), as if on a one-CPU machine.
+
+    By default a local run starts one worker process per CPU, and worker processes take seconds to
+    start: on tiny test data that is most of a pipeline's time. Tests marked `local_cores` keep the real
+    default; tests that pass --direct_* options choose for themselves; command-line tests run in their
+    own processes, unaffected by this fixture.
+    """
+    if request.node.get_closest_marker("local_cores"):
+        return
+    from pipelines import options
+
+    monkeypatch.setattr(options, "available_cpus", lambda: 1)
+
+
 @pytest.fixture(scope="session")
 def tiny_scene(tmp_path_factory) -> TinyScene:
     return write_tiny_scene(tmp_path_factory.mktemp("tiny-scene"))

@@ -202,26 +202,6 @@ def test_refuses_to_mix_with_an_earlier_extraction(extracted, tiny_scene, capsys
 
 
 @pytest.mark.slow
-def test_multiprocessing_direct_runner(extracted, tiny_scene, tmp_path):
-    _, reference = extracted
-    out = tmp_path / "mp"
-    extra = [
-        "--validation-fraction",
-        "0.3",
-        "--direct_num_workers",
-        "2",
-        "--direct_running_mode",
-        "multi_processing",
-    ]
-    assert extract(tiny_scene, out, *extra) == 0
-    manifest = read_manifest(str(out))
-    for split in ("train", "validation"):
-        got = sorted(r["point_id"] for r in read_records(manifest["splits"][split]["files"], manifest))
-        want = sorted(r["point_id"] for r in read_records(reference["splits"][split]["files"], reference))
-        assert got == want
-
-
-@pytest.mark.slow
 def test_no_arguments_uses_the_demo_scene(tmp_path, monkeypatch):
     """The embedded default: the generated demo scene, all 14 bands, 128-pixel patches, every class."""
     monkeypatch.setenv("TERRABEAM_CACHE", str(tmp_path / "cache"))

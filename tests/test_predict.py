@@ -325,17 +325,6 @@ def test_failed_tiles_go_to_dead_letters_and_transient_ones_are_retried(tiny_sce
     assert (classes[0:56, 56:112] == 255).all() and (classes[112:168, 112:168] != 255).all()
 
 
-@pytest.mark.slow
-def test_multi_processing_direct_runner_gives_the_same_maps(tiny_scene, conv_model_dir, tmp_path):
-    args = [f"--model={conv_model_dir}", "--inputs", tiny_scene.image, "--tile-size=64", "--overlap=8"]
-    run(args + [f"--output={tmp_path / 'one'}"])
-    run(
-        args
-        + [f"--output={tmp_path / 'two'}", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
-    )
-    assert np.array_equal(read(tmp_path / "one" / "classes.vrt"), read(tmp_path / "two" / "classes.vrt"))
-
-
 def test_earth_engine_source_gives_the_local_prediction(tiny_scene, conv_model_dir, tmp_path, monkeypatch):
     import ee
     from google.auth.credentials import AnonymousCredentials

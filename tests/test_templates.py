@@ -30,8 +30,9 @@ TEMPLATES = ROOT / "templates"
 DOCKERFILE = TEMPLATES / "Dockerfile"
 JOBS = tuple(launch.JOBS)
 PACKAGES = ("pipelines", "transforms", "model")
-# Job options a template deliberately leaves out: a local cache folder means nothing on Dataflow.
-LOCAL_ONLY = {"demo_cache"}
+# Job options a template deliberately leaves out: a local cache folder and the local runner's memory
+# budget mean nothing on Dataflow.
+LOCAL_ONLY = {"demo_cache", "max_memory"}
 
 # Values each regex-validated parameter must reject (every such parameter needs an entry).
 GCS_BAD = [

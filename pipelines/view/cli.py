@@ -19,6 +19,9 @@ import webbrowser
 from collections.abc import Sequence
 from typing import Any
 
+from model.command import HelpFormatter
+from model.command import prog as command_prog
+
 DEFAULT_PORT = 8000
 OSM = {
     "url": "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
@@ -34,7 +37,8 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
     from pipelines.view.maps import DEFAULT_PREDICTIONS, MAX_POINTS
 
     p = argparse.ArgumentParser(
-        prog=prog or "python -m pipelines.view",
+        prog=prog or command_prog("pipelines.view"),
+        formatter_class=HelpFormatter,
         description="Open a prediction (class map, probabilities, imagery, training data) on a web map.",
     )
     p.add_argument(
