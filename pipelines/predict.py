@@ -135,6 +135,11 @@ class PredictOptions(PipelineOptions):
             help="Also write per-class probabilities: uint8 (p x 254, nodata 255) or float32 (nodata NaN).",
         )
         group.add_argument(
+            "--tta",
+            action="store_true",
+            help="Average each tile's prediction over its 8 flips/rotations (8x the model's cost).",
+        )
+        group.add_argument(
             "--mosaic",
             action="store_true",
             help="Write one COG for the whole region (classes.tif) instead of per-tile COGs + VRT.",
@@ -173,6 +178,7 @@ class PredictJob:
     mosaic: bool
     batch_size: int
     retry: RetryConfig
+    tta: bool = False
 
     @property
     def bands(self) -> tuple[str, ...]:
@@ -245,6 +251,7 @@ def validate(opts: PredictOptions) -> PredictJob:
         mosaic=opts.mosaic,
         batch_size=opts.batch_size,
         retry=RetryConfig(attempts=opts.max_attempts),
+        tta=opts.tta,
     )
 
 
@@ -499,7 +506,7 @@ def build_pipeline(pipeline: beam.Pipeline, job: PredictJob) -> None:
     fetched = tiles | "FetchTiles" >> beam.ParDo(FetchTiles(job.source, job.bands, job.retry)).with_outputs(
         ERRORS, main="tiles"
     )
-    handler = KeyedModelHandler(SavedModelHandler(job.model_dir, job.batch_size))
+    handler = KeyedModelHandler(SavedModelHandler(job.model_dir, job.batch_size, tta=job.tta))
     predicted, failed = fetched.tiles | "Predict" >> RunInference(handler).with_exception_handling()
     written = (
         predicted

@@ -90,6 +90,15 @@ BAD = {
     "training_batch_size": INT_BAD,
     "learning_rate": ["-0.1", "fast", "", "1e"],
     "patience": ["-1", "1.5", ""],
+    "selection_fraction": ["1", "1.5", "-0.1", "ten", ""],
+    "schedule": ["linear", "Cosine", ""],
+    "ema": ["1", "0.99x", "-0.5", ""],
+    "loss": ["dice", "CE", ""],
+    "region_loss": ["jaccard", "Dice", ""],
+    "label_smoothing": ["1", "-0.1", "x", ""],
+    "bootstrap": ["1.5", "-0.2", ""],
+    "spectral_indices": ["evi", "ndvi,", "NDVI", "ndvi ndwi", ""],
+    "band_roles": ["nir", "blue=B2", "nir=B8,", "nir = B8", ""],
     "class_weight_power": NUM_BAD,
     "label_source": ["majority ", "label", ""],
     "max_minutes": NUM_BAD,
@@ -105,6 +114,7 @@ BAD = {
     "batch_size": INT_BAD,
     "probabilities": ["float16", "UINT8", ""],
     "mosaic": BOOL_BAD,
+    "tta": BOOL_BAD,
 }
 
 
