@@ -121,7 +121,8 @@ def markdown(results: dict[str, Any], order: list[str]) -> str:
         "sample std over the seeds listed; Δ is against the baseline's mean over its seeds. CPU seconds "
         "are of training (the machine's 2 cores are shared: wall seconds are noisy). Prediction cost: "
         "the SavedModel on 8 tiles of 256², relative to the baseline's, measured in the run's process.",
-        f"Command: `{results.get('command', 'python -m benchmarks.model_ablation')}`",
+        "Commands (in order; a rerun skips the runs already done): "
+        + "; ".join(f"`{c}`" for c in results.get("commands", [])),
         "",
         "| configuration | seeds | selection mIoU | Δ sel. | validation mIoU | Δ val. | accuracy | "
         "+TTA mIoU | epochs (best) | wall s | CPU s | predict cost |",
@@ -152,6 +153,19 @@ def markdown(results: dict[str, Any], order: list[str]) -> str:
         lines.append(f"- `{name}`: `{json.dumps(table[name]['settings'], sort_keys=True)}`")
     lines.append("")
     return "\n".join(lines)
+
+
+def import_runs(other: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:
+    """Runs of another results file, keyed as ours: an ablation's runs, or model_quality's FCN runs
+    (taken as the baseline's: run them with the baseline settings)."""
+    if "runs" in other:
+        return {key: {**run, "imported_from": source} for key, run in other["runs"].items()}
+    found = {}
+    for run in other["fcn"]["runs"]:
+        run = {**run, "config": "baseline", "settings": settings_of("baseline"), "imported_from": source}
+        run["prediction_seconds_per_megapixel"] = other["fcn"].get("prediction_seconds_per_megapixel")
+        found[_key("baseline", run["seed"])] = run
+    return found
 
 
 def _child(name: str, seed: int, manifest_dir: str) -> dict[str, Any]:
@@ -187,11 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="Runs at once, each in its own process.")
     parser.add_argument("--output", type=Path, default=RESULTS / "model_ablation.json")
     parser.add_argument(
-        "--reuse-baseline",
+        "--import",
+        dest="imports",
         type=Path,
-        default=None,
-        help="A model_quality.json whose FCN runs used the baseline settings: take them as the "
-        "baseline's runs instead of training it again.",
+        action="append",
+        default=[],
+        help="Take runs from another results file instead of training them again: a model_ablation "
+        "JSON (its runs), or a model_quality.json whose FCN used the baseline settings (as baseline).",
     )
     parser.add_argument(
         "--child", nargs=3, metavar=("CONFIG", "SEED", "MANIFEST_DIR"), help=argparse.SUPPRESS
@@ -213,19 +229,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     results = load_results(args.output)
-    results["command"] = "python -m benchmarks.model_ablation " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
+    command = "python -m benchmarks.model_ablation " + " ".join(argv if argv is not None else sys.argv[1:])
+    earlier = results.get("commands") or ([results.pop("command")] if "command" in results else [])
+    results["commands"] = [*earlier, command]
     results["machine"] = f"{os.cpu_count()} CPU cores"
-    if args.reuse_baseline:
-        quality = json.loads(args.reuse_baseline.read_text())
-        for run in quality["fcn"]["runs"]:
-            run = {**run, "config": "baseline", "settings": settings_of("baseline")}
-            run["reused_from"] = str(args.reuse_baseline.name)
-            run["prediction_seconds_per_megapixel"] = quality["fcn"].get("prediction_seconds_per_megapixel")
-            results["runs"].setdefault(_key("baseline", run["seed"]), run)
-        configs = ["baseline", *(c for c in configs if c != "baseline")]
-    order = list(dict.fromkeys(results.get("order", []) + configs))
+    shown: list[str] = []  # imported configurations are shown, not trained
+    for path in args.imports:
+        imported = import_runs(json.loads(path.read_text()), path.name)
+        for key, run in imported.items():
+            results["runs"].setdefault(key, run)
+        shown += [run["config"] for run in imported.values()]
+    order = list(dict.fromkeys(results.get("order", []) + shown + configs))
     results["order"] = order
     todo = [(n, s) for s in seeds for n in configs if _key(n, s) not in results["runs"]]
 
