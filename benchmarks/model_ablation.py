@@ -62,6 +62,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "lovasz": {"region_loss": "lovasz"},
     "dice": {"region_loss": "dice"},
     "focal": {"loss": "focal"},
+    # Tuning beyond the listed levers, also decided on the selection carve.
+    "class-weight-1": {"class_weight_power": 1.0},
 }
 
 
