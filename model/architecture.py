@@ -4,7 +4,9 @@ Every factory returns an uncompiled functional Keras model whose input is `(None
 model trained on 128×128 patches predicts on 512×512 tiles (or on whatever tile Earth Engine sends).
 Normalization is the first layer, with the per-band mean and variance of the training data baked in:
 callers feed raw values (TOA reflectance ×10000, metres) and nothing outside the model has to know the
-statistics.
+statistics. Optionally, normalized-difference spectral indices (NDVI, NDWI, MNDWI, NDBI) are computed
+inside the model from the raw values of the bands they need, found by band name
+(`resolve_spectral_indices`), and join the normalized bands; an index whose bands are absent is skipped.
 
 - `unet` (default): a U-Net encoder–decoder; it pads its input to a multiple of 2**depth and crops the
   output back, so any tile size works.
@@ -19,7 +21,7 @@ seams between predicted tiles.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -80,6 +82,116 @@ class CropLike(keras.layers.Layer):
         return (tensor[0], reference[1], reference[2], tensor[3])
 
 
+# Normalized-difference indices (a - b) / (a + b), by the spectral role of a and b.
+SPECTRAL_INDICES: dict[str, tuple[str, str]] = {
+    "ndvi": ("nir", "red"),  # vegetation (Rouse et al. 1974)
+    "ndwi": ("green", "nir"),  # open water (McFeeters 1996)
+    "mndwi": ("green", "swir1"),  # water, built-up suppressed (Xu 2006)
+    "ndbi": ("swir1", "nir"),  # built-up (Zha et al. 2003)
+}
+# Band names that fix a spectral role whatever the sensor: Sentinel-2 names (as Earth Engine and
+# terrabeam's demo scene name them) and plain role names. Landsat names are left out on purpose:
+# "B4" is NIR on Landsat 7 but red on Landsat 8; name the roles of other sensors with `band_roles`.
+BAND_ROLES: dict[str, str] = {
+    "b3": "green",
+    "b4": "red",
+    "b8": "nir",
+    "b11": "swir1",
+    "green": "green",
+    "red": "red",
+    "nir": "nir",
+    "swir1": "swir1",
+}
+ALL_INDICES = "auto"
+
+
+def resolve_spectral_indices(
+    bands: Sequence[str],
+    indices: str | Sequence[str] = ALL_INDICES,
+    band_roles: Mapping[str, str] | None = None,
+) -> dict[str, tuple[int, int]]:
+    """The indices that can be computed from `bands`: name -> (index of band a, index of band b).
+
+    `indices` is "auto" (every index of SPECTRAL_INDICES whose bands are present), "none", or names.
+    `band_roles` maps roles (green, red, nir, swir1) to band names and overrides the name table.
+    An index named explicitly whose bands are absent is an error; with "auto" it is skipped.
+    """
+    auto = indices == ALL_INDICES
+    if isinstance(indices, str):
+        indices = [] if indices == "none" else list(SPECTRAL_INDICES) if auto else indices.split(",")
+    unknown = [name for name in indices if name not in SPECTRAL_INDICES]
+    if unknown:
+        raise ValueError(f"Unknown spectral index {unknown}; choose from {sorted(SPECTRAL_INDICES)}.")
+    position: dict[str, int] = {}
+    for i, band in enumerate(bands):
+        role = BAND_ROLES.get(band.lower())
+        if role and role not in position:
+            position[role] = i
+    for role, band in (band_roles or {}).items():
+        if role not in {r for pair in SPECTRAL_INDICES.values() for r in pair}:
+            raise ValueError(f"Unknown band role {role!r}; roles are green, red, nir, swir1.")
+        if band not in bands:
+            raise ValueError(f"Band {band!r} (given for {role}) is not one of the bands {list(bands)}.")
+        position[role] = list(bands).index(band)
+    found: dict[str, tuple[int, int]] = {}
+    for name in indices:
+        a, b = SPECTRAL_INDICES[name]
+        if a in position and b in position:
+            found[name] = (position[a], position[b])
+        elif not auto:
+            missing = [r for r in (a, b) if r not in position]
+            raise ValueError(
+                f"{name} needs the {' and '.join(missing)} band(s), which none of {list(bands)} is; "
+                "name them with band roles (e.g. nir=SR_B5) or leave the index out."
+            )
+    return found
+
+
+@keras.saving.register_keras_serializable(package="terrabeam")
+class SpectralIndices(keras.layers.Layer):
+    """Normalized differences (a - b) / (a + b) of raw band values, one output channel per index.
+
+    Values lie in [-1, 1] for non-negative inputs (reflectances), so they need no normalization; a
+    pixel with a + b = 0 (a masked pixel: every band 0) gets 0, and the result is clipped to [-1, 1].
+    """
+
+    def __init__(self, indices: Mapping[str, Sequence[int]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not indices:
+            raise ValueError("SpectralIndices needs at least one index.")
+        self.indices = {str(name): [int(a), int(b)] for name, (a, b) in indices.items()}
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        pairs = list(self.indices.values())
+        a = tf.gather(inputs, [p[0] for p in pairs], axis=-1)
+        b = tf.gather(inputs, [p[1] for p in pairs], axis=-1)
+        total = a + b
+        nonzero = tf.abs(total) > 1e-6
+        ratio = (a - b) / tf.where(nonzero, total, tf.ones_like(total))
+        return tf.clip_by_value(tf.where(nonzero, ratio, tf.zeros_like(ratio)), -1.0, 1.0)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return (*input_shape[:-1], len(self.indices))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "indices": self.indices}
+
+
+def _stem(
+    inputs: Any,
+    num_bands: int,
+    mean: Sequence[float] | None,
+    variance: Sequence[float] | None,
+    indices: Mapping[str, Sequence[int]] | None,
+) -> Any:
+    """Normalized bands, with the spectral indices (from the raw values) appended as channels."""
+    x = normalization(num_bands, mean, variance)(inputs)
+    if indices:
+        extra = SpectralIndices(indices, name="spectral_indices")(inputs)
+        x = keras.layers.Concatenate(name="bands_and_indices")([x, extra])
+    return x
+
+
 def normalization(num_bands: int, mean: Sequence[float] | None, variance: Sequence[float] | None):
     """A Normalization layer holding the training statistics (identity until they are known)."""
     if (mean is None) != (variance is None):
@@ -108,6 +220,7 @@ def build_unet(
     *,
     mean: Sequence[float] | None = None,
     variance: Sequence[float] | None = None,
+    indices: Mapping[str, Sequence[int]] | None = None,
     filters: int = 32,
     depth: int = 2,
     dropout: float = 0.1,
@@ -120,7 +233,7 @@ def build_unet(
     if depth < 1:
         raise ValueError(f"depth must be at least 1, got {depth}.")
     inputs = keras.Input((None, None, num_bands), name=INPUT_NAME)
-    x = normalization(num_bands, mean, variance)(inputs)
+    x = _stem(inputs, num_bands, mean, variance, indices)
     x = PadToMultiple(2**depth, name="pad")(x)
     skips = []
     for level in range(depth):
@@ -146,12 +259,13 @@ def build_minimal(
     *,
     mean: Sequence[float] | None = None,
     variance: Sequence[float] | None = None,
+    indices: Mapping[str, Sequence[int]] | None = None,
     filters: int = 32,
     kernel_size: int = 5,
 ) -> keras.Model:
     """The talk's model: normalize → conv (valid) → transposed conv (restores the size) → softmax."""
     inputs = keras.Input((None, None, num_bands), name=INPUT_NAME)
-    x = normalization(num_bands, mean, variance)(inputs)
+    x = _stem(inputs, num_bands, mean, variance, indices)
     x = keras.layers.Conv2D(filters, kernel_size, activation="relu", name="conv")(x)
     x = keras.layers.Conv2DTranspose(filters // 2, kernel_size, activation="relu", name="deconv")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=OUTPUT_NAME)(x)
@@ -164,6 +278,7 @@ def build_classifier(
     *,
     mean: Sequence[float] | None = None,
     variance: Sequence[float] | None = None,
+    indices: Mapping[str, Sequence[int]] | None = None,
     filters: int = 32,
     depth: int = 3,
     dropout: float = 0.2,
@@ -174,7 +289,7 @@ def build_classifier(
     SavedModel signature and Earth Engine wrapper serve both modes.
     """
     inputs = keras.Input((None, None, num_bands), name=INPUT_NAME)
-    x = normalization(num_bands, mean, variance)(inputs)
+    x = _stem(inputs, num_bands, mean, variance, indices)
     for level in range(depth):
         x = _conv_block(x, filters * 2**level, name=f"down{level}")
         if level < depth - 1:

@@ -1,7 +1,7 @@
 """The tf.data input pipeline: TFRecord patches -> (inputs, labels, weights) batches for Keras.
 
-    read_patches: files -> interleave(TFRecordDataset) -> batch -> parse_example (vectorised)
-                  -> drop masked patches -> unbatch -> cache
+    read_patches: files -> interleave(TFRecordDataset) -> [keep one side of the selection carve]
+                  -> batch -> parse_example (vectorised) -> drop masked patches -> unbatch -> cache
     make_batches: -> shuffle -> batch -> class weights -> random flips/rotations -> prefetch
 
 Records follow the shared schema (`transforms.schema.PatchSchema`), which is also Earth Engine's own
@@ -42,6 +42,15 @@ MAX_INTERLEAVE = 16
 
 LABEL_MAJORITY = "majority"
 LABEL_FEATURE = "feature"
+
+# The selection carve: a record goes to the selection subset when the fingerprint of its serialized
+# bytes falls in the first `fraction` of this many buckets. Content-based, so the same records land on
+# the same side on every run, runner and shard layout, with no id feature needed (Earth Engine exports
+# have none).
+SELECTION_BUCKETS = 10_000
+FIT = "fit"
+SELECTION = "selection"
+SUBSETS = (FIT, SELECTION)
 
 
 def list_records(pattern: str | Sequence[str]) -> list[str]:
@@ -215,6 +224,12 @@ def with_weights(
     return inputs, labels, weights
 
 
+def in_selection(serialized: tf.Tensor, fraction: float) -> tf.Tensor:
+    """True for the records of the selection subset (about `fraction` of them), by content hash."""
+    threshold = int(round(fraction * SELECTION_BUCKETS))
+    return tf.strings.to_hash_bucket_fast(serialized, SELECTION_BUCKETS) < threshold
+
+
 def read_patches(
     files: Sequence[str],
     reader: PatchReader,
@@ -223,12 +238,20 @@ def read_patches(
     shuffle_files: bool = False,
     seed: int | None = None,
     compression: str = "",
+    subset: str | None = None,
+    selection_fraction: float = 0.0,
 ) -> tf.data.Dataset:
     """The usable patches of `files` as `(inputs, labels)` elements (unbatched), cached.
 
     `cache` is True (memory), a file prefix (disk, for data larger than memory) or False. Datasets
     derived from the result share its cache, so a statistics pass fills it for training.
+    `subset` FIT or SELECTION keeps one side of the selection carve (`in_selection` with
+    `selection_fraction`): the records to fit on, or those held out to select the model with.
     """
+    if subset is not None and subset not in SUBSETS:
+        raise ValueError(f"subset must be one of {list(SUBSETS)} or None, got {subset!r}.")
+    if subset is not None and not 0.0 < selection_fraction < 1.0:
+        raise ValueError(f"selection_fraction must lie strictly between 0 and 1, got {selection_fraction}.")
     files = list(files)
     if not files:
         raise IncompatibleDataError("No record files to read; the split lists no files.")
@@ -242,6 +265,9 @@ def read_patches(
         # Parallel, but in a fixed order so that a seeded run is reproducible.
         deterministic=True,
     )
+    if subset is not None:
+        wanted = subset == SELECTION
+        ds = ds.filter(lambda s: tf.equal(in_selection(s, selection_fraction), wanted))
     ds = ds.batch(PARSE_BATCH).map(reader.parse, num_parallel_calls=AUTOTUNE)
     ds = ds.map(_drop_unusable, num_parallel_calls=AUTOTUNE).unbatch()
     if cache:

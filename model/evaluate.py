@@ -2,6 +2,7 @@
 
     python -m model.evaluate --model out/demo/model --data out/demo/data [--split validation]
 
+`--tta` averages each prediction over the 8 flips/rotations of the input (transforms/tta.py).
 Counts every usable pixel (label not NODATA, not masked) of the split; in classification mode every
 usable patch. IoU of class c = TP / (TP + FP + FN); the mean IoU averages the classes that occur in
 the labels or the predictions (a class absent from both has no IoU, reported as null).
@@ -32,15 +33,25 @@ from model.errors import ModelError
 from model.export import load_keras_model, load_model_metadata, write_json
 from transforms.label_scheme import LabelScheme
 from transforms.schema import LABEL_NODATA
+from transforms.tta import predict_with_tta
 
 
-def confusion_matrix(model: keras.Model, batches: tf.data.Dataset, num_classes: int) -> np.ndarray:
-    """(num_classes, num_classes) counts, rows = label, columns = prediction, over usable pixels."""
+def confusion_matrix(
+    model: keras.Model, batches: tf.data.Dataset, num_classes: int, *, tta: bool = False
+) -> np.ndarray:
+    """(num_classes, num_classes) counts, rows = label, columns = prediction, over usable pixels.
+
+    With `tta`, each prediction is the mean over the 8 flips/rotations of the input (transforms.tta).
+    """
     matrix = np.zeros((num_classes, num_classes), np.int64)
-    predict = tf.function(lambda x: tf.argmax(model(x, training=False), axis=-1, output_type=tf.int32))
+    probabilities = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     for element in batches:
         inputs, labels = element[0], element[1]
-        predicted = predict(inputs).numpy()
+        if tta:
+            averaged = predict_with_tta(lambda x: probabilities(tf.constant(x)).numpy(), inputs.numpy())
+            predicted = np.argmax(averaged, axis=-1)
+        else:
+            predicted = tf.argmax(probabilities(inputs), axis=-1, output_type=tf.int32).numpy()
         labels = labels.numpy()
         usable = (labels != LABEL_NODATA) & (labels >= 0) & (labels < num_classes)
         matrix += np.bincount(
@@ -119,8 +130,13 @@ def plot_confusion_matrix(matrix: np.ndarray, scheme: LabelScheme, path: str, ti
         image.save(f, format="PNG")
 
 
-def evaluate_model_dir(model_dir: str, data: str, split: str = "validation", batch_size: int = 16) -> dict:
-    """Evaluate a trained model folder on a split of an extraction (bands and classes must match)."""
+def evaluate_model_dir(
+    model_dir: str, data: str, split: str = "validation", batch_size: int = 16, *, tta: bool = False
+) -> dict:
+    """Evaluate a trained model folder on a split of an extraction (bands and classes must match).
+
+    `tta` averages each prediction over the 8 flips/rotations of the input (8 model calls per batch).
+    """
     info = load_model_metadata(model_dir)
     manifest = load_data_manifest(data)
     schema = check_data_matches_model(info, manifest)
@@ -133,7 +149,8 @@ def evaluate_model_dir(model_dir: str, data: str, split: str = "validation", bat
     reader = PatchReader(schema, len(info["classes"]), mode=info["mode"])
     patches = read_patches(files, reader, compression=manifest_compression(manifest))
     batches = make_batches(patches, batch_size=batch_size)
-    return summarize(confusion_matrix(model, batches, len(info["classes"])), info["classes"])
+    matrix = confusion_matrix(model, batches, len(info["classes"]), tta=tta)
+    return {**summarize(matrix, info["classes"]), "split": split, "tta": tta}
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -152,13 +169,18 @@ def run(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="Folder with manifest.json (local or gs://).")
     parser.add_argument("--split", default="validation", help="Split of the manifest to evaluate on.")
     parser.add_argument("--output", default=None, help="Write the metrics JSON here (default: stdout only).")
+    parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="Average each prediction over the 8 flips/rotations of the input (8x the model calls).",
+    )
     add_verbose_flag(parser)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0), or a bad option that argparse reported (2)
         return e.code if isinstance(e.code, int) else 2
     try:
-        metrics = evaluate_model_dir(args.model, args.data, args.split)
+        metrics = evaluate_model_dir(args.model, args.data, args.split, tta=args.tta)
     except ModelError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

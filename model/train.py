@@ -4,9 +4,15 @@
     python -m model.train --data gs://bucket/data --output gs://bucket/model --epochs 30 --batch-size 32
     python -m model.train --mode classification --architecture classifier ...
 
-Reads `<data>/manifest.json` (bands, patch size, classes, record files), trains with early stopping on
-the validation loss, keeps the best epoch, evaluates it on the validation split (metrics.json,
-confusion_matrix.png) and exports the model folder described in model/export.py.
+Reads `<data>/manifest.json` (bands, patch size, classes, record files), trains, and exports the model
+folder described in model/export.py.
+
+Model selection (early stopping, the best epoch, the learning-rate plateaus) uses a selection set that
+is not the scored split: the manifest's `selection` split when it has one, else `--selection-fraction`
+of the training records, carved by a hash of each record's bytes (the same records on every run). The
+`validation` split is then used once, to score the final model (metrics.json, confusion_matrix.png),
+so its figures are what a user can expect on pixels the model never saw. `--selection-fraction 0`
+selects on the validation split itself, as older versions did; its scores are then optimistic.
 
 Class imbalance: a class-weighted loss. Each labelled pixel's cross-entropy is weighted by
 (median class frequency / its class frequency) ** 0.5 (`--class-weight-power`), counted on the training
@@ -34,13 +40,17 @@ from model.architecture import (
     DEFAULT_ARCHITECTURE,
     MODES,
     SEGMENTATION,
+    SPECTRAL_INDICES,
     build_model,
+    resolve_spectral_indices,
 )
 from model.callbacks import BestEpoch
 from model.command import HelpFormatter, fill, prog, quiet_start
 from model.dataset import (
+    FIT,
     LABEL_FEATURE,
     LABEL_MAJORITY,
+    SELECTION,
     PatchReader,
     check_data_matches_model,
     class_weights_from_counts,
@@ -54,6 +64,7 @@ from model.dataset import (
 from model.errors import IncompatibleDataError, ModelError
 from model.evaluate import confusion_matrix, plot_confusion_matrix, summarize
 from model.export import export_model, join_path, load_keras_model, load_model_metadata, write_json
+from model.losses import REGION_TERMS, SegmentationLoss
 from transforms.label_scheme import scheme_from_metadata
 from transforms.schema import LABEL_NODATA
 
@@ -61,6 +72,9 @@ DEFAULT_DATA = "out/demo/data"
 DEFAULT_OUTPUT = "out/demo/model"
 TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "validation"
+SELECTION_SPLIT = "selection"  # an optional split of the manifest for model selection
+SCHEDULES = ("plateau", "cosine")
+LOSSES = ("crossentropy", "focal")
 CHECKPOINT = "checkpoints/best.weights.h5"
 HISTORY = "history.json"
 METRICS = "metrics.json"
@@ -83,6 +97,15 @@ class TrainConfig:
     batch_size: int = 16
     learning_rate: float = 1e-3
     patience: int = 6
+    selection_fraction: float = 0.1
+    schedule: str = "plateau"
+    ema: float = 0.0
+    loss: str = "crossentropy"
+    region_loss: str = "none"
+    label_smoothing: float = 0.0
+    bootstrap: float = 0.0
+    spectral_indices: str = "none"
+    band_roles: str | None = None
     class_weight_power: float = 0.5
     label_source: str = LABEL_MAJORITY
     max_minutes: float | None = None
@@ -104,6 +127,51 @@ class TrainConfig:
             raise ModelError("--patience and --class-weight-power cannot be negative.")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ModelError(f"--max-minutes must be positive, got {self.max_minutes}.")
+        if not 0.0 <= self.selection_fraction < 1.0:
+            raise ModelError(
+                f"--selection-fraction must be at least 0 and below 1, got {self.selection_fraction}."
+            )
+        if self.schedule not in SCHEDULES:
+            raise ModelError(f"--schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}.")
+        if not 0.0 <= self.ema < 1.0:
+            raise ModelError(f"--ema must be at least 0 (off) and below 1, got {self.ema}.")
+        if self.loss not in LOSSES:
+            raise ModelError(f"--loss must be one of {list(LOSSES)}, got {self.loss!r}.")
+        if self.region_loss not in REGION_TERMS:
+            raise ModelError(f"--region-loss must be one of {list(REGION_TERMS)}, got {self.region_loss!r}.")
+        for name in ("label_smoothing", "bootstrap"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ModelError(f"--{name.replace('_', '-')} must be at least 0 and below 1.")
+        self.roles()
+        self.index_names()
+
+    def roles(self) -> dict[str, str]:
+        """--band-roles `role=band,...` as a dict (empty when not given)."""
+        roles: dict[str, str] = {}
+        for item in (self.band_roles or "").split(","):
+            if not item.strip():
+                continue
+            role, sep, band = item.partition("=")
+            if not sep or not role.strip() or not band.strip():
+                raise ModelError(
+                    f"--band-roles takes role=band pairs such as nir=SR_B5,red=SR_B4; got {item!r}."
+                )
+            roles[role.strip()] = band.strip()
+        return roles
+
+    def index_names(self) -> str | list[str]:
+        """--spectral-indices as resolve_spectral_indices takes it."""
+        value = self.spectral_indices.strip().lower()
+        if value in ("auto", "none"):
+            return value
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        unknown = [n for n in names if n not in SPECTRAL_INDICES]
+        if unknown or not names:
+            raise ModelError(
+                f"--spectral-indices takes auto, none or names from {sorted(SPECTRAL_INDICES)}; got "
+                f"{self.spectral_indices!r}."
+            )
+        return names
 
 
 class TimeLimit(keras.callbacks.Callback):
@@ -125,6 +193,14 @@ class TimeLimit(keras.callbacks.Callback):
         if now - self.start + self.longest > self.seconds:
             self.model.stop_training = True
             log.info("Time budget of %.1f min reached after epoch %d.", self.seconds / 60, epoch + 1)
+
+
+class LogLearningRate(keras.callbacks.Callback):
+    """Adds the learning rate at the end of each epoch to the logs (history.json), whatever the schedule."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
 def _split_files(manifest: dict[str, Any], split: str) -> list[str]:
@@ -152,10 +228,137 @@ def _scan(patches: tf.data.Dataset, num_bands: int, num_classes: int, where: str
         raise IncompatibleDataError(f"A record file of {where} cannot be read: {e.message}") from None
 
 
+@dataclasses.dataclass
+class _Split:
+    """One role of the data in a run: its patches (unbatched), their statistics and where they come from."""
+
+    name: str
+    patches: tf.data.Dataset
+    count: int
+
+
+def _read_split(
+    config: TrainConfig,
+    manifest: dict[str, Any],
+    reader: PatchReader,
+    split: str,
+    subset: str | None = None,
+    *,
+    training: bool = False,
+) -> tuple[tf.data.Dataset, Any]:
+    """A split's usable patches (optionally one side of the selection carve) and their statistics."""
+    files = _split_files(manifest, split)
+    cache: bool | str = {"memory": True, "none": False}.get(config.cache, config.cache)
+    if isinstance(cache, str):
+        cache = f"{cache}-{split}" + (f"-{subset}" if subset else "")
+    patches = read_patches(
+        files,
+        reader,
+        cache=cache,
+        shuffle_files=training,
+        seed=config.seed,
+        compression=manifest_compression(manifest),
+        subset=subset,
+        selection_fraction=config.selection_fraction,
+    )
+    where = f"{config.data!r} ({split}{', ' + subset if subset else ''})"
+    stats = _scan(patches, len(reader.schema.bands), reader.num_classes, where)
+    # Filtering hides the size from tf.data; telling it lets Keras show progress and not warn.
+    return patches.apply(tf.data.experimental.assert_cardinality(stats.patches)), stats
+
+
+def _data_roles(
+    config: TrainConfig, manifest: dict[str, Any], reader: PatchReader
+) -> tuple[_Split, Any, _Split | None, _Split | None]:
+    """(fit, fit statistics, selection, score): which records fit, select and score the model.
+
+    See the module docstring; selection is None when there is nothing to select on but the training
+    loss, score is None when the data has no validation split (the selection split is scored then).
+    """
+    splits = manifest["splits"]
+    has = {name: bool(splits.get(name, {}).get("files")) for name in (SELECTION_SPLIT, VALIDATION_SPLIT)}
+    if not splits.get(TRAIN_SPLIT, {}).get("files"):
+        raise IncompatibleDataError(
+            f"The data at {config.data!r} has no {TRAIN_SPLIT!r} records; re-run the extraction with "
+            "more points or a smaller --validation-fraction."
+        )
+    carve = not has[SELECTION_SPLIT] and config.selection_fraction > 0
+    fit_patches, fit_stats = _read_split(
+        config, manifest, reader, TRAIN_SPLIT, FIT if carve else None, training=True
+    )
+    if not fit_stats.patches:
+        raise IncompatibleDataError(
+            f"--selection-fraction {config.selection_fraction} leaves no training patch to fit on; lower it."
+        )
+    fit = _Split(
+        TRAIN_SPLIT + (f" without the {config.selection_fraction:g} selection carve" if carve else ""),
+        fit_patches,
+        fit_stats.patches,
+    )
+    selection = score = None
+    if has[SELECTION_SPLIT]:
+        patches, stats = _read_split(config, manifest, reader, SELECTION_SPLIT)
+        selection = _Split(SELECTION_SPLIT, patches, stats.patches)
+    elif carve:
+        patches, stats = _read_split(config, manifest, reader, TRAIN_SPLIT, SELECTION)
+        if not stats.patches:
+            raise IncompatibleDataError(
+                f"A --selection-fraction of {config.selection_fraction} of the {fit_stats.patches} training "
+                "patches holds no usable patch; raise it, or pass 0 to select on the validation split."
+            )
+        name = f"{config.selection_fraction:g} of {TRAIN_SPLIT} by record hash"
+        selection = _Split(name, patches, stats.patches)
+    if has[VALIDATION_SPLIT]:
+        patches, stats = _read_split(config, manifest, reader, VALIDATION_SPLIT)
+        score = _Split(VALIDATION_SPLIT, patches, stats.patches)
+        if selection is None:
+            log.warning(
+                "Model selection uses the %s split, which is also scored: its metrics are optimistic. "
+                "Keep --selection-fraction above 0 for an honest score.",
+                VALIDATION_SPLIT,
+            )
+            selection = score
+    if selection is None:
+        log.warning("No selection or validation split: early stopping and metrics use the training data.")
+    return fit, fit_stats, selection, score
+
+
+def _learning_rate(
+    config: TrainConfig, steps_per_epoch: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The plateau schedule's starting rate, or a warm-up + cosine decay over all `--epochs` steps."""
+    if config.schedule != "cosine":
+        return config.learning_rate
+    total = config.epochs * steps_per_epoch
+    warmup = min(steps_per_epoch, total // 10)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate / 10 if warmup else config.learning_rate,
+        decay_steps=max(1, total - warmup),
+        alpha=0.01,
+        warmup_target=config.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+
+
+def describe_loss(config: TrainConfig) -> str:
+    """The loss in words, for model.json."""
+    parts = ["class-weighted" if config.class_weight_power else "unweighted"]
+    parts.append("focal loss" if config.loss == "focal" else "cross-entropy")
+    if config.label_smoothing:
+        parts.append(f"with label smoothing {config.label_smoothing:g}")
+    if config.bootstrap:
+        parts.append(f"with soft bootstrapping {config.bootstrap:g}")
+    text = " ".join(parts)
+    if config.region_loss != "none":
+        text += {"dice": " + soft Dice", "lovasz": " + Lovász-softmax"}[config.region_loss]
+    return text
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run training as configured; returns the model.json metadata (with the validation metrics)."""
     config.validate()
     started = time.monotonic()
+    cpu_started = time.process_time()
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -179,32 +382,19 @@ def train(config: TrainConfig) -> dict[str, Any]:
     label_source = config.label_source if mode == CLASSIFICATION else LABEL_MAJORITY
     reader = PatchReader(schema, len(classes), mode, label_source)
 
-    train_files = _split_files(manifest, TRAIN_SPLIT)
-    if not train_files:
-        raise IncompatibleDataError(
-            f"The data at {config.data!r} has no {TRAIN_SPLIT!r} records; re-run the extraction with "
-            "more points or a smaller --validation-fraction."
-        )
-    val_files = _split_files(manifest, VALIDATION_SPLIT)
-    compression = manifest_compression(manifest)
-    cache: bool | str = {"memory": True, "none": False}.get(config.cache, config.cache)
-    train_patches = read_patches(
-        train_files, reader, cache=cache, shuffle_files=True, seed=config.seed, compression=compression
-    )
-    stats = _scan(train_patches, len(schema.bands), len(classes), f"{config.data!r} ({TRAIN_SPLIT})")
-    # Filtering hides the size from tf.data; telling it lets Keras show progress and not warn.
-    train_patches = train_patches.apply(tf.data.experimental.assert_cardinality(stats.patches))
+    fit, stats, selection, score = _data_roles(config, manifest, reader)
     weights = class_weights_from_counts(stats.class_counts, config.class_weight_power)
     log.info(
-        "Training on %d patches of %s (%d bands, %d classes); class weights %s",
+        "Training on %d patches of %s (%d bands, %d classes); selecting on %s; class weights %s",
         stats.patches,
         config.data,
         len(schema.bands),
         len(classes),
+        f"{selection.count} patches ({selection.name})" if selection else "the training loss",
         dict(zip(classes, weights)),
     )
     train_batches = make_batches(
-        train_patches,
+        fit.patches,
         batch_size=config.batch_size,
         class_weights=weights,
         shuffle=True,
@@ -212,26 +402,26 @@ def train(config: TrainConfig) -> dict[str, Any]:
         shuffle_buffer=max(1, min(stats.patches, 4096)),
         seed=config.seed,
     )
-    val_batches = None
-    if val_files:
-        val_cache = cache if cache is True or not cache else f"{cache}-validation"
-        val_patches = read_patches(val_files, reader, cache=val_cache, compression=compression)
-        val_stats = _scan(
-            val_patches, len(schema.bands), len(classes), f"{config.data!r} ({VALIDATION_SPLIT})"
+    selection_batches = None
+    if selection is not None:
+        selection_batches = make_batches(
+            selection.patches, batch_size=config.batch_size, class_weights=weights
         )
-        val_patches = val_patches.apply(tf.data.experimental.assert_cardinality(val_stats.patches))
-        val_batches = make_batches(val_patches, batch_size=config.batch_size, class_weights=weights)
-    else:
-        log.warning("No validation split: early stopping and metrics use the training data.")
 
     architecture = config.architecture or DEFAULT_ARCHITECTURE[mode]
+    indices: dict[str, tuple[int, int]] = {}
     if base_model is not None:
         model = base_model
+        index_layer = next((layer for layer in model.layers if layer.name == "spectral_indices"), None)
+        indices = {k: tuple(v) for k, v in index_layer.indices.items()} if index_layer is not None else {}
     else:
         options: dict[str, Any] = {"filters": config.filters}
         if config.depth is not None:
             options["depth"] = config.depth
         try:
+            indices = resolve_spectral_indices(schema.bands, config.index_names(), config.roles())
+            if indices:
+                options["indices"] = indices
             model = build_model(
                 architecture,
                 len(schema.bands),
@@ -242,9 +432,20 @@ def train(config: TrainConfig) -> dict[str, Any]:
             )
         except (ValueError, TypeError) as e:
             raise ModelError(f"Cannot build {architecture!r}: {e}") from None
+    steps_per_epoch = max(1, -(-stats.patches // config.batch_size))
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(ignore_class=LABEL_NODATA),
+        optimizer=keras.optimizers.Adam(
+            _learning_rate(config, steps_per_epoch),
+            use_ema=bool(config.ema),
+            ema_momentum=config.ema or 0.99,
+        ),
+        loss=SegmentationLoss(
+            len(classes),
+            label_smoothing=config.label_smoothing,
+            bootstrap=config.bootstrap,
+            focal_gamma=2.0 if config.loss == "focal" else 0.0,
+            region=config.region_loss,
+        ),
         metrics=[
             keras.metrics.MeanIoU(
                 len(classes), sparse_y_pred=False, ignore_class=LABEL_NODATA, name="mean_iou"
@@ -254,20 +455,29 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     tf.io.gfile.makedirs(join_path(config.output, "checkpoints"))
     checkpoint = join_path(config.output, CHECKPOINT)
-    monitor = "val_loss" if val_batches is not None else "loss"
-    callbacks: list[keras.callbacks.Callback] = [
+    monitor = "val_loss" if selection_batches is not None else "loss"
+    callbacks: list[keras.callbacks.Callback] = [LogLearningRate()]
+    if config.ema:
+        # The averaged weights are the ones validated and checkpointed (so the best epoch is theirs).
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    callbacks.append(
         keras.callbacks.ModelCheckpoint(
             checkpoint, monitor=monitor, save_best_only=True, save_weights_only=True
-        ),
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience),
-        keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=max(1, config.patience // 2)),
-        BestEpoch(monitor, config.epochs),
-    ]
+        )
+    )
+    if config.schedule == "plateau":
+        callbacks += [
+            keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience),
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor, factor=0.5, patience=max(1, config.patience // 2)
+            ),
+        ]
+    callbacks.append(BestEpoch(monitor, config.epochs))
     if config.max_minutes:
         callbacks.append(TimeLimit(config.max_minutes - (time.monotonic() - started) / 60))
     history = model.fit(
         train_batches,
-        validation_data=val_batches,
+        validation_data=selection_batches,
         epochs=config.epochs,
         callbacks=callbacks,
         shuffle=False,  # the dataset shuffles itself
@@ -277,12 +487,24 @@ def train(config: TrainConfig) -> dict[str, Any]:
     best_epoch = min(range(len(losses)), key=losses.__getitem__)
     if tf.io.gfile.exists(checkpoint):
         model.load_weights(checkpoint)
+    fit_seconds = time.monotonic() - started
+    fit_cpu_seconds = time.process_time() - cpu_started
 
-    eval_batches = (
-        val_batches if val_batches is not None else make_batches(train_patches, batch_size=config.batch_size)
+    scored = score or selection or _Split(TRAIN_SPLIT, fit.patches, fit.count)
+    metrics = summarize(
+        confusion_matrix(model, make_batches(scored.patches, batch_size=64), len(classes)), classes
     )
-    metrics = summarize(confusion_matrix(model, eval_batches, len(classes)), classes)
-    metrics["split"] = VALIDATION_SPLIT if val_batches is not None else TRAIN_SPLIT
+    metrics["split"] = scored.name
+    if selection is not None and selection is not scored:
+        chosen = summarize(
+            confusion_matrix(model, make_batches(selection.patches, batch_size=64), len(classes)), classes
+        )
+        metrics["selection"] = {
+            k: chosen[k]
+            for k in ("split", "pixels", "overall_accuracy", "mean_iou", "per_class_iou")
+            if k in chosen
+        }
+        metrics["selection"]["split"] = selection.name
     write_json(join_path(config.output, METRICS), metrics)
     plot_confusion_matrix(
         metrics["confusion_matrix"],
@@ -303,6 +525,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "crs": manifest.get("crs") or "",
         "scale": float(manifest.get("scale") or 0.0),
         "architecture": model.name,
+        "spectral_indices": {name: [schema.bands[a], schema.bands[b]] for name, (a, b) in indices.items()},
         "metrics": {
             "split": metrics["split"],
             "overall_accuracy": metrics["overall_accuracy"],
@@ -313,20 +536,27 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "training": {
             "data": config.data,
             "patches": stats.patches,
+            "selection": {"split": selection.name, "patches": selection.count} if selection else None,
             "epochs_run": len(losses),
             "best_epoch": best_epoch + 1,
             "batch_size": config.batch_size,
             "learning_rate": config.learning_rate,
+            "schedule": config.schedule,
+            "ema": config.ema,
             "class_weights": dict(zip(classes, weights)),
-            "loss": "class-weighted sparse categorical cross-entropy",
+            "loss": describe_loss(config),
             "seed": config.seed,
-            "seconds": round(time.monotonic() - started, 1),
+            "seconds": round(fit_seconds, 1),
+            "cpu_seconds": round(fit_cpu_seconds, 1),
         },
     }
+    if "selection" in metrics:
+        metadata["metrics"]["selection_mean_iou"] = metrics["selection"]["mean_iou"]
     export_model(model, config.output, metadata)
     log.info(
-        "Wrote %s: validation accuracy %s, mean IoU %s (best epoch %d of %d).",
+        "Wrote %s: %s accuracy %s, mean IoU %s (best epoch %d of %d).",
         config.output,
+        metrics["split"],
         metrics["overall_accuracy"],
         metrics["mean_iou"],
         best_epoch + 1,
@@ -375,6 +605,64 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     )
     group.add_argument(
         "--patience", type=int, default=defaults.patience, help="Epochs without a better val loss."
+    )
+    group.add_argument(
+        "--selection-fraction",
+        type=float,
+        default=defaults.selection_fraction,
+        help="Share of the training records (by record hash) held out to select the model (early "
+        "stopping, best epoch) when the data has no 'selection' split; 0 selects on the validation "
+        "split, whose scores are then optimistic.",
+    )
+    group.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default=defaults.schedule,
+        help="Learning rate: halve on plateaus with early stopping, or warm up and decay along a cosine "
+        "over all --epochs (no early stopping).",
+    )
+    group.add_argument(
+        "--ema",
+        type=float,
+        default=defaults.ema,
+        help="Keep an exponential moving average of the weights with this momentum (e.g. 0.99) and "
+        "validate, select and export it; 0 turns it off.",
+    )
+    group.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default=defaults.loss,
+        help="Per-pixel loss: cross-entropy or focal (gamma 2).",
+    )
+    group.add_argument(
+        "--region-loss",
+        choices=REGION_TERMS,
+        default=defaults.region_loss,
+        help="Add a loss over each batch that targets overlap directly: soft Dice or Lovász-softmax.",
+    )
+    group.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=defaults.label_smoothing,
+        help="Target (1 - e) one-hot + e / classes, for labels known to be noisy.",
+    )
+    group.add_argument(
+        "--bootstrap",
+        type=float,
+        default=defaults.bootstrap,
+        help="Soft bootstrapping: target (1 - b) label + b prediction, for labels known to be noisy.",
+    )
+    group.add_argument(
+        "--spectral-indices",
+        default=defaults.spectral_indices,
+        help=f"Indices computed inside the model from raw bands: auto (all the bands allow), none, or "
+        f"names from {','.join(SPECTRAL_INDICES)}.",
+    )
+    group.add_argument(
+        "--band-roles",
+        default=None,
+        help="Which bands are green, red, nir, swir1 when their names do not say (Sentinel-2 names and "
+        "the role names are known), e.g. nir=SR_B5,red=SR_B4,green=SR_B3,swir1=SR_B6.",
     )
     group.add_argument(
         "--class-weight-power",

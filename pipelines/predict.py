@@ -198,6 +198,11 @@ class PredictOptions(PipelineOptions):
             default=5,
             help="Tries per tile read before it is dead-lettered.",
         )
+        group.add_argument(
+            "--tta",
+            action="store_true",
+            help="Average each tile's prediction over its 8 flips/rotations (8x the model's cost).",
+        )
         group = SharedArgumentGroup(parser, "output")
         group.add_argument(
             "--probabilities",
@@ -256,6 +261,7 @@ class PredictJob:
     record: dict[str, Any] | None = None  # what identifies this prediction (written to PLAN_NAME)
     reuse: frozenset[str] = frozenset()  # --resume: ids of tiles with files from the earlier run
     ee_asset: AssetRequest | None = None  # register the mosaic as an Earth Engine asset
+    tta: bool = False
 
     @property
     def bands(self) -> tuple[str, ...]:
@@ -331,6 +337,7 @@ def validate(opts: PredictOptions) -> PredictJob:
         region=region,
         source=source_info,
         output=output,
+        tta=opts.tta,
     )
     reuse: frozenset[str] = frozenset()
     if opts.resume:
@@ -352,6 +359,7 @@ def validate(opts: PredictOptions) -> PredictJob:
         record=record,
         reuse=reuse,
         ee_asset=ee_asset,
+        tta=opts.tta,
     )
 
 
@@ -660,7 +668,7 @@ def build_pipeline(pipeline: beam.Pipeline, job: PredictJob, fail_in_pipeline: b
     fetched = tiles | "FetchTiles" >> beam.ParDo(FetchTiles(job.source, job.bands, job.retry)).with_outputs(
         ERRORS, main="tiles"
     )
-    handler = KeyedModelHandler(SavedModelHandler(job.model_dir, job.batch_size))
+    handler = KeyedModelHandler(SavedModelHandler(job.model_dir, job.batch_size, tta=job.tta))
     predicted, failed = fetched.tiles | "Predict" >> RunInference(handler).with_exception_handling()
     written = (
         predicted

@@ -109,6 +109,51 @@ class TrainOptions(PipelineOptions):
             "--patience", type=int, default=6, help="Epochs without a better validation loss before stopping."
         )
         group.add_argument(
+            "--selection-fraction",
+            dest="selection_fraction",
+            type=float,
+            default=0.1,
+            help="Share of the training records (by record hash) held out to select the model when the "
+            "data has no 'selection' split; 0 selects on the validation split (optimistic scores).",
+        )
+        group.add_argument(
+            "--schedule",
+            choices=("plateau", "cosine"),
+            default="plateau",
+            help="Learning rate: halve on plateaus with early stopping, or a cosine over all epochs.",
+        )
+        group.add_argument(
+            "--ema", type=float, default=0.0, help="Momentum of a moving average of the weights (0: off)."
+        )
+        group.add_argument(
+            "--loss", choices=("crossentropy", "focal"), default="crossentropy", help="Per-pixel loss."
+        )
+        group.add_argument(
+            "--region-loss",
+            dest="region_loss",
+            choices=("none", "dice", "lovasz"),
+            default="none",
+            help="Loss over each batch added to the per-pixel one: soft Dice or Lovász-softmax.",
+        )
+        group.add_argument(
+            "--label-smoothing", dest="label_smoothing", type=float, default=0.0, help="Label smoothing."
+        )
+        group.add_argument(
+            "--bootstrap", type=float, default=0.0, help="Soft bootstrapping weight of the prediction."
+        )
+        group.add_argument(
+            "--spectral-indices",
+            dest="spectral_indices",
+            default="none",
+            help="Indices computed inside the model: auto, none, or names from ndvi,ndwi,mndwi,ndbi.",
+        )
+        group.add_argument(
+            "--band-roles",
+            dest="band_roles",
+            default=None,
+            help="role=band pairs naming green, red, nir, swir1 bands, e.g. nir=SR_B5,red=SR_B4.",
+        )
+        group.add_argument(
             "--class-weight-power",
             dest="class_weight_power",
             type=float,

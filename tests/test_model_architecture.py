@@ -9,9 +9,11 @@ import pytest
 from model.architecture import (
     CLASSIFICATION,
     SEGMENTATION,
+    SpectralIndices,
     build_model,
     mode_of,
     receptive_field,
+    resolve_spectral_indices,
 )
 
 
@@ -80,3 +82,53 @@ def test_bad_arguments_are_explained():
         build_model("resnet", 3, 4)
     with pytest.raises(ValueError, match="2 means and 2 variances for 3 bands"):
         build_model("unet", 3, 4, mean=[0.0, 0.0], variance=[1.0, 1.0])
+
+
+S2 = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12"]
+
+
+def test_spectral_indices_are_found_by_band_name_and_skipped_without_their_bands():
+    assert resolve_spectral_indices(S2) == {"ndvi": (7, 3), "ndwi": (2, 7), "mndwi": (2, 11), "ndbi": (11, 7)}
+    # The demo scene's bands (with elevation), in another order: indices follow the names.
+    demo = ["elevation", "B8", "B4", "B11", "B3", "B2"]
+    assert resolve_spectral_indices(demo, ["ndvi", "ndbi"]) == {"ndvi": (1, 2), "ndbi": (3, 1)}
+    # No SWIR: MNDWI and NDBI are left out under "auto", refused when asked for by name.
+    assert set(resolve_spectral_indices(["red", "nir", "green"])) == {"ndvi", "ndwi"}
+    with pytest.raises(ValueError, match="ndbi needs the swir1 band"):
+        resolve_spectral_indices(["red", "nir"], ["ndbi"])
+    assert resolve_spectral_indices(["b1", "b2"]) == {}
+    assert resolve_spectral_indices(S2, "none") == {}
+    # Landsat 8 names say nothing by themselves; roles name them.
+    landsat = ["SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6"]
+    assert resolve_spectral_indices(landsat) == {}
+    roles = {"green": "SR_B3", "red": "SR_B4", "nir": "SR_B5", "swir1": "SR_B6"}
+    assert resolve_spectral_indices(landsat, "auto", roles)["ndvi"] == (3, 2)
+    with pytest.raises(ValueError, match="not one of the bands"):
+        resolve_spectral_indices(landsat, "auto", {"nir": "B8"})
+    with pytest.raises(ValueError, match="Unknown spectral index"):
+        resolve_spectral_indices(S2, ["evi"])
+
+
+def test_spectral_index_layer_computes_normalized_differences_and_zero_for_masked_pixels():
+    pixels = np.array([[[[1000.0, 3000.0], [0.0, 0.0], [500.0, 0.0]]]], np.float32)  # (1, 1, 3, 2)
+    out = SpectralIndices({"ndvi": (1, 0), "rev": (0, 1)})(pixels).numpy()
+    np.testing.assert_allclose(out[0, 0, 0], [0.5, -0.5])
+    np.testing.assert_allclose(out[0, 0, 1], [0.0, 0.0])  # masked: every band 0
+    np.testing.assert_allclose(out[0, 0, 2], [-1.0, 1.0])
+
+
+def test_models_with_spectral_indices_take_raw_bands_and_survive_saving(tmp_path):
+    bands = ["B3", "B4", "B8", "B11"]
+    indices = resolve_spectral_indices(bands)
+    model = build_model("unet", 4, 3, filters=4, indices=indices)
+    assert model.input_shape == (None, None, None, 4)
+    assert model.get_layer("bands_and_indices").output.shape[-1] == 4 + 4
+    assert receptive_field(model) == 44  # per-pixel indices add no context
+    x = np.random.default_rng(0).uniform(100, 4000, (2, 16, 16, 4)).astype(np.float32)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.get_layer("spectral_indices").indices == {k: list(v) for k, v in indices.items()}
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    for architecture in ("minimal", "classifier"):
+        assert build_model(architecture, 4, 3, filters=4, indices=indices).get_layer("spectral_indices")

@@ -10,6 +10,8 @@ import pytest
 import tensorflow as tf
 
 from model.dataset import (
+    FIT,
+    SELECTION,
     PatchReader,
     augment,
     check_data_matches_model,
@@ -144,3 +146,28 @@ def test_bands_that_differ_from_the_model_are_explained(extraction):
     info = {"bands": ["b1", "b2", "b3"], "classes": ["a", "b", "c"]}
     with pytest.raises(IncompatibleDataError, match="predicts classes"):
         check_data_matches_model(info, manifest)
+
+
+def _point_values(patches) -> list[float]:
+    """One number per patch that identifies it (the synthetic spectra make patches distinct)."""
+    return sorted(float(x[..., 0].numpy().sum()) for x, _ in patches)
+
+
+def test_selection_carve_splits_the_records_in_two_by_content_the_same_every_time(tmp_path):
+    data = write_synthetic_extraction(tmp_path / "d", train_patches=200, validation_patches=2, shards=3)
+    manifest = read_manifest(data)
+    reader = PatchReader(schema_of(manifest), 3)
+    files = manifest["splits"]["train"]["files"]
+
+    def read(subset, files=files):
+        return _point_values(
+            read_patches(files, reader, compression="GZIP", subset=subset, selection_fraction=0.2)
+        )
+
+    everything, fit, selection = read(None), read(FIT), read(SELECTION)
+    assert sorted(fit + selection) == everything and not set(fit) & set(selection)
+    assert 0.1 < len(selection) / len(everything) < 0.3
+    # The same records whatever the shard order or the run.
+    assert read(SELECTION, list(reversed(files))) == selection
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        read_patches(files, reader, subset=SELECTION, selection_fraction=0.0)

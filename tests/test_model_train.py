@@ -257,3 +257,164 @@ def test_classification_mode_trains_and_exports(data, tmp_path):
     serving = tf.saved_model.load(str(tmp_path / "saved_model")).signatures["serving_default"]
     assert serving(image=tf.constant(_sample(16, 16)))["probabilities"].shape == (2, 1, 1, 3)
     assert json.loads((tmp_path / "metrics.json").read_text())["pixels"] == 15
+
+
+def test_scored_split_is_validation_and_selection_is_carved_from_training(model_dir):
+    info = load_model_metadata(str(model_dir))
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["split"] == "validation" and info["metrics"]["split"] == "validation"
+    selection = info["training"]["selection"]
+    assert selection["split"] == "0.1 of train by record hash" and selection["patches"] >= 1
+    # 48 written, one masked: the carve and the fit set share them out.
+    assert info["training"]["patches"] + selection["patches"] == 47
+    assert metrics["selection"]["split"] == selection["split"]
+    assert 0.0 <= metrics["selection"]["mean_iou"] <= 1.0
+    assert info["training"]["cpu_seconds"] > 0
+
+
+def _with_validation_of(data: str, other: str, folder: Path) -> str:
+    """A copy of `data`'s manifest whose validation split is `other`'s (records elsewhere)."""
+    manifest = json.loads((Path(data) / "manifest.json").read_text())
+    donor = json.loads((Path(other) / "manifest.json").read_text())
+
+    def absolute(root: str, files: list[str]) -> list[str]:
+        return [f if Path(f).is_absolute() else str(Path(root) / f) for f in files]
+
+    manifest["splits"]["train"]["files"] = absolute(data, manifest["splits"]["train"]["files"])
+    manifest["splits"]["validation"] = {
+        **donor["splits"]["validation"],
+        "files": absolute(other, donor["splits"]["validation"]["files"]),
+    }
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return str(folder)
+
+
+def test_the_validation_split_plays_no_part_in_training_or_selection(data, tmp_path):
+    other = write_synthetic_extraction(tmp_path / "other", classes=CLASSES, seed=5)
+    swapped = _with_validation_of(data, other, tmp_path / "swapped")
+    runs = {}
+    for name, source in (("original", data), ("swapped", swapped)):
+        config = train.TrainConfig(
+            data=source, output=str(tmp_path / name), epochs=2, filters=4, batch_size=8,
+            deterministic=True, verbose=0,
+        )  # fmt: skip
+        train.train(config)
+        runs[name] = (
+            json.loads((tmp_path / name / "history.json").read_text()),
+            json.loads((tmp_path / name / "metrics.json").read_text()),
+            load_keras_model(str(tmp_path / name)).get_weights(),
+        )
+    (history_a, metrics_a, weights_a), (history_b, metrics_b, weights_b) = runs.values()
+    assert history_a == history_b  # losses and selection losses, epoch by epoch
+    assert all(np.array_equal(a, b) for a, b in zip(weights_a, weights_b))
+    assert metrics_a["selection"] == metrics_b["selection"]
+    assert metrics_a["confusion_matrix"] != metrics_b["confusion_matrix"]  # scored on other pixels
+
+
+def _roles(data: str, tmp_path: Path, splits: dict[str, str], **settings):
+    """model.train's choice of fit / selection / scored records for a manifest with these splits."""
+    manifest = json.loads((Path(data) / "manifest.json").read_text())
+    files = {k: [str(Path(data) / f) for f in v["files"]] for k, v in manifest["splits"].items()}
+    manifest["splits"] = {new: {"files": files[old]} for new, old in splits.items()}
+    folder = tmp_path / "-".join(splits)
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    config = train.TrainConfig(data=str(folder), **settings)
+    reader = train.PatchReader(train.manifest_schema(manifest), len(CLASSES))
+    fit, _, selection, score = train._data_roles(config, manifest, reader)
+    return [(role.name, role.count) if role else None for role in (fit, selection, score)]
+
+
+def test_what_fits_selects_and_scores_for_each_kind_of_data(data, tmp_path, caplog):
+    # 48 training patches (one masked), 16 validation patches (one masked).
+    carve = "0.1 of train by record hash"
+    fit, selection, score = _roles(data, tmp_path, {"train": "train", "validation": "validation"})
+    assert fit[0] == "train without the 0.1 selection carve" and selection[0] == carve
+    assert fit[1] + selection[1] == 47 and score == ("validation", 15)
+    # A selection split of its own: nothing is carved.
+    roles = _roles(data, tmp_path, {"train": "train", "selection": "validation", "validation": "train"})
+    assert roles == [("train", 47), ("selection", 15), ("validation", 47)]
+    # No validation split: the carve is selected on and scored.
+    fit, selection, score = _roles(data, tmp_path, {"train": "train"})
+    assert selection[0] == carve and score is None
+    # --selection-fraction 0: the old way, selection on the scored split, with a warning.
+    caplog.set_level("WARNING", logger="terrabeam.train")
+    roles = _roles(
+        data,
+        tmp_path,
+        {"train": "train", "validation": "validation", "x": "validation"},
+        selection_fraction=0.0,
+    )
+    assert roles == [("train", 47), ("validation", 15), ("validation", 15)]
+    assert "metrics are optimistic" in caplog.text
+
+
+def test_training_levers_export_predict_and_continue(tmp_path):
+    bands = ("B3", "B4", "B8", "B11")
+    data = write_synthetic_extraction(tmp_path / "d", bands=bands, classes=CLASSES)
+    config = train.TrainConfig(
+        data=data, output=str(tmp_path / "m"), epochs=3, filters=4, batch_size=8, verbose=0,
+        schedule="cosine", ema=0.9, loss="focal", region_loss="lovasz", label_smoothing=0.1,
+        spectral_indices="auto",
+    )  # fmt: skip
+    info = train.train(config)
+    assert info["spectral_indices"] == {
+        "ndvi": ["B8", "B4"], "ndwi": ["B3", "B8"], "mndwi": ["B3", "B11"], "ndbi": ["B11", "B8"]
+    }  # fmt: skip
+    assert info["training"]["loss"] == "class-weighted focal loss with label smoothing 0.1 + Lovász-softmax"
+    assert (info["training"]["schedule"], info["training"]["ema"]) == ("cosine", 0.9)
+    assert info["training"]["epochs_run"] == 3  # no early stopping under the cosine schedule
+    history = json.loads((tmp_path / "m" / "history.json").read_text())
+    assert history["learning_rate"][-1] < history["learning_rate"][0]
+    keras_model = load_keras_model(str(tmp_path / "m"))
+    serving = tf.saved_model.load(str(tmp_path / "m" / "saved_model")).signatures["serving_default"]
+    x = np.random.default_rng(3).uniform(500, 3000, (2, 20, 24, 4)).astype(np.float32)
+    np.testing.assert_allclose(
+        serving(image=tf.constant(x))["probabilities"].numpy(), keras_model.predict(x, verbose=0), atol=1e-5
+    )
+    # The exported weights are the checkpoint of the best epoch (the averaged weights under --ema).
+    best = keras.models.clone_model(keras_model)  # same layers and normalization statistics
+    best.load_weights(tmp_path / "m" / "checkpoints" / "best.weights.h5")
+    np.testing.assert_allclose(best.predict(x, verbose=0), keras_model.predict(x, verbose=0), atol=1e-6)
+    again = train.TrainConfig(
+        data=data,
+        output=str(tmp_path / "m2"),
+        init_model=str(tmp_path / "m"),
+        epochs=1,
+        batch_size=8,
+        verbose=0,
+    )
+    continued = train.train(again)
+    assert continued["spectral_indices"] == info["spectral_indices"]
+    tta = evaluate.evaluate_model_dir(str(tmp_path / "m2"), data, tta=True)
+    plain = evaluate.evaluate_model_dir(str(tmp_path / "m2"), data)
+    assert tta["tta"] and tta["pixels"] == plain["pixels"] == 15 * (16 * 16 - 3)
+    assert tta["confusion_matrix"] != plain["confusion_matrix"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--selection-fraction", "1"], "--selection-fraction must be at least 0 and below 1"),
+        (["--spectral-indices", "evi"], "--spectral-indices takes auto, none or names"),
+        (["--band-roles", "nir"], "--band-roles takes role=band pairs"),
+        (["--ema", "1.5"], "--ema must be at least 0"),
+        (["--spectral-indices", "ndbi"], "ndbi needs the swir1 and nir band"),
+    ],
+)
+def test_bad_training_settings_are_explained(data, tmp_path, flags, message, capsys):
+    argv = [
+        "--data",
+        data,
+        "--output",
+        str(tmp_path / "m"),
+        "--epochs",
+        "1",
+        "--filters",
+        "4",
+        "--verbose",
+        "0",
+    ]
+    assert train.run(argv + flags) == 2
+    assert message in capsys.readouterr().err

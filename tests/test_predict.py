@@ -33,6 +33,7 @@ from pipelines.predict import PredictOptions, build_pipeline, main, run, validat
 from tests.conftest import ORIGIN, utm_box_to_lonlat
 from transforms.extract import RetryConfig
 from transforms.sources import SourceError, TransientSourceError
+from transforms.tta import predict_with_tta
 
 BANDS = ["red", "nir", "elevation"]
 CLASSES = ["water", "trees", "grass", "crops"]
@@ -167,6 +168,24 @@ def test_unet_tiles_are_identical_to_the_whole_image_when_pooling_grids_align(ti
         run([f"--model={model_dir}", "--inputs", tiny_scene.image, "--tile-size=100", "--overlap=46"]
             + [f"--output={out}"])  # fmt: skip
     assert "pools by 4" in caplog.text
+
+
+def test_test_time_augmentation_averages_the_eight_symmetries_tile_by_tile(
+    tiny_scene, conv_model_dir, tmp_path
+):
+    out = tmp_path / "out"
+    run(
+        [f"--model={conv_model_dir}", "--inputs", tiny_scene.image, "--tile-size=64", "--overlap=8"]
+        + ["--probabilities=float32", "--tta", f"--output={out}"]
+    )
+    image = image_of(tiny_scene)
+    signature = tf.saved_model.load(f"{conv_model_dir}/saved_model").signatures["serving_default"]
+    padded = np.pad(image, ((4, 4), (4, 4), (0, 0)))[None]
+    reference = predict_with_tta(lambda x: signature(image=tf.constant(x))["probabilities"].numpy(), padded)
+    reference = reference[0, 4:-4, 4:-4]
+    probabilities = read(out / "probabilities.vrt", None)
+    np.testing.assert_allclose(probabilities, reference, atol=1e-6)  # seamless, like the plain prediction
+    assert not np.allclose(probabilities, whole_image_probabilities(conv_model_dir, image, 4), atol=1e-3)
 
 
 # --- georeferencing -------------------------------------------------------------------------------

@@ -61,12 +61,14 @@ def tiles(output: Path) -> dict[str, bytes]:
 
 
 def kill_halfway(command: list[str], output: Path, timeout: float = 240) -> int:
-    """Start the prediction in a child process, SIGKILL it once a third of the tiles exist."""
+    """Start the prediction in a child process, SIGKILL it (and any worker process it started) once a
+    third of the tiles exist. One worker process: the slowed reads are patched in this one."""
     child = subprocess.Popen(
-        [sys.executable, "-c", SLOW_PREDICT, *command],
+        [sys.executable, "-c", SLOW_PREDICT, *command, "--direct_num_workers=1"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     deadline = time.monotonic() + timeout
     try:
@@ -74,7 +76,7 @@ def kill_halfway(command: list[str], output: Path, timeout: float = 240) -> int:
             assert child.poll() is None, child.communicate()
             assert time.monotonic() < deadline, "the prediction wrote no tiles in time"
             time.sleep(0.05)
-        os.kill(child.pid, signal.SIGKILL)
+        os.killpg(child.pid, signal.SIGKILL)
     finally:
         child.kill()
         child.communicate()

@@ -100,6 +100,15 @@ BAD = {
     "training_batch_size": INT_BAD,
     "learning_rate": ["-0.1", "fast", "", "1e"],
     "patience": ["-1", "1.5", ""],
+    "selection_fraction": ["1", "1.5", "-0.1", "ten", ""],
+    "schedule": ["linear", "Cosine", ""],
+    "ema": ["1", "0.99x", "-0.5", ""],
+    "loss": ["dice", "CE", ""],
+    "region_loss": ["jaccard", "Dice", ""],
+    "label_smoothing": ["1", "-0.1", "x", ""],
+    "bootstrap": ["1.5", "-0.2", ""],
+    "spectral_indices": ["evi", "ndvi,", "NDVI", "ndvi ndwi", ""],
+    "band_roles": ["nir", "blue=B2", "nir=B8,", "nir = B8", ""],
     "class_weight_power": NUM_BAD,
     "label_source": ["majority ", "label", ""],
     "max_minutes": NUM_BAD,
@@ -117,6 +126,7 @@ BAD = {
     "mosaic": BOOL_BAD,
     "max_error_fraction": ["1.5", "2", "-0.1", "ten", ""],
     "resume": BOOL_BAD,
+    "tta": BOOL_BAD,
 }
 
 

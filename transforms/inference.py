@@ -30,6 +30,7 @@ from transforms.extract import RetryConfig
 from transforms.outcome import letter_fields
 from transforms.sources import PixelSource, SourceError, TransientSourceError
 from transforms.tiling import Tile, TilingSpec, trim
+from transforms.tta import predict_with_tta
 
 ERRORS = "errors"
 # Class-map value of pixels with no prediction (outside the imagery or the region, or masked input).
@@ -110,15 +111,17 @@ class SavedModelHandler(ModelHandler[np.ndarray, np.ndarray, LoadedModel]):
 
     RunInference loads the model once per worker process (in `DoFn.setup`) and shares it between the
     process's threads; the signature function is thread-safe. Batches are stacked into one tensor, so
-    all examples of a batch must have the same shape (tiles of one plan do).
+    all examples of a batch must have the same shape (tiles of one plan do). With `tta`, each batch's
+    probabilities are the mean over the 8 flips/rotations of its tiles (transforms.tta; 8 model calls).
     """
 
-    def __init__(self, model_dir: str, batch_size: int = 8, **kwargs: Any) -> None:
+    def __init__(self, model_dir: str, batch_size: int = 8, *, tta: bool = False, **kwargs: Any) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
         super().__init__(min_batch_size=batch_size, max_batch_size=batch_size, **kwargs)
         self.model_dir = model_dir
         self.batch_size = batch_size
+        self.tta = tta
 
     def load_model(self) -> LoadedModel:
         return load_saved_model(self.model_dir)
@@ -129,7 +132,8 @@ class SavedModelHandler(ModelHandler[np.ndarray, np.ndarray, LoadedModel]):
         model: LoadedModel,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[np.ndarray]:
-        return list(model(np.stack(batch)))
+        stacked = np.stack(batch)
+        return list(predict_with_tta(model, stacked) if self.tta else model(stacked))
 
     def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
         # The default pickles the batch just to measure it: tens of MB per batch of tiles.
@@ -143,7 +147,7 @@ class SavedModelHandler(ModelHandler[np.ndarray, np.ndarray, LoadedModel]):
             raise ValueError(f"SavedModelHandler takes no inference_args, got {sorted(inference_args)}.")
 
     def __repr__(self) -> str:
-        return f"SavedModelHandler({self.model_dir!r}, batch_size={self.batch_size})"
+        return f"SavedModelHandler({self.model_dir!r}, batch_size={self.batch_size}, tta={self.tta})"
 
 
 # --- fetching tiles -------------------------------------------------------------------------------

@@ -62,6 +62,7 @@ def run_record(
     region: Any,
     source: dict[str, Any],
     output: OutputSpec,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """What identifies a prediction: a resumed run must have the same record."""
     lattice = plan.lattice
@@ -79,6 +80,7 @@ def run_record(
         "source": source,
         "classes": list(output.classes),
         "probabilities": output.probabilities,
+        **({"tta": True} if tta else {}),  # absent when off, as in plans written before the option
     }
 
 

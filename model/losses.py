@@ -1,0 +1,156 @@
+"""Segmentation losses: cross-entropy with label smoothing or bootstrapping, focal, Dice and Lovász terms.
+
+`SegmentationLoss` takes sparse labels (batch, H, W) with LABEL_NODATA where there is no label and
+softmax probabilities (batch, H, W, classes), and returns one loss per pixel (0 where there is no
+label, scaled so that the batch mean is the mean over labelled pixels, as Keras' `ignore_class` does),
+so that Keras' per-pixel sample weights (class weights, 0 for nodata) apply to it as to Keras' own
+cross-entropy.
+
+- `label_smoothing` ε: the target is (1 - ε)·one-hot + ε/classes. The labels are ESA WorldCover
+  remapped to other classes, so a share of them is wrong; smoothing stops the model from chasing those
+  pixels with ever larger logits.
+- `bootstrap` β (soft bootstrapping, Reed et al. 2015): the target is (1 - β)·label + β·prediction
+  (without gradient through the prediction), so the model may disagree with labels it finds implausible.
+- `focal_gamma` γ (Lin et al. 2017): each pixel's cross-entropy is scaled by (1 - p_label)^γ,
+  down-weighting the pixels that are already right.
+- `region` `dice` or `lovasz` adds, with weight `region_weight`, a loss over the batch's pixels that
+  targets overlap directly: soft Dice (1 - mean over classes of 2|P∩Y| / (|P| + |Y|)) or the
+  Lovász-softmax extension of the Jaccard loss (Berman et al. 2018). These are not sums over pixels:
+  the batch value is spread evenly over the labelled pixels.
+
+The class is registered for Keras serialization, so a saved model (keras/model.keras, which records
+its compile settings) loads again for `--init-model` and evaluation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from transforms.schema import LABEL_NODATA
+
+REGION_TERMS = ("none", "dice", "lovasz")
+# Probabilities are clipped away from 0 before the log, as Keras' own cross-entropy does.
+EPSILON = 1e-7
+
+
+@keras.saving.register_keras_serializable(package="terrabeam")
+class SegmentationLoss(keras.losses.Loss):
+    """Per-pixel cross-entropy (optionally smoothed, bootstrapped or focal) plus an optional overlap term."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        label_smoothing: float = 0.0,
+        bootstrap: float = 0.0,
+        focal_gamma: float = 0.0,
+        region: str = "none",
+        region_weight: float = 1.0,
+        ignore_class: int = LABEL_NODATA,
+        name: str = "segmentation_loss",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name=name, **kwargs)
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}.")
+        if not 0.0 <= label_smoothing < 1.0 or not 0.0 <= bootstrap < 1.0:
+            raise ValueError("label_smoothing and bootstrap must lie in [0, 1).")
+        if focal_gamma < 0 or region_weight < 0:
+            raise ValueError("focal_gamma and region_weight cannot be negative.")
+        if region not in REGION_TERMS:
+            raise ValueError(f"region must be one of {list(REGION_TERMS)}, got {region!r}.")
+        self.num_classes = int(num_classes)
+        self.label_smoothing = float(label_smoothing)
+        self.bootstrap = float(bootstrap)
+        self.focal_gamma = float(focal_gamma)
+        self.region = region
+        self.region_weight = float(region_weight)
+        self.ignore_class = int(ignore_class)
+
+    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        labels = tf.cast(y_true, tf.int32)
+        if labels.shape.rank == y_pred.shape.rank:  # (batch, H, W, 1) labels
+            labels = labels[..., 0]
+        usable = tf.logical_and(tf.not_equal(labels, self.ignore_class), labels >= 0)
+        usable = tf.logical_and(usable, labels < self.num_classes)
+        one_hot = tf.one_hot(tf.where(usable, labels, 0), self.num_classes, dtype=y_pred.dtype)
+        probabilities = tf.clip_by_value(y_pred, EPSILON, 1.0 - EPSILON)
+        target = one_hot
+        if self.label_smoothing:
+            target = target * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_classes
+        if self.bootstrap:
+            target = (1.0 - self.bootstrap) * target + self.bootstrap * tf.stop_gradient(probabilities)
+        log_p = tf.math.log(probabilities)
+        if self.focal_gamma:
+            per_class = -target * tf.pow(1.0 - probabilities, self.focal_gamma) * log_p
+        else:
+            per_class = -target * log_p
+        loss = tf.reduce_sum(per_class, axis=-1)
+        mask = tf.cast(usable, loss.dtype)
+        if self.region != "none" and self.region_weight:
+            term = dice_loss if self.region == "dice" else lovasz_softmax_loss
+            loss = loss + self.region_weight * term(probabilities, one_hot, usable)
+        # As Keras' own `ignore_class`: the mean runs over the labelled pixels only (total / labelled
+        # on each of them), so the loss scale does not depend on how much of a batch is nodata.
+        share = tf.cast(tf.size(mask), loss.dtype) / tf.maximum(tf.reduce_sum(mask), 1.0)
+        return loss * mask * share
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "label_smoothing": self.label_smoothing,
+            "bootstrap": self.bootstrap,
+            "focal_gamma": self.focal_gamma,
+            "region": self.region,
+            "region_weight": self.region_weight,
+            "ignore_class": self.ignore_class,
+        }
+
+
+def _flat(probabilities: tf.Tensor, one_hot: tf.Tensor, usable: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The labelled pixels of the batch as (pixels, classes) probabilities and one-hot labels."""
+    classes = tf.shape(probabilities)[-1]
+    keep = tf.reshape(usable, [-1])
+    p = tf.boolean_mask(tf.reshape(probabilities, [-1, classes]), keep)
+    y = tf.boolean_mask(tf.reshape(one_hot, [-1, classes]), keep)
+    return p, y
+
+
+def dice_loss(
+    probabilities: tf.Tensor, one_hot: tf.Tensor, usable: tf.Tensor, smooth: float = 1.0
+) -> tf.Tensor:
+    """1 - mean over classes of the soft Dice coefficient on the batch's labelled pixels (a scalar).
+
+    `smooth` keeps a class absent from both labels and predictions at Dice 1, and one absent from the
+    labels pushes its predicted mass towards 0.
+    """
+    p, y = _flat(probabilities, one_hot, usable)
+    intersection = tf.reduce_sum(p * y, axis=0)
+    sizes = tf.reduce_sum(p, axis=0) + tf.reduce_sum(y, axis=0)
+    return 1.0 - tf.reduce_mean((2.0 * intersection + smooth) / (sizes + smooth))
+
+
+def lovasz_softmax_loss(probabilities: tf.Tensor, one_hot: tf.Tensor, usable: tf.Tensor) -> tf.Tensor:
+    """Lovász-softmax over the batch's labelled pixels, averaged over the classes present (a scalar).
+
+    Per class: the pixel errors |label - p| sorted in decreasing order, dotted with the gradient of the
+    Jaccard loss along that order (the Lovász extension, a tight convex surrogate of 1 - IoU).
+    """
+    p, y = _flat(probabilities, one_hot, usable)
+    errors = tf.transpose(tf.abs(y - p))  # (classes, pixels)
+    labels = tf.transpose(y)
+    pixels = tf.shape(errors)[1]
+    sorted_errors, order = tf.math.top_k(errors, k=pixels)
+    sorted_labels = tf.gather(labels, order, batch_dims=1)
+    totals = tf.reduce_sum(sorted_labels, axis=1, keepdims=True)
+    intersection = totals - tf.cumsum(sorted_labels, axis=1)
+    union = totals + tf.cumsum(1.0 - sorted_labels, axis=1)
+    jaccard = 1.0 - intersection / tf.maximum(union, EPSILON)
+    gradient = tf.concat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], axis=1)
+    per_class = tf.reduce_sum(sorted_errors * tf.stop_gradient(gradient), axis=1)
+    present = tf.cast(tf.reshape(totals, [-1]) > 0, per_class.dtype)
+    return tf.reduce_sum(per_class * present) / tf.maximum(tf.reduce_sum(present), 1.0)

@@ -1,0 +1,84 @@
+"""The quality benchmarks' bookkeeping: spreads over seeds, full settings of ablation configurations,
+imported runs and the tables (the training itself is what tests/test_model_train.py covers)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import model_ablation, model_quality
+from model.train import TrainConfig
+
+
+def _run(seed: int, iou: float, config: str = "baseline") -> dict:
+    return {
+        "seed": seed,
+        "config": config,
+        "settings": model_ablation.settings_of(config),
+        "mean_iou": iou,
+        "overall_accuracy": 0.7,
+        "per_class_iou": {"water": 0.9, "built": None},
+        "selection_mean_iou": iou - 0.05,
+        "train_seconds": 100.0 + seed,
+        "cpu_seconds": 180.0,
+        "epochs_run": 30,
+        "best_epoch": 24,
+        "tta": {
+            "mean_iou": iou + 0.001,
+            "overall_accuracy": 0.71,
+            "per_class_iou": {"water": 0.9, "built": 0.1},
+        },
+    }
+
+
+def test_spread_is_mean_sample_std_and_range():
+    s = model_quality.spread([0.47, 0.50, 0.53])
+    assert s == {"mean": 0.5, "std": 0.03, "min": 0.47, "max": 0.53, "n": 3}
+    assert model_quality.spread([0.4])["std"] == 0.0
+    assert model_quality.pm(s) == "0.500 ± 0.030 (0.470–0.530)"
+
+
+def test_run_summaries_average_per_class_iou_with_absent_classes_as_zero():
+    summary = model_quality.summarize_runs([_run(0, 0.48), _run(1, 0.50)])
+    assert summary["mean_iou"]["mean"] == pytest.approx(0.49)
+    assert summary["per_class_iou"] == {"water": 0.9, "built": 0.0}
+    assert summary["tta_mean_iou"]["mean"] == pytest.approx(0.491)
+    assert summary["selection_mean_iou"]["mean"] == pytest.approx(0.44)
+
+
+def test_ablation_configurations_spell_out_every_lever_and_combine():
+    base = model_ablation.settings_of("baseline")
+    assert base == model_ablation.BASELINE
+    combined = model_ablation.settings_of("cosine-ema+label-smoothing+indices")
+    assert combined == {
+        **base,
+        "schedule": "cosine",
+        "epochs": model_ablation.EPOCHS,
+        "ema": 0.99,
+        "label_smoothing": 0.1,
+        "spectral_indices": "auto",
+    }
+    for name in model_ablation.CONFIGS:  # every configuration is a valid model.train setting
+        TrainConfig(**model_ablation.settings_of(name)).validate()
+    with pytest.raises(ValueError, match="Unknown configuration 'swa'"):
+        model_ablation.settings_of("cosine+swa")
+
+
+def test_quality_runs_import_as_the_baseline_and_the_table_shows_deltas():
+    quality = {"fcn": {"runs": [_run(0, 0.48), _run(1, 0.50)], "prediction_seconds_per_megapixel": 2.0}}
+    imported = model_ablation.import_runs(quality, "model_quality.json")
+    assert sorted(imported) == ["baseline#0", "baseline#1"]
+    assert imported["baseline#0"]["settings"] == model_ablation.BASELINE
+    results = {
+        "runs": {**imported, "lovasz#0": {**_run(0, 0.52, "lovasz"), "prediction_seconds_per_megapixel": 2.2}}
+    }
+    table = model_ablation.markdown(results, ["baseline", "lovasz"])
+    row = next(line for line in table.splitlines() if line.startswith("| lovasz |"))
+    assert "| +0.030 |" in row and "1.10×" in row
+    assert "`lovasz`: " in table
+
+
+def test_settings_from_the_command_line_are_typed_like_the_defaults():
+    settings = model_quality.parse_settings(["schedule=cosine", "ema=0.99", "epochs=40", "band-roles=nir=B8"])
+    assert settings == {"schedule": "cosine", "ema": 0.99, "epochs": 40, "band_roles": "nir=B8"}
+    with pytest.raises(ValueError, match="name=value"):
+        model_quality.parse_settings(["speed=fast"])
