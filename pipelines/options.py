@@ -287,8 +287,10 @@ def plan_local_workers(
     free_bytes: int | None,
     work: int | None = None,
     min_work_per_worker: int = 1,
+    cpus_per_worker: int = 1,
 ) -> LocalWorkers:
-    """One worker per CPU, as many as the memory budget holds and the work pays for (at least one).
+    """One worker per `cpus_per_worker` CPUs, as many as the memory budget holds and the work pays for
+    (at least one).
 
     The budget is `--max-memory` when given, else MEMORY_HEADROOM of the memory free now; with neither
     known, memory sets no bound. A worker process takes seconds to start, so a job gets no more workers
@@ -300,7 +302,7 @@ def plan_local_workers(
         budget = int(free_bytes * MEMORY_HEADROOM)
     else:
         budget = None
-    workers, reason = cpus, "cpus"
+    workers, reason = cpus // max(1, cpus_per_worker), "cpus"
     if budget is not None and per_worker_bytes > 0 and budget // per_worker_bytes < workers:
         workers, reason = budget // per_worker_bytes, "memory"
     if work is not None and work // max(1, min_work_per_worker) < workers:
@@ -357,8 +359,10 @@ def use_local_cores(
     max_memory_gib: float | None,
     work: int | None = None,
     min_work_per_worker: int = 1,
+    cpus_per_worker: int = 1,
 ) -> LocalWorkers | None:
-    """On the local runner with no --direct_* option given, run one worker process per available CPU.
+    """On the local runner with no --direct_* option given, run one worker process per available CPU
+    (per `cpus_per_worker` CPUs for a job whose workers use several cores each).
 
     Sets --direct_num_workers N (and --direct_running_mode multi_processing when N > 1) in `options`
     and returns the plan; returns None, changing nothing, on a distributed runner or when the user chose.
@@ -372,13 +376,14 @@ def use_local_cores(
         available_memory_bytes(),
         work,
         min_work_per_worker,
+        cpus_per_worker,
     )
     direct = options.view_as(DirectOptions)
     direct.direct_num_workers = plan.workers
     if plan.workers > 1:
         direct.direct_running_mode = "multi_processing"
     why = {
-        "cpus": "one per CPU",
+        "cpus": "one per CPU" if cpus_per_worker == 1 else f"one per {cpus_per_worker} CPUs",
         "memory": f"for {plan.cpus} CPUs, as memory allows (about {per_worker_bytes / GIB:.1f} GiB each; "
         "--max-memory)",
         "work": f"for {plan.cpus} CPUs: more would take longer to start than the work they would share",

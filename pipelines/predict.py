@@ -123,6 +123,11 @@ WORKER_BYTES_PER_BATCH_PIXEL = 1200
 # A worker process takes seconds to start (TensorFlow, the model): with fewer tiles than this per
 # worker, fewer workers finish sooner (benchmarks/local_cores.py).
 MIN_TILES_PER_WORKER = 32
+# TensorFlow runs one worker's model on several cores already (its intra-op threads), and the model is
+# most of a prediction's time (benchmarks/predict_throughput.py: the job runs at 0.80x the model alone).
+# On 2 CPUs one process beats a pool of two, 31.7 s against 35.3 s for the demo scene
+# (benchmarks/local_cores.py), so a worker process gets this many CPUs.
+CPUS_PER_PREDICTION_WORKER = 4
 DESCRIPTION = """\
 Batch prediction: a trained model and imagery -> a land-cover map as Cloud-Optimized GeoTIFFs (one per
 tile and a VRT mosaic, or one COG with --mosaic), a quick-look PNG and prediction.json. With no options
@@ -834,6 +839,7 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> d
         opts.max_memory,
         len(job.plan),
         MIN_TILES_PER_WORKER,
+        CPUS_PER_PREDICTION_WORKER,
     )
     processes = worker_processes(options)  # the pool chosen here or on the command line
     threads = tensorflow_threads(processes, available_cpus()) if processes > 1 else {}

@@ -160,13 +160,14 @@ def test_both_forms_extract_the_same_records_and_terrabeam_starts_quietly(tiny_s
 
 
 @pytest.mark.slow
-def test_terrabeam_predict_runs_the_default_pool_quietly(tiny_scene, tmp_path):
-    """81 tiles: enough for a worker per CPU (up to 2); TensorFlow loads in every process, silently."""
+def test_terrabeam_predict_runs_a_pool_quietly(tiny_scene, tmp_path):
+    """A pool of two worker processes: TensorFlow loads in every process, silently."""
     from tests.test_local_cores import _conv_model
 
     model = _conv_model(tiny_scene, tmp_path)
     args = ["--model", model, "--inputs", tiny_scene.image, "--tile-size", "32", "--overlap", "8"]
-    done = run([terrabeam(), "predict", *args, "--output", str(tmp_path / "map")])
+    pool = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
+    done = run([terrabeam(), "predict", *args, *pool, "--output", str(tmp_path / "map")])
     assert done.returncode == 0, done.stderr
     assert not_own(done.stderr) == "", f"not a quiet start:\n{done.stderr}"
     assert "Prediction of 81 tiles written" in done.stdout

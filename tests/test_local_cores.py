@@ -28,6 +28,18 @@ def test_one_worker_per_cpu_when_memory_allows():
     assert (plan.workers, plan.reason) == (8, "cpus")
 
 
+def test_prediction_gets_a_worker_per_four_cpus():
+    """TensorFlow spreads one worker's model over several cores: on 2 CPUs one process is faster."""
+    from pipelines.predict import CPUS_PER_PREDICTION_WORKER
+
+    def workers(cpus: int) -> int:
+        return local.plan_local_workers(
+            cpus, GIB, None, 256 * GIB, cpus_per_worker=CPUS_PER_PREDICTION_WORKER
+        ).workers
+
+    assert [workers(c) for c in (1, 2, 4, 8, 16)] == [1, 1, 1, 2, 4]
+
+
 def test_memory_caps_the_workers():
     # --max-memory wins over the free memory; the free memory counts at MEMORY_HEADROOM.
     plan = local.plan_local_workers(16, 2 * GIB, max_memory_gib=7, free_bytes=64 * GIB)
