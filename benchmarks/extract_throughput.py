@@ -153,6 +153,8 @@ def child_pipeline(args: dict) -> dict:
         str(args["points_per_class"]),
         "--compression",
         args["compression"],
+        "--direct_num_workers",  # one process: its CPU time is the job's (the pool: local_cores.py)
+        "1",
     ]
     start, cpu = time.perf_counter(), _usage()
     if main(argv) != 0:
