@@ -22,7 +22,7 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.pvalue import AsDict, AsList, AsSingleton
 
 from model.command import prog, quiet_start, strip_verbose
@@ -38,7 +38,7 @@ from pipelines.options import (
     unknown_flags_message,
     use_local_cores,
 )
-from pipelines.progress import EXTRACTION, run_pipeline
+from pipelines.progress import EXTRACTION, run_job
 from transforms.extract import (
     ERRORS,
     SPLITS,
@@ -73,7 +73,6 @@ from transforms.outcome import (
     Outcome,
     check_max_error_fraction,
     check_outcome,
-    is_local_runner,
     read_outcome,
     warning_lines,
 )
@@ -857,19 +856,15 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> O
     job = validate(opts)
     use_local_cores(options, args, WORKER_BYTES, opts.max_memory, planned_points(job), MIN_POINTS_PER_WORKER)
     manifest = f"{job.output}/{MANIFEST_NAME}"
-    try:
-        remote = not is_local_runner(options.view_as(StandardOptions).runner)
-        run_pipeline(
-            options,
-            lambda pipeline: build_pipeline(pipeline, job, remote),
-            EXTRACTION,
-            runner=local_runner(options),
-        )
-    except Exception:
-        outcome = read_outcome(manifest)  # the job failed in its last step, or before it
-        if outcome is None or outcome.ok:
-            raise
-        raise JobFailed(outcome, "extraction", job.output) from None
+    run_job(
+        options,
+        lambda pipeline, remote: build_pipeline(pipeline, job, remote),
+        EXTRACTION,
+        outcome_path=manifest,
+        job="extraction",
+        where=job.output,
+        runner=local_runner(options),
+    )
     outcome = read_outcome(manifest)  # None where the runner returned before the job ended
     if outcome is not None and not outcome.ok:
         raise JobFailed(outcome, "extraction", job.output)

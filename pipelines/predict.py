@@ -33,7 +33,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.pvalue import AsList, AsSingleton
 
 from model.command import prog, quiet_start, strip_verbose
@@ -54,7 +54,7 @@ from pipelines.options import (
     worker_environment,
     worker_processes,
 )
-from pipelines.progress import PREDICTION, run_pipeline
+from pipelines.progress import PREDICTION, run_job
 from transforms.cog import (
     CLASSES_NAME,
     POSITIVE_NAME,
@@ -90,8 +90,6 @@ from transforms.outcome import (
     Outcome,
     check_max_error_fraction,
     check_outcome,
-    is_local_runner,
-    read_outcome,
     warning_lines,
 )
 from transforms.resume import (
@@ -853,20 +851,16 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> d
         job.output.output,
     )
     summary_path = job.output.path(SUMMARY_NAME)
-    try:
-        remote = not is_local_runner(options.view_as(StandardOptions).runner)
-        with worker_environment(threads):
-            run_pipeline(
-                options,
-                lambda pipeline: build_pipeline(pipeline, job, remote),
-                PREDICTION,
-                runner=local_runner(options),
-            )
-    except Exception:
-        outcome = read_outcome(summary_path)  # the job failed in its last step, or before it
-        if outcome is None or outcome.ok:
-            raise
-        raise JobFailed(outcome, "prediction", job.output.output) from None
+    with worker_environment(threads):
+        run_job(
+            options,
+            lambda pipeline, remote: build_pipeline(pipeline, job, remote),
+            PREDICTION,
+            outcome_path=summary_path,
+            job="prediction",
+            where=job.output.output,
+            runner=local_runner(options),
+        )
     with FileSystems.open(summary_path) as f:
         summary = json.loads(f.read())
     outcome = Outcome.from_json(summary["outcome"])

@@ -30,6 +30,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from transforms import progress as counters
+from transforms.outcome import JobFailed, is_local_runner, read_outcome
 
 ENV_INTERVAL = "TERRABEAM_PROGRESS_INTERVAL"
 ENV_ENABLED = "TERRABEAM_PROGRESS"
@@ -308,6 +309,30 @@ def run_pipeline(
     if is_dataflow(options):
         return _run_remote(pipeline, options, progress, stream)
     return _run_local(pipeline, options, progress, stream)
+
+
+def run_job(
+    options: PipelineOptions,
+    build: Callable[[beam.Pipeline, bool], Any],
+    progress: Progress,
+    *,
+    outcome_path: str,
+    job: str,
+    where: str,
+    runner: Any = None,
+) -> None:
+    """`run_pipeline` for a job that records its outcome in `outcome_path` (manifest.json,
+    prediction.json): a job that failed in its last step, or before it, raises JobFailed when the
+    recorded outcome says so. `build(pipeline, remote)`: remote when the runner is not in this process.
+    """
+    remote = not is_local_runner(options.view_as(StandardOptions).runner)
+    try:
+        run_pipeline(options, lambda pipeline: build(pipeline, remote), progress, runner=runner)
+    except Exception:
+        outcome = read_outcome(outcome_path)
+        if outcome is None or outcome.ok:
+            raise
+        raise JobFailed(outcome, job, where) from None
 
 
 def _run_local(pipeline: beam.Pipeline, options: PipelineOptions, progress: Progress, stream: TextIO) -> Any:
