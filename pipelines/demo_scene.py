@@ -42,6 +42,7 @@ from rasterio.windows import Window
 
 from model.command import HelpFormatter, add_verbose_flag, fill, prog
 from transforms.classes import CLASS_NAMES, NUM_CLASSES, S2_BANDS, SPECTRA_MEAN, SPECTRA_STD, palette_rgb
+from transforms.label_scheme import classes_tag
 
 # Raise when the generated content changes: cached scenes of another version are then regenerated.
 GENERATOR_VERSION = 2
@@ -555,7 +556,7 @@ def _write_labels(path: pathlib.Path, labels: np.ndarray, size: int, seed: int) 
     profile = _profile(size, 1, "uint8", predictor=2)
     with rasterio.open(path, "w", nodata=LABEL_NODATA, **profile) as dst:
         dst.set_band_description(1, "landcover")
-        dst.update_tags(1, classes=",".join(f"{i}:{name}" for i, name in enumerate(CLASS_NAMES)))
+        dst.update_tags(1, classes=classes_tag(CLASS_NAMES))
         dst.update_tags(generator=f"terrabeam.demo_scene v{GENERATOR_VERSION}", seed=str(seed))
         dst.write(labels, 1)
         colormap = {i: (*rgb, 255) for i, rgb in enumerate(palette_rgb())}

@@ -12,6 +12,8 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.warp import transform_geom
 
+from transforms.label_scheme import classes_tag
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 CRS = "EPSG:32632"
@@ -85,7 +87,7 @@ def write_tiny_scene(folder: Path, size: int = 200, seed: int = 1) -> TinyScene:
         dst.write(labels, 1)
         dst.set_band_description(1, "landcover")
         # The label raster names its classes (as the demo scene's does), so jobs need no --label-scheme.
-        dst.update_tags(1, classes=",".join(f"{i}:{n}" for i, n in enumerate(TINY_CLASSES)))
+        dst.update_tags(1, classes=classes_tag(TINY_CLASSES))
     x0, y0 = ORIGIN
     margin = 40 * SCALE
     regions = {

@@ -20,6 +20,7 @@ from rasterio.transform import from_origin
 from rasterio.warp import transform as transform_coords
 
 from tests.conftest import utm_box_to_lonlat
+from transforms.label_scheme import classes_tag
 
 CRS = "EPSG:32632"
 ORIGIN = (600_000.0, 5_120_000.0)
@@ -96,7 +97,7 @@ def write_viewer_scene(folder: Path) -> ViewerScene:
     with rasterio.open(label_path, "w", count=1, dtype="uint8", nodata=255, **profile) as dst:
         dst.write(labels, 1)
         dst.set_band_description(1, "landcover")
-        dst.update_tags(1, classes=",".join(f"{i}:{name}" for i, name in enumerate(CLASSES)))
+        dst.update_tags(1, classes=classes_tag(CLASSES))
     x0, y0 = ORIGIN
     margin = 40 * SCALE
     regions = {

@@ -42,7 +42,7 @@ from rasterio.io import MemoryFile
 from transforms import progress
 from transforms.grid import PixelGrid
 from transforms.inference import CLASS_NODATA, TilePrediction
-from transforms.label_scheme import LabelScheme
+from transforms.label_scheme import LabelScheme, classes_tag
 
 PROBABILITIES = ("none", "uint8", "float32")
 # uint8 probabilities: round(p * 254), so 255 stays free for nodata.
@@ -170,7 +170,7 @@ def class_tags(scheme: LabelScheme) -> dict[str, str]:
     return {
         "class_names": ",".join(scheme.names),
         "class_colors": ",".join(scheme.colors),
-        "classes": ",".join(f"{i}:{name}" for i, name in enumerate(scheme.names)),
+        "classes": classes_tag(scheme.names),
         "label_scheme": scheme.name,
         "nodata_meaning": "no prediction",
     }

@@ -623,6 +623,11 @@ def _clean_name(name: str) -> str:
     return cleaned if cleaned[:1].isalpha() else f"class_{cleaned}"
 
 
+def classes_tag(names: Sequence[str]) -> str:
+    """terrabeam's own `classes` band tag, "0:water,1:trees,...", that `raster_categories` reads."""
+    return ",".join(f"{value}:{name}" for value, name in enumerate(names))
+
+
 def raster_categories(path: str, band: int = 1) -> dict[int, str]:
     """{value: name} the raster carries: GDAL category names or a raster attribute table (in its
     `.aux.xml`), or terrabeam's own `classes` band tag ("0:water,1:trees,..."). Empty when none."""
