@@ -20,8 +20,9 @@ from apache_beam.runners.runner import PipelineRunner
 
 from model.command import VERBOSE_FLAG, HelpFormatter, add_verbose_flag, fill
 
-# Runners that run the pipeline on this machine and honour --direct_num_workers/--direct_running_mode.
-LOCAL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "FnApiRunner")
+# Runners that honour --direct_num_workers/--direct_running_mode (a subset of the local runners of
+# transforms.outcome.is_local_runner: Prism runs locally but ignores them).
+POOL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "FnApiRunner")
 # Beam options that matter most to a terrabeam job; --help names them (every Beam option passes through).
 RUNNER_FLAGS = (
     "--runner",
@@ -317,9 +318,10 @@ def _runner_name(options: PipelineOptions) -> str | None:
     return (runner if isinstance(runner, str) else type(runner).__name__).split(".")[-1]
 
 
-def is_local_runner(options: PipelineOptions) -> bool:
+def runs_worker_pool(options: PipelineOptions) -> bool:
+    """True when the job's runner takes a local worker pool (--direct_num_workers)."""
     name = _runner_name(options)
-    return name is None or name in LOCAL_RUNNERS
+    return name is None or name in POOL_RUNNERS
 
 
 class LocalRunner(PipelineRunner):
@@ -367,7 +369,7 @@ def use_local_cores(
     Sets --direct_num_workers N (and --direct_running_mode multi_processing when N > 1) in `options`
     and returns the plan; returns None, changing nothing, on a distributed runner or when the user chose.
     """
-    if not is_local_runner(options) or chose_direct_options(argv):
+    if not runs_worker_pool(options) or chose_direct_options(argv):
         return None
     plan = plan_local_workers(
         available_cpus(),
@@ -395,7 +397,7 @@ def use_local_cores(
 def worker_processes(options: PipelineOptions) -> int:
     """How many worker processes a local multi_processing run starts (0 for any other run)."""
     direct = options.view_as(DirectOptions)
-    if not is_local_runner(options) or direct.direct_running_mode != "multi_processing":
+    if not runs_worker_pool(options) or direct.direct_running_mode != "multi_processing":
         return 0
     return direct.direct_num_workers or os.cpu_count() or 1  # 0: Beam's own "one per CPU"
 

@@ -38,6 +38,7 @@ from pipelines.options import (
     unknown_flags_message,
 )
 from transforms.manifest import ManifestError, read_manifest
+from transforms.outcome import is_local_runner
 
 # Flags of `python -m model.train` that other terrabeam options classes register too (ExtractOptions:
 # --output, --seed; PredictOptions: --output, --batch-size). Beam merges every PipelineOptions subclass
@@ -48,13 +49,6 @@ FLAG_ALIASES = {
     "--seed": "--training-seed",
     "--batch-size": "--training-batch-size",
 }
-LOCAL_RUNNERS = (
-    "DirectRunner",
-    "FnApiRunner",
-    "PrismRunner",
-    "BundleBasedDirectRunner",
-    "SwitchingDirectRunner",
-)
 
 
 class UsageError(ValueError):
@@ -321,7 +315,7 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> d
         build_pipeline(pipeline, settings)
     runner = options.view_as(StandardOptions).runner
     output = settings["output"]
-    if runner is None or str(runner).split(".")[-1] in LOCAL_RUNNERS:
+    if is_local_runner(runner):
         _print_metrics(output)
     else:
         print(f"Training submitted; the model folder will be {output}")

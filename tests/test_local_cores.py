@@ -15,6 +15,7 @@ from pipelines import options as local
 from pipelines.extract import main as extract_main
 from pipelines.extract import runs_in_raster_order
 from transforms.manifest import read_manifest
+from transforms.outcome import is_local_runner
 from transforms.sampling import Point
 
 GIB = 1 << 30
@@ -141,6 +142,19 @@ def test_local_runner_is_used_for_the_direct_runner_only():
     assert isinstance(local.local_runner(PipelineOptions([])), local.LocalRunner)
     assert isinstance(local.local_runner(PipelineOptions(["--runner=DirectRunner"])), local.LocalRunner)
     assert local.local_runner(PipelineOptions(["--runner=DataflowRunner"])) is None
+
+
+def test_local_runners_and_worker_pool_runners():
+    # Local: the job runs in this process and its results are here when it returns.
+    for runner in (None, "DirectRunner", "PrismRunner", "apache_beam.runners.direct.DirectRunner"):
+        assert is_local_runner(runner), runner
+    assert not is_local_runner("DataflowRunner")
+    assert not is_local_runner("apache_beam.runners.dataflow.DataflowRunner")
+    # A worker pool: only the runners that honour --direct_num_workers (Prism is local but ignores it).
+    assert local.runs_worker_pool(PipelineOptions([]))
+    assert local.runs_worker_pool(PipelineOptions(["--runner=FnApiRunner"]))
+    assert not local.runs_worker_pool(PipelineOptions(["--runner=PrismRunner"]))
+    assert not local.runs_worker_pool(PipelineOptions(["--runner=DataflowRunner"]))
 
 
 def test_runs_are_even_and_in_raster_order():

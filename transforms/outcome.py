@@ -200,11 +200,12 @@ def read_outcome(path: str) -> Outcome | None:
 
 
 def is_local_runner(runner: Any) -> bool:
-    """True for runners that run inside the launching process (the Direct runners, Prism)."""
+    """True for runners that run inside the launching process (the Direct runners, Prism): the job's
+    results are on this machine when `run` returns. A dotted path names its last part."""
     if runner is None:
         return True
     name = runner if isinstance(runner, str) else type(runner).__name__
-    return name.lower() in LOCAL_RUNNERS
+    return name.split(".")[-1].lower() in LOCAL_RUNNERS
 
 
 def warning_lines(outcome: Outcome) -> list[str]:
