@@ -33,7 +33,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -42,6 +41,7 @@ import ee
 import numpy as np
 from rasterio.enums import Resampling
 
+from tests.fake_google import FakeHandler, FakeServer, HttpError, error_body
 from transforms.grid import PixelGrid
 from transforms.label_scheme import (
     LABEL_NODATA,
@@ -71,15 +71,6 @@ ASSET_DELETE = "assetDelete"
 ASSET_ROUTES = (ASSET_CREATE, ASSET_GET, ASSET_DELETE)
 DATA_ROUTES = (COMPUTE_PIXELS, COMPUTE_VALUE, THUMBNAIL_CREATE, THUMBNAIL_PIXELS)
 
-_GOOGLE_STATUS = {
-    400: "INVALID_ARGUMENT",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    409: "ALREADY_EXISTS",
-    429: "RESOURCE_EXHAUSTED",
-    500: "INTERNAL",
-    503: "UNAVAILABLE",
-}
 _CASTS = {
     "Image.toFloat": "float32",
     "Image.toDouble": "float64",
@@ -121,8 +112,10 @@ class RequestLog:
     body: Any
 
 
-class FakeEarthEngine:
+class FakeEarthEngine(FakeServer):
     """The fake server. Use as a context manager; `url` and `project` are what the client needs."""
+
+    thread_name = "fake-ee"
 
     def __init__(
         self,
@@ -131,6 +124,7 @@ class FakeEarthEngine:
         regions: Sequence[Region] = (),
         project: str = "fake-project",
     ) -> None:
+        super().__init__(_Handler)
         self.project = project
         self.labels_path = str(labels)
         self.regions = tuple(regions)
@@ -142,40 +136,13 @@ class FakeEarthEngine:
         self._read_lock = threading.Lock()  # rasterio handles are not shared between threads
         self.requests: list[RequestLog] = []
         self.assets: dict[str, dict] = {}
-        self.errors: list[Exception] = []
         self.in_flight = 0
         self.max_in_flight = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ------------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "start the fake first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> FakeEarthEngine:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-ee", daemon=True)
-        self._thread.start()
-        return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        super().stop()
         for source in self._sources:
             source.close()
-
-    def __enter__(self) -> FakeEarthEngine:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # --- test controls --------------------------------------------------------------------------
     def add_fault(self, fault: Fault | None = None, **kwargs) -> None:
@@ -253,9 +220,9 @@ class FakeEarthEngine:
         with self._lock:
             body = self._thumbnails.get(name)
         if body is None:
-            raise _HttpError(404, f"Thumbnail {name} not found.")
+            raise HttpError(404, f"Thumbnail {name} not found.")
         if body.get("fileFormat") != "NPY":
-            raise _HttpError(400, f"The fake serves NPY downloads only, not {body.get('fileFormat')}.")
+            raise HttpError(400, f"The fake serves NPY downloads only, not {body.get('fileFormat')}.")
         tree = _resolve(body["expression"])
         return self._pixels(tree, grid_from_download(tree), body.get("bandIds"))
 
@@ -263,10 +230,10 @@ class FakeEarthEngine:
         selections = list(_calls(tree, "Image.select"))  # outermost first: what the request asks for
         bands = list(band_ids or []) or (selections[0]["bandSelectors"] if selections else [])
         if not bands:
-            raise _HttpError(400, "The fake needs the band names (Image.select or bandIds).")
+            raise HttpError(400, "The fake needs the band names (Image.select or bandIds).")
         unknown = [b for b in bands if b not in self._band_source]
         if unknown:
-            raise _HttpError(400, f"Image.select: Pattern '{unknown[0]}' did not match any bands.")
+            raise HttpError(400, f"Image.select: Pattern '{unknown[0]}' did not match any bands.")
         unmasks = list(_calls(tree, "Image.unmask"))  # the outermost fill wins
         fill = _number(unmasks[0].get("value")) if unmasks else 0.0
         casts = list(_calls(tree, *_CASTS))  # the outermost cast gives the pixel type
@@ -298,7 +265,7 @@ class FakeEarthEngine:
         name = f"{parent}/assets/{asset_id}"
         with self._lock:
             if name in self.assets:
-                raise _HttpError(409, f"Cannot overwrite asset '{name}'.")
+                raise HttpError(409, f"Cannot overwrite asset '{name}'.")
             self.assets[name] = body
         return {**body, "name": name, "id": name.split("/assets/", 1)[1]}
 
@@ -306,13 +273,13 @@ class FakeEarthEngine:
         with self._lock:
             body = self.assets.get(name)
         if body is None:
-            raise _HttpError(404, f"Asset '{name}' does not exist or doesn't allow this operation.")
+            raise HttpError(404, f"Asset '{name}' does not exist or doesn't allow this operation.")
         return {**body, "name": name}
 
     def delete_asset(self, name: str) -> dict:
         with self._lock:
             if self.assets.pop(name, None) is None:
-                raise _HttpError(404, f"Asset '{name}' does not exist or doesn't allow this operation.")
+                raise HttpError(404, f"Asset '{name}' does not exist or doesn't allow this operation.")
         return {}
 
     def compute_value(self, body: dict) -> Any:
@@ -327,12 +294,12 @@ class FakeEarthEngine:
         reductions = list(_calls(tree, "Image.reduceRegion"))
         if reductions:
             return self._frequency_histogram(reductions[0], list(_calls(tree, "Image.select")))
-        raise _HttpError(400, f"The fake cannot evaluate {name or 'this expression'}.")
+        raise HttpError(400, f"The fake cannot evaluate {name or 'this expression'}.")
 
     def _frequency_histogram(self, args: dict, selections: list[dict]) -> dict:
         reducer = args.get("reducer") or {}
         if reducer.get("functionName") != "Reducer.frequencyHistogram":
-            raise _HttpError(400, "The fake reduces regions with Reducer.frequencyHistogram only.")
+            raise HttpError(400, "The fake reduces regions with Reducer.frequencyHistogram only.")
         band = selections[0]["bandSelectors"][0] if selections else "landcover"
         region = self._region_of(args.get("geometry"))
         with self._read_lock:
@@ -369,36 +336,11 @@ class FakeEarthEngine:
             mine = np.asarray(region.geometry["coordinates"], dtype=float).ravel()
             if mine.shape == coordinates.shape and np.allclose(mine, coordinates, atol=1e-9):
                 return region
-        raise _HttpError(400, "The fake knows no region with these coordinates.")
+        raise HttpError(400, "The fake knows no region with these coordinates.")
 
 
-class _HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def error_body(status: int, message: str) -> bytes:
-    return json.dumps(
-        {"error": {"code": status, "message": message, "status": _GOOGLE_STATUS.get(status, "UNKNOWN")}}
-    ).encode()
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(FakeHandler):
     fake: FakeEarthEngine
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-        pass
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
 
     def _dispatch(self, method: str) -> None:
         split = urlsplit(self.path)
@@ -408,7 +350,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(raw) if raw else None
         route, answer = self._route(method, path, body, parse_qs(split.query))
         if route is None:
-            self._send(404, error_body(404, f"The fake does not serve {method} {path}."))
+            self._send_error(404, f"The fake does not serve {method} {path}.")
             return
         fake = self.fake
         counted = fake._counted() if route in DATA_ROUTES else contextlib.nullcontext(lambda: None)
@@ -428,16 +370,9 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
             self._send(fault.status, error_body(fault.status, fault.message), headers)
             return
-        try:
-            payload = answer()
-        except _HttpError as e:
-            self._send(e.status, error_body(e.status, e.message))
-            return
-        except Exception as e:  # a bug in the fake: answer 500 and keep it for the test to see
-            self.fake.errors.append(e)
-            self._send(500, error_body(500, f"fake server error: {e!r}"))
-            return
-        self._send(200, payload, truncate=bool(fault and fault.truncate))
+        answered, payload = self._answer_with(answer)
+        if answered:
+            self._send(200, payload, truncate=bool(fault and fault.truncate))
 
     def _route(self, method: str, path: str, body: Any, query: dict | None = None):
         fake = self.fake
@@ -609,7 +544,7 @@ def grid_from_download(tree: Any) -> PixelGrid:
     reprojections = list(_calls(tree, "Image.reproject"))
     clips = list(_calls(tree, "Image.clipToBoundsAndScale"))
     if not reprojections or not clips:
-        raise _HttpError(
+        raise HttpError(
             400, "The fake serves downloads on an explicit grid (crs, crs_transform, dimensions)."
         )
     crs = reprojections[0]["crs"]

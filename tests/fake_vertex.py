@@ -33,19 +33,11 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-_STATUS = {
-    400: "INVALID_ARGUMENT",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    409: "ALREADY_EXISTS",
-    429: "RESOURCE_EXHAUSTED",
-    500: "INTERNAL",
-    503: "UNAVAILABLE",
-}
+from tests.fake_google import FakeHandler, FakeServer, HttpError
+
 _TYPE = "type.googleapis.com/google.cloud.aiplatform.v1."
 
 # Routes (what add_fault and the request log name).
@@ -85,17 +77,13 @@ class _Operation:
     created: str = ""
 
 
-class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class FakeVertexAI:
+class FakeVertexAI(FakeServer):
     """The fake server; use as a context manager. `url` is the api_endpoint for both clients."""
 
+    thread_name = "fake-vertex"
+
     def __init__(self, project: str = "fake-project", location: str = "us-central1", polls: int = 2) -> None:
+        super().__init__(_Handler)
         self.project = project
         self.location = location
         self.polls = polls
@@ -104,42 +92,14 @@ class FakeVertexAI:
         self.objects: dict[tuple[str, str], bytes] = {}
         self.operations: dict[str, _Operation] = {}
         self.requests: list[RequestLog] = []
-        self.errors: list[Exception] = []
         self._faults: list[tuple[str, int, str]] = []
         self._operation_failures: list[tuple[str, int, str]] = []
         self._ids = itertools.count(1000)
         self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
-
-    # --- lifecycle ------------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "start the fake first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     @property
     def parent(self) -> str:
         return f"projects/{self.project}/locations/{self.location}"
-
-    def start(self) -> FakeVertexAI:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="fake-vertex", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeVertexAI:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # --- test controls --------------------------------------------------------------------------
     def add_fault(self, route: str, status: int, message: str = "injected fault") -> None:
@@ -400,29 +360,11 @@ def _split_multipart(raw: bytes, content_type: str) -> tuple[dict, bytes]:
     return json.loads(bodies[0]), bodies[1]
 
 
-def error_body(status: int, message: str) -> bytes:
-    return json.dumps(
-        {"error": {"code": status, "message": message, "status": _STATUS.get(status, "UNKNOWN")}}
-    ).encode()
-
-
 _RESOURCE = r"projects/[^/]+/locations/[^/]+"
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(FakeHandler):
     fake: FakeVertexAI
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-        pass
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
 
     def _dispatch(self, method: str) -> None:
         split = urlsplit(self.path)
@@ -441,20 +383,18 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None:
                 fake._faults.remove(fault)
         if route is None:
-            self._send(404, error_body(404, f"The fake does not serve {method} {path}."))
+            self._send_error(404, f"The fake does not serve {method} {path}.")
             return
         if fault is not None:
-            self._send(fault[1], error_body(fault[1], fault[2]))
+            self._send_error(fault[1], fault[2])
             return
-        try:
+
+        def locked() -> Any:
             with fake._lock:
-                payload = answer()
-        except HttpError as e:
-            self._send(e.status, error_body(e.status, e.message))
-            return
-        except Exception as e:  # a bug in the fake: answer 500 and keep it for the test to see
-            fake.errors.append(e)
-            self._send(500, error_body(500, f"fake server error: {e!r}"))
+                return answer()
+
+        answered, payload = self._answer_with(locked)
+        if not answered:
             return
         if isinstance(payload, bytes):
             self._send(200, payload, "application/octet-stream")
