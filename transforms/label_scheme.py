@@ -631,13 +631,18 @@ def classes_tag(names: Sequence[str]) -> str:
 def raster_categories(path: str, band: int = 1) -> dict[int, str]:
     """{value: name} the raster carries: GDAL category names or a raster attribute table (in its
     `.aux.xml`), or terrabeam's own `classes` band tag ("0:water,1:trees,..."). Empty when none."""
-    import os
-    import xml.etree.ElementTree as ET
-
     import rasterio
 
     with rasterio.open(path) as src:
-        tag = src.tags(band).get("classes", "")
+        return _categories_of(src, path, band)
+
+
+def _categories_of(src: Any, path: str, band: int) -> dict[int, str]:
+    """raster_categories of the open dataset `src` (read from `path`)."""
+    import os
+    import xml.etree.ElementTree as ET
+
+    tag = src.tags(band).get("classes", "")
     names: dict[int, str] = {}
     for item in filter(None, (t.strip() for t in tag.split(","))):
         value, _, name = item.partition(":")
@@ -697,8 +702,8 @@ def scheme_from_raster(path: str, band: int = 1) -> LabelScheme | None:
     one), or None when it names no classes."""
     import rasterio
 
-    categories = raster_categories(path, band)
     with rasterio.open(path) as src:
+        categories = _categories_of(src, path, band)
         nodata = src.nodata
         try:
             table = src.colormap(band)
