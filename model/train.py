@@ -93,18 +93,18 @@ class TrainConfig:
     architecture: str | None = None  # default per mode: unet / classifier
     filters: int = 32
     depth: int | None = None  # the architecture's default
-    epochs: int = 30
+    epochs: int = 80
     batch_size: int = 16
     learning_rate: float = 1e-3
     patience: int = 6
     selection_fraction: float = 0.1
-    schedule: str = "plateau"
-    ema: float = 0.0
+    schedule: str = "cosine"
+    ema: float = 0.99
     loss: str = "crossentropy"
     region_loss: str = "none"
     label_smoothing: float = 0.0
     bootstrap: float = 0.0
-    spectral_indices: str = "none"
+    spectral_indices: str = "auto"
     band_roles: str | None = None
     class_weight_power: float = 0.5
     label_source: str = LABEL_MAJORITY
@@ -597,7 +597,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     group.add_argument("--depth", type=int, default=None, help="Poolings of unet/classifier.")
     group = p.add_argument_group("training")
     group.add_argument(
-        "--epochs", type=int, default=defaults.epochs, help="Most epochs (early stopping may end sooner)."
+        "--epochs", type=int, default=defaults.epochs, help="Epochs of the cosine schedule; under --schedule plateau the most epochs (early stopping may end "
+        "sooner)."
     )
     group.add_argument("--batch-size", type=int, default=defaults.batch_size, help="Patches per batch.")
     group.add_argument(
