@@ -29,7 +29,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from benchmarks.model_quality import DATA, RESULTS, summarize_runs, write_manifest_for
+from benchmarks.model_quality import (
+    DATA,
+    RESULTS,
+    prediction_cost_ratio,
+    summarize_runs,
+    write_manifest_for,
+)
 
 # The recipe before this ablation: learning rate halved on plateaus of the selection loss, early
 # stopping (patience 6, at most 200 epochs), plain class-weighted cross-entropy, raw bands only.
@@ -122,7 +128,8 @@ def markdown(results: dict[str, Any], order: list[str]) -> str:
         "split. Levers are kept or dropped on the **selection** mean IoU (never on validation). mean ± "
         "sample std over the seeds listed; Δ is against the baseline's mean over its seeds. CPU seconds "
         "are of training (the machine's 2 cores are shared: wall seconds are noisy). Prediction cost: "
-        "the SavedModel on 8 tiles of 256², relative to the baseline's, measured in the run's process.",
+        "seconds per megapixel of the configuration's model against the baseline's on 8 tiles of 256², "
+        "timed in alternating rounds in one process (`benchmarks.model_quality.prediction_cost_ratio`).",
         "Commands (in order; a rerun skips the runs already done): "
         + "; ".join(f"`{c}`" for c in results.get("commands", [])),
         "",
@@ -138,8 +145,7 @@ def markdown(results: dict[str, Any], order: list[str]) -> str:
                 return "–"
             return f"{row[key]['mean'] - base[key]['mean']:+.3f}"
 
-        cost = row.get("prediction_seconds_per_megapixel")
-        base_cost = base.get("prediction_seconds_per_megapixel") if base else None
+        cost = results.get("prediction_cost", {}).get(name)
         runs = [r for r in results["runs"].values() if r["config"] == name]
         epochs = f"{statistics.fmean(r['epochs_run'] for r in runs):.0f} ({statistics.fmean(r['best_epoch'] for r in runs):.0f})"
         lines.append(
@@ -147,7 +153,7 @@ def markdown(results: dict[str, Any], order: list[str]) -> str:
             f"{delta('selection_mean_iou')} | {_fmt(row['mean_iou'])} | {delta('mean_iou')} | "
             f"{_fmt(row['overall_accuracy'])} | {_fmt(row.get('tta_mean_iou'))} | {epochs} | "
             f"{row['train_seconds']['mean']:.0f} | {row['cpu_seconds']['mean']:.0f} | "
-            + (f"{cost / base_cost:.2f}×" if cost and base_cost else "–")
+            + (f"{cost['ratio']:.2f}×" if cost else "–")
             + " |"
         )
     lines += ["", "Settings (in full; every other model.train setting is its default):", ""]
@@ -270,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"{run['mean_iou']:.4f} tta {run['tta']['mean_iou']:.4f} ({run['cpu_seconds']} CPU s)",
                     flush=True,
                 )
+    # The cost is the architecture's (untrained models), so it is measured once per configuration after
+    # the runs, rather than in runs that share the machine with others.
+    costs = results.setdefault("prediction_cost", {})
+    for name in order:
+        if name not in costs and any(r["config"] == name for r in results["runs"].values()):
+            costs[name] = prediction_cost_ratio(settings_of(name))
     save()
     print(markdown(results, order))
     return 0

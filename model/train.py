@@ -93,18 +93,18 @@ class TrainConfig:
     architecture: str | None = None  # default per mode: unet / classifier
     filters: int = 32
     depth: int | None = None  # the architecture's default
-    epochs: int = 30
+    epochs: int = 80
     batch_size: int = 16
     learning_rate: float = 1e-3
     patience: int = 6
     selection_fraction: float = 0.1
-    schedule: str = "plateau"
-    ema: float = 0.0
+    schedule: str = "cosine"
+    ema: float = 0.99
     loss: str = "crossentropy"
     region_loss: str = "none"
     label_smoothing: float = 0.0
     bootstrap: float = 0.0
-    spectral_indices: str = "none"
+    spectral_indices: str = "auto"
     band_roles: str | None = None
     class_weight_power: float = 0.5
     label_source: str = LABEL_MAJORITY
@@ -340,6 +340,15 @@ def _learning_rate(
     )
 
 
+def ema_momentum(momentum: float, total_steps: int) -> float:
+    """The weight-averaging momentum for a run of `total_steps`: `momentum`, lowered so that the average's
+    window (about 1 / (1 - momentum) steps) is at most a tenth of the run. Keras' average starts from the
+    initial weights, so a short run (a test, the demo) would otherwise export weights it barely trained."""
+    if not momentum:
+        return 0.0
+    return min(momentum, max(0.0, 1.0 - 10.0 / max(1, total_steps)))
+
+
 def describe_loss(config: TrainConfig) -> str:
     """The loss in words, for model.json."""
     parts = ["class-weighted" if config.class_weight_power else "unweighted"]
@@ -433,11 +442,19 @@ def train(config: TrainConfig) -> dict[str, Any]:
         except (ValueError, TypeError) as e:
             raise ModelError(f"Cannot build {architecture!r}: {e}") from None
     steps_per_epoch = max(1, -(-stats.patches // config.batch_size))
+    ema = ema_momentum(config.ema, config.epochs * steps_per_epoch)
+    if ema != config.ema:
+        log.info(
+            "Weight averaging: momentum %.3g instead of %g for a run of %d steps",
+            ema,
+            config.ema,
+            config.epochs * steps_per_epoch,
+        )
     model.compile(
         optimizer=keras.optimizers.Adam(
             _learning_rate(config, steps_per_epoch),
-            use_ema=bool(config.ema),
-            ema_momentum=config.ema or 0.99,
+            use_ema=bool(ema),
+            ema_momentum=ema or 0.99,
         ),
         loss=SegmentationLoss(
             len(classes),
@@ -457,7 +474,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     checkpoint = join_path(config.output, CHECKPOINT)
     monitor = "val_loss" if selection_batches is not None else "loss"
     callbacks: list[keras.callbacks.Callback] = [LogLearningRate()]
-    if config.ema:
+    if ema:
         # The averaged weights are the ones validated and checkpointed (so the best epoch is theirs).
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     callbacks.append(
@@ -542,7 +559,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             "batch_size": config.batch_size,
             "learning_rate": config.learning_rate,
             "schedule": config.schedule,
-            "ema": config.ema,
+            "ema": ema,
             "class_weights": dict(zip(classes, weights)),
             "loss": describe_loss(config),
             "seed": config.seed,
@@ -597,7 +614,11 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     group.add_argument("--depth", type=int, default=None, help="Poolings of unet/classifier.")
     group = p.add_argument_group("training")
     group.add_argument(
-        "--epochs", type=int, default=defaults.epochs, help="Most epochs (early stopping may end sooner)."
+        "--epochs",
+        type=int,
+        default=defaults.epochs,
+        help="Epochs of the cosine schedule; under --schedule plateau the most epochs (early stopping may end "
+        "sooner).",
     )
     group.add_argument("--batch-size", type=int, default=defaults.batch_size, help="Patches per batch.")
     group.add_argument(

@@ -87,7 +87,10 @@ class TrainOptions(PipelineOptions):
         group.add_argument("--depth", type=int, default=None, help="Poolings of unet/classifier.")
         group = parser.add_argument_group("training")
         group.add_argument(
-            "--epochs", type=int, default=30, help="Most epochs (early stopping may end sooner)."
+            "--epochs",
+            type=int,
+            default=80,
+            help="Epochs of the cosine schedule; under --schedule plateau the most epochs.",
         )
         group.add_argument(
             "--training-batch-size",
@@ -113,11 +116,11 @@ class TrainOptions(PipelineOptions):
         group.add_argument(
             "--schedule",
             choices=("plateau", "cosine"),
-            default="plateau",
+            default="cosine",
             help="Learning rate: halve on plateaus with early stopping, or a cosine over all epochs.",
         )
         group.add_argument(
-            "--ema", type=float, default=0.0, help="Momentum of a moving average of the weights (0: off)."
+            "--ema", type=float, default=0.99, help="Momentum of a moving average of the weights (0: off)."
         )
         group.add_argument(
             "--loss", choices=("crossentropy", "focal"), default="crossentropy", help="Per-pixel loss."
@@ -138,7 +141,7 @@ class TrainOptions(PipelineOptions):
         group.add_argument(
             "--spectral-indices",
             dest="spectral_indices",
-            default="none",
+            default="auto",
             help="Indices computed inside the model: auto, none, or names from ndvi,ndwi,mndwi,ndbi.",
         )
         group.add_argument(

@@ -69,7 +69,8 @@ def test_quality_runs_import_as_the_baseline_and_the_table_shows_deltas():
     assert sorted(imported) == ["baseline#0", "baseline#1"]
     assert imported["baseline#0"]["settings"] == model_ablation.BASELINE
     results = {
-        "runs": {**imported, "lovasz#0": {**_run(0, 0.52, "lovasz"), "prediction_seconds_per_megapixel": 2.2}}
+        "runs": {**imported, "lovasz#0": _run(0, 0.52, "lovasz")},
+        "prediction_cost": {"lovasz": {"ratio": 1.1}},
     }
     table = model_ablation.markdown(results, ["baseline", "lovasz"])
     row = next(line for line in table.splitlines() if line.startswith("| lovasz |"))

@@ -153,7 +153,7 @@ def test_a_badly_typed_value_names_the_option_with_the_jobs_usage(job, capsys):
 @pytest.mark.parametrize(
     "module, entry, expected",
     [
-        ("model.train", "run", ["--data", "--epochs", "--batch-size", "(default: 30)", "--verbose [N]"]),
+        ("model.train", "run", ["--data", "--epochs", "--batch-size", "(default: 80)", "--verbose [N]"]),
         ("model.evaluate", "run", ["--model", "--data", "--split", "(default: validation)", "--verbose"]),
         ("model.serve", "main", ["--model", "--port", "--max-request-bytes", "--verbose"]),
         ("pipelines.launch", "main", ["--project", "--template-path", "--param NAME=VALUE", "--verbose"]),

@@ -350,6 +350,13 @@ def test_what_fits_selects_and_scores_for_each_kind_of_data(data, tmp_path, capl
     assert "metrics are optimistic" in caplog.text
 
 
+def test_weight_averaging_window_is_at_most_a_tenth_of_the_run():
+    assert train.ema_momentum(0.99, 80 * 178) == 0.99  # Google's sample: 80 epochs of 178 steps
+    assert train.ema_momentum(0.99, 3 * 150) == pytest.approx(1 - 10 / 450)  # the demo: 3 short epochs
+    assert train.ema_momentum(0.99, 10) == 0.0  # too short to average at all
+    assert train.ema_momentum(0.0, 10_000) == 0.0
+
+
 def test_training_levers_export_predict_and_continue(tmp_path):
     bands = ("B3", "B4", "B8", "B11")
     data = write_synthetic_extraction(tmp_path / "d", bands=bands, classes=CLASSES)
@@ -363,7 +370,10 @@ def test_training_levers_export_predict_and_continue(tmp_path):
         "ndvi": ["B8", "B4"], "ndwi": ["B3", "B8"], "mndwi": ["B3", "B11"], "ndbi": ["B11", "B8"]
     }  # fmt: skip
     assert info["training"]["loss"] == "class-weighted focal loss with label smoothing 0.1 + Lovász-softmax"
-    assert (info["training"]["schedule"], info["training"]["ema"]) == ("cosine", 0.9)
+    # A few batches of 8 for 3 epochs: too few steps for an averaging window of 10 (momentum 0.9).
+    steps = 3 * -(-info["training"]["patches"] // 8)
+    assert info["training"]["schedule"] == "cosine"
+    assert steps < 100 and info["training"]["ema"] == pytest.approx(1 - 10 / steps)
     assert info["training"]["epochs_run"] == 3  # no early stopping under the cosine schedule
     history = json.loads((tmp_path / "m" / "history.json").read_text())
     assert history["learning_rate"][-1] < history["learning_rate"][0]
