@@ -101,7 +101,7 @@ class TrainConfig:
     schedule: str = "cosine"
     ema: float = 0.99
     loss: str = "crossentropy"
-    region_loss: str = "none"
+    region_loss: str = "lovasz"
     label_smoothing: float = 0.0
     bootstrap: float = 0.0
     spectral_indices: str = "auto"

@@ -129,7 +129,7 @@ class TrainOptions(PipelineOptions):
             "--region-loss",
             dest="region_loss",
             choices=("none", "dice", "lovasz"),
-            default="none",
+            default="lovasz",
             help="Loss over each batch added to the per-pixel one: soft Dice or Lovász-softmax.",
         )
         group.add_argument(
