@@ -73,7 +73,6 @@ from transforms.outcome import (
     Outcome,
     check_max_error_fraction,
     check_outcome,
-    read_outcome,
     warning_lines,
 )
 from transforms.sampling import Point, Region, RegionsError, load_regions, region_windows, whole_raster_region
@@ -856,7 +855,7 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> O
     job = validate(opts)
     use_local_cores(options, args, WORKER_BYTES, opts.max_memory, planned_points(job), MIN_POINTS_PER_WORKER)
     manifest = f"{job.output}/{MANIFEST_NAME}"
-    run_job(
+    outcome = run_job(
         options,
         lambda pipeline, remote: build_pipeline(pipeline, job, remote),
         EXTRACTION,
@@ -864,10 +863,7 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> O
         job="extraction",
         where=job.output,
         runner=local_runner(options),
-    )
-    outcome = read_outcome(manifest)  # None where the runner returned before the job ended
-    if outcome is not None and not outcome.ok:
-        raise JobFailed(outcome, "extraction", job.output)
+    )  # None where the runner returned before the job ended
     print(f"Extraction written to {job.output} (manifest: {manifest})")
     for line in warning_lines(outcome) if outcome else []:
         print(line, file=sys.stderr)

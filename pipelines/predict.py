@@ -863,9 +863,6 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> d
         )
     with FileSystems.open(summary_path) as f:
         summary = json.loads(f.read())
-    outcome = Outcome.from_json(summary["outcome"])
-    if not outcome.ok:
-        raise JobFailed(outcome, "prediction", job.output.output)
     if job.ee_asset is not None:
         summary = register_prediction(job.ee_asset, summary, job.model, summary_name=SUMMARY_NAME)
     return summary

@@ -30,7 +30,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from transforms import progress as counters
-from transforms.outcome import JobFailed, is_local_runner, read_outcome
+from transforms.outcome import JobFailed, Outcome, is_local_runner, read_outcome
 
 ENV_INTERVAL = "TERRABEAM_PROGRESS_INTERVAL"
 ENV_ENABLED = "TERRABEAM_PROGRESS"
@@ -320,10 +320,11 @@ def run_job(
     job: str,
     where: str,
     runner: Any = None,
-) -> None:
+) -> Outcome | None:
     """`run_pipeline` for a job that records its outcome in `outcome_path` (manifest.json,
-    prediction.json): a job that failed in its last step, or before it, raises JobFailed when the
-    recorded outcome says so. `build(pipeline, remote)`: remote when the runner is not in this process.
+    prediction.json): raises JobFailed when the recorded outcome says the job failed (in its last step,
+    before it, or past --max-error-fraction), else returns the outcome (None where the runner returned
+    before the job ended). `build(pipeline, remote)`: remote when the runner is not in this process.
     """
     remote = not is_local_runner(options.view_as(StandardOptions).runner)
     try:
@@ -333,6 +334,10 @@ def run_job(
         if outcome is None or outcome.ok:
             raise
         raise JobFailed(outcome, job, where) from None
+    outcome = read_outcome(outcome_path)
+    if outcome is not None and not outcome.ok:
+        raise JobFailed(outcome, job, where)
+    return outcome
 
 
 def _run_local(pipeline: beam.Pipeline, options: PipelineOptions, progress: Progress, stream: TextIO) -> Any:
