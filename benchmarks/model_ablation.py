@@ -106,7 +106,6 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             "seeds": [r["seed"] for r in runs],
             **summarize_runs(runs),
         }
-        table[name]["prediction_seconds_per_megapixel"] = runs[0].get("prediction_seconds_per_megapixel")
     return table
 
 
@@ -171,21 +170,17 @@ def import_runs(other: dict[str, Any], source: str) -> dict[str, dict[str, Any]]
     found = {}
     for run in other["fcn"]["runs"]:
         run = {**run, "config": "baseline", "settings": settings_of("baseline"), "imported_from": source}
-        run["prediction_seconds_per_megapixel"] = other["fcn"].get("prediction_seconds_per_megapixel")
         found[_key("baseline", run["seed"])] = run
     return found
 
 
 def _child(name: str, seed: int, manifest_dir: str) -> dict[str, Any]:
-    """One run in this process (the child side of `--jobs`)."""
-    from benchmarks.model_quality import fcn_run, prediction_seconds_per_megapixel
+    """One run in this process (the child side of `--jobs`); its prediction cost is measured once per
+    configuration by the parent."""
+    from benchmarks.model_quality import fcn_run
 
     with tempfile.TemporaryDirectory(prefix="ablation-") as tmp:
-        run = fcn_run(manifest_dir, Path(tmp), settings_of(name), seed)
-        run["prediction_seconds_per_megapixel"] = prediction_seconds_per_megapixel(
-            Path(tmp) / f"model-seed{seed}"
-        )
-    return run
+        return fcn_run(manifest_dir, Path(tmp), settings_of(name), seed)
 
 
 def _spawn(name: str, seed: int, manifest_dir: str) -> dict[str, Any]:

@@ -442,13 +442,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
         except (ValueError, TypeError) as e:
             raise ModelError(f"Cannot build {architecture!r}: {e}") from None
     steps_per_epoch = max(1, -(-stats.patches // config.batch_size))
-    ema = ema_momentum(config.ema, config.epochs * steps_per_epoch)
+    total_steps = config.epochs * steps_per_epoch
+    ema = ema_momentum(config.ema, total_steps)
     if ema != config.ema:
         log.info(
             "Weight averaging: momentum %.3g instead of %g for a run of %d steps",
             ema,
             config.ema,
-            config.epochs * steps_per_epoch,
+            total_steps,
         )
     model.compile(
         optimizer=keras.optimizers.Adam(
