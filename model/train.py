@@ -102,7 +102,7 @@ class TrainConfig:
     ema: float = 0.99
     loss: str = "crossentropy"
     region_loss: str = "lovasz"
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
     bootstrap: float = 0.0
     spectral_indices: str = "auto"
     band_roles: str | None = None
