@@ -133,7 +133,11 @@ class TrainOptions(PipelineOptions):
             help="Loss over each batch added to the per-pixel one: soft Dice or Lovász-softmax.",
         )
         group.add_argument(
-            "--label-smoothing", dest="label_smoothing", type=float, default=0.1, help="Label smoothing (0: off)."
+            "--label-smoothing",
+            dest="label_smoothing",
+            type=float,
+            default=0.1,
+            help="Label smoothing (0: off).",
         )
         group.add_argument(
             "--bootstrap", type=float, default=0.0, help="Soft bootstrapping weight of the prediction."
