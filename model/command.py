@@ -7,6 +7,9 @@ asks for them with `--verbose` or sets `TF_CPP_MIN_LOG_LEVEL` themselves. Tensor
 `terrabeam` (pipelines/cli.py) calls it before it imports a command, and `python -m model.<command>` /
 `python -m pipelines.<command>` call it from the package's `__init__`, which Python runs before the
 command's own imports. Beam's local worker processes inherit the environment, so they start quietly too.
+One notice gets through: where TensorFlow 2.21 turns oneDNN's custom operations on, it announces them
+through absl before absl is initialized, which no log level reaches; only TF_ENABLE_ONEDNN_OPTS=0 hides
+it, and that swaps the kernels, so it is left to the user.
 
 This module imports nothing heavy: it runs before TensorFlow and Beam load.
 """
