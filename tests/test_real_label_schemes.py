@@ -67,8 +67,8 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def short_training(data: Path, model: Path) -> dict:
-    config = TrainConfig(data=str(data), output=str(model), epochs=4, filters=8, batch_size=16, verbose=0)
+def short_training(data: Path, model: Path, epochs: int = 4) -> dict:
+    config = TrainConfig(data=str(data), output=str(model), epochs=epochs, filters=8, batch_size=16, verbose=0)
     return train(config)
 
 
@@ -131,7 +131,9 @@ def test_sen1floods11_binary_water_probability(tmp_path):
     labels = record_labels(data)
     assert set(np.unique(labels).astype(int)) <= {0, 1, 255}  # -1 never became a class
 
-    short_training(data, model)
+    # 8 epochs, not 4: with the default recipe (cosine, EMA, Lovasz, label smoothing) 4 epochs gave a
+    # water AUC of 0.85-0.95 over seeds 0-3, too close to the bar; 8 gave 0.94-0.97.
+    short_training(data, model, epochs=8)
     summary = predict([f"--model={model}", "--inputs", s2, "--tile-size=128", "--overlap=64", "--mosaic"]
                       + [f"--output={maps}"])  # fmt: skip
     assert summary["positive_class"] == "water" and summary["files"]["probability"] == "probability.tif"
@@ -147,6 +149,6 @@ def test_sen1floods11_binary_water_probability(tmp_path):
     assert set(np.unique(classes).tolist()) <= {0, 1, 255}
     np.testing.assert_array_equal(classes[valid], (probability[valid] > 0.5).astype(np.uint8) | 0)
     # The map tells water from land: ranked by water probability, a hand-labelled water pixel comes
-    # before a land pixel most of the time (the area under the ROC curve), after only a few epochs.
+    # before a land pixel most of the time (the area under the ROC curve), after a short training.
     labelled = valid & (truth >= 0)
     assert roc_auc(probability[labelled], truth[labelled] == 1) > 0.85
