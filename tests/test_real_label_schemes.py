@@ -68,7 +68,9 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 
 def short_training(data: Path, model: Path, epochs: int = 4) -> dict:
-    config = TrainConfig(data=str(data), output=str(model), epochs=epochs, filters=8, batch_size=16, verbose=0)
+    config = TrainConfig(
+        data=str(data), output=str(model), epochs=epochs, filters=8, batch_size=16, verbose=0
+    )
     return train(config)
 
 
