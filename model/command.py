@@ -7,9 +7,9 @@ asks for them with `--verbose` or sets `TF_CPP_MIN_LOG_LEVEL` themselves. Tensor
 `terrabeam` (pipelines/cli.py) calls it before it imports a command, and `python -m model.<command>` /
 `python -m pipelines.<command>` call it from the package's `__init__`, which Python runs before the
 command's own imports. Beam's local worker processes inherit the environment, so they start quietly too.
-One notice gets through: where TensorFlow 2.21 turns oneDNN's custom operations on, it announces them
-through absl before absl is initialized, which no log level reaches; only TF_ENABLE_ONEDNN_OPTS=0 hides
-it, and that swaps the kernels, so it is left to the user.
+Where TensorFlow 2.21 turns oneDNN's custom operations on, it announces them through absl before absl
+is initialized, which no log level reaches: while TensorFlow loads, a quiet start filters that notice
+out of stderr (transforms/quiet_tensorflow.py), in Beam's local worker processes too.
 
 This module imports nothing heavy: it runs before TensorFlow and Beam load.
 """
@@ -24,6 +24,8 @@ import shutil
 import textwrap
 import warnings
 from collections.abc import Sequence
+
+from transforms.quiet_tensorflow import QUIET_ENV, hide_notice_while_tensorflow_loads, remove_finder
 
 VERBOSE_FLAG = "--verbose"
 TF_LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
@@ -93,8 +95,15 @@ def quiet_start(argv: Sequence[str] | None = None) -> bool:
     The user's own `TF_CPP_MIN_LOG_LEVEL` is left as it is. Safe to call more than once.
     """
     if argv is not None and wants_verbose(argv):
+        show_onednn_notice()
         return True
     os.environ.setdefault(TF_LOG_LEVEL_ENV, QUIET_TF_LOG_LEVEL)
+    if os.environ[TF_LOG_LEVEL_ENV].strip() in ("", "0"):
+        show_onednn_notice()  # the user's own level asks for TensorFlow's INFO lines
+    else:
+        # The oneDNN notice is an INFO line that escapes TensorFlow's level: hide it as the level asks.
+        os.environ[QUIET_ENV] = "1"
+        hide_notice_while_tensorflow_loads()
     for name, level in NOISY_LOGGERS.items():
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET or logger.level < level:
@@ -110,6 +119,12 @@ def quiet_start(argv: Sequence[str] | None = None) -> bool:
     drop_beam_noise()
     _state["quiet"] = True
     return False
+
+
+def show_onednn_notice() -> None:
+    """Let TensorFlow's oneDNN notice through, in this process and the ones it starts."""
+    os.environ.pop(QUIET_ENV, None)
+    remove_finder()
 
 
 def drop_beam_noise() -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from model import command
 from pipelines import cli
+from transforms.quiet_tensorflow import QUIET_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 # TensorFlow's and absl's start-up lines, and Python warnings, as they appear on stderr.
@@ -21,19 +22,6 @@ NOISE = re.compile(
     r"|Warning:|WARNING|^[IWE]\d{4} ",
     re.M,
 )
-# On CPUs where TensorFlow turns its oneDNN custom operations on (recent Intel ones), TensorFlow 2.21
-# announces them through absl before absl is initialized: no log level hides that pair of lines, only
-# TF_ENABLE_ONEDNN_OPTS=0, which swaps the kernels (speed and round-off) and so is the user's call.
-ONEDNN_NOTICE = re.compile(
-    r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR\n"
-    r"|^I\d{4} [^\n]*\] oneDNN custom operations are on\.[^\n]*\n",
-    re.M,
-)
-
-
-def hideable(stderr: str) -> str:
-    """stderr less the oneDNN notice, which a quiet start cannot hide."""
-    return ONEDNN_NOTICE.sub("", stderr)
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +46,13 @@ def not_own(stderr: str) -> str:
 
 def env(**extra: str) -> dict[str, str]:
     """This environment without what a quiet start or a local run may have set in the test process."""
-    drop = {command.TF_LOG_LEVEL_ENV, "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "COLUMNS"}
+    drop = {
+        command.TF_LOG_LEVEL_ENV,
+        QUIET_ENV,
+        "TF_NUM_INTRAOP_THREADS",
+        "TF_NUM_INTEROP_THREADS",
+        "COLUMNS",
+    }
     clean = {k: v for k, v in os.environ.items() if k not in drop}
     return {**clean, **extra}
 
@@ -143,7 +137,7 @@ def test_both_forms_list_the_same_options(job):
     python_m = run([sys.executable, "-m", module, "--help"], COLUMNS="100")
     assert script.returncode == python_m.returncode == 0, script.stderr + python_m.stderr
     assert script.stdout.replace(f"terrabeam {job}", f"python -m {module}") == python_m.stdout
-    assert not NOISE.search(hideable(script.stderr + python_m.stderr)), script.stderr + python_m.stderr
+    assert not NOISE.search(script.stderr + python_m.stderr), script.stderr + python_m.stderr
 
 
 @pytest.mark.slow
@@ -182,7 +176,7 @@ def test_terrabeam_predict_runs_a_pool_quietly(tiny_scene, tmp_path):
     pool = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
     done = run([terrabeam(), "predict", *args, *pool, "--output", str(tmp_path / "map")])
     assert done.returncode == 0, done.stderr
-    assert hideable(not_own(done.stderr)) == "", f"not a quiet start:\n{done.stderr}"
+    assert not_own(done.stderr) == "", f"not a quiet start:\n{done.stderr}"
     assert "Prediction of 81 tiles written" in done.stdout
 
 
@@ -204,15 +198,21 @@ def test_tensorflows_start_up_lines_are_hidden_unless_asked_for():
 
 
 def test_quiet_start_keeps_the_users_level_and_steps_aside_for_verbose(monkeypatch):
+    """And the oneDNN notice filter follows: on at a level that hides INFO lines, off at 0 or --verbose."""
     monkeypatch.delenv(command.TF_LOG_LEVEL_ENV, raising=False)
+    monkeypatch.delenv(QUIET_ENV, raising=False)
     assert command.quiet_start(["--epochs", "3"]) is False
     assert os.environ[command.TF_LOG_LEVEL_ENV] == command.QUIET_TF_LOG_LEVEL
+    assert os.environ[QUIET_ENV] == "1"
     monkeypatch.setenv(command.TF_LOG_LEVEL_ENV, "0")
     command.quiet_start([])
-    assert os.environ[command.TF_LOG_LEVEL_ENV] == "0"
+    assert os.environ[command.TF_LOG_LEVEL_ENV] == "0" and QUIET_ENV not in os.environ
+    monkeypatch.setenv(command.TF_LOG_LEVEL_ENV, "3")
+    command.quiet_start([])
+    assert os.environ[QUIET_ENV] == "1"
     monkeypatch.delenv(command.TF_LOG_LEVEL_ENV)
     assert command.quiet_start(["--verbose"]) is True and command.quiet_start(["--verbose=1"]) is True
-    assert command.TF_LOG_LEVEL_ENV not in os.environ
+    assert command.TF_LOG_LEVEL_ENV not in os.environ and QUIET_ENV not in os.environ
 
 
 def test_beams_noise_lines_are_dropped_and_the_rest_kept(caplog):
