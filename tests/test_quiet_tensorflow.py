@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from tests.test_cli import env
 from transforms.quiet_tensorflow import QUIET_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,17 +23,26 @@ NOTICE = (
 OTHER_ABSL_LINE = "E0000 00:00:1796132747.6   28681 cuda_dnn.cc:8310] Unable to register cuDNN factory\n"
 
 
-def python(code: str, *, path: Path | None = None, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in {QUIET_ENV, "TF_CPP_MIN_LOG_LEVEL"}}
-    clean["PYTHONPATH"] = os.pathsep.join(str(p) for p in (path, ROOT) if p)
+def python(code: str, *, path: Path | None = None, **extra: str) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter, with `path` (a stand-in package) first on its path."""
+    pythonpath = os.pathsep.join(str(p) for p in (path, ROOT) if p)
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         cwd=ROOT,
-        env={**clean, **env},
+        env=env(PYTHONPATH=pythonpath, **extra),
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def stand_in_tensorflow(folder: Path, printed: str) -> Path:
+    """A `tensorflow` package in `folder` that writes `printed` to fd 2 while it loads, as the real one
+    does on CPUs where oneDNN's custom operations are on, so these tests run on any machine."""
+    package = folder / "tensorflow"
+    package.mkdir()
+    (package / "__init__.py").write_text(f"import os\nos.write(2, {printed.encode()!r})\n")
+    return package
 
 
 def test_the_filter_drops_the_notice_and_keeps_every_other_line_in_order():
@@ -69,12 +79,8 @@ def test_a_crash_inside_the_filter_loses_no_line():
 
 
 def test_the_first_import_of_tensorflow_goes_through_the_filter(tmp_path):
-    """A stand-in `tensorflow` package that prints the notice while it loads, as the real one does on
-    CPUs where oneDNN's custom operations are on, so this runs on any machine."""
-    package = tmp_path / "tensorflow"
-    package.mkdir()
-    printed = (HEADER + NOTICE + "loading\n").encode()
-    (package / "__init__.py").write_text(f"import os\nos.write(2, {printed!r})\n")
+    """And the module keeps its real loader: its resources are still found."""
+    package = stand_in_tensorflow(tmp_path, HEADER + NOTICE + "loading\n")
     (package / "data.txt").write_text("a resource")
     code = """
         import importlib.resources, sys
@@ -91,9 +97,7 @@ def test_the_first_import_of_tensorflow_goes_through_the_filter(tmp_path):
 
 def test_a_worker_of_a_quiet_start_filters_too(tmp_path):
     """Beam's local workers inherit the environment and import `transforms` before TensorFlow."""
-    package = tmp_path / "tensorflow"
-    package.mkdir()
-    (package / "__init__.py").write_text(f"import os\nos.write(2, {(HEADER + NOTICE).encode()!r})\n")
+    stand_in_tensorflow(tmp_path, HEADER + NOTICE)
     code = "import transforms.inference, tensorflow"
     assert python(code, path=tmp_path, **{QUIET_ENV: "1"}).stderr == ""
     assert python(code, path=tmp_path).stderr == HEADER + NOTICE
