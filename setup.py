@@ -27,10 +27,10 @@ INSTALL_REQUIRES = [
     "isal>=1.0",
     # CRC-32C for TFRecord framing in C (already a Beam[gcp] dependency; used directly).
     "google-crc32c>=1.5",
-    # python -m model.deploy: the Vertex AI Model Registry and endpoints through the aiplatform_v1 GAPIC
+    # python -m model.serving.deploy: the Vertex AI Model Registry and endpoints through the aiplatform_v1 GAPIC
     # clients over REST (already a Beam[gcp] dependency; used directly).
     "google-cloud-aiplatform>=1.40",
-    # model.deploy copies model folders to Cloud Storage and writes deployment.json there (already a
+    # model.serving.deploy copies model folders to Cloud Storage and writes deployment.json there (already a
     # Beam[gcp] dependency; used directly).
     "google-cloud-storage>=2.10",
 ]
@@ -63,7 +63,7 @@ setup(
     # `terrabeam extract|train|predict|...` (pipelines/cli.py); the `python -m` forms work as well.
     entry_points={"console_scripts": ["terrabeam = pipelines.cli:main"]},
     extras_require={
-        # python -m model.serve (the Vertex AI / Cloud Run container installs these itself).
+        # python -m model.serving.serve (the Vertex AI / Cloud Run container installs these itself).
         "serve": [
             "starlette>=0.37",  # the ASGI app: routes, request streaming, lifespan
             "uvicorn>=0.30",  # the HTTP server Vertex AI's custom-container contract expects on AIP_HTTP_PORT
@@ -75,7 +75,7 @@ setup(
             # Dynamic map tiles cut from COGs/VRTs (overviews, internal tiles) in Web Mercator; 7.0 has
             # ImageData.array (masked). TiTiler would add FastAPI for endpoints this app has in 70 lines.
             "rio-tiler>=7",
-            "starlette>=0.37",  # the web app (the same stack as model.serve)
+            "starlette>=0.37",  # the web app (the same stack as model.serving.serve)
             "uvicorn>=0.30",  # its HTTP server
         ],
         "test": [

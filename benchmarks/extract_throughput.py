@@ -85,7 +85,7 @@ def child_reads(args: dict) -> dict:
     import rasterio
     from rasterio.windows import Window
 
-    from pipelines.demo_scene import ensure_demo_scene
+    from pipelines.demo.scene import ensure_demo_scene
 
     scene = ensure_demo_scene()
     windows = _windows(scene, args["count"])
@@ -104,7 +104,7 @@ def child_reads(args: dict) -> dict:
 
 
 def child_layout(args: dict) -> dict:
-    from pipelines.demo_scene import ensure_demo_scene
+    from pipelines.demo.scene import ensure_demo_scene
 
     write_layout(ensure_demo_scene().image, Path(args["target"]), DEFLATE_LAYOUT)
     return {}
@@ -115,7 +115,7 @@ def child_naive(args: dict) -> dict:
     import tensorflow as tf
     from rasterio.windows import Window
 
-    from pipelines.demo_scene import ensure_demo_scene
+    from pipelines.demo.scene import ensure_demo_scene
 
     scene = ensure_demo_scene()
     windows = _windows(scene, args["count"])
@@ -143,7 +143,7 @@ def child_naive(args: dict) -> dict:
 
 def child_pipeline(args: dict) -> dict:
     from pipelines.extract import main
-    from transforms.manifest import read_manifest
+    from transforms.contracts.manifest import read_manifest
 
     output = Path(args["dir"]) / f"pipeline-{args['compression']}-{args['points_per_class']}"
     argv = [
@@ -175,8 +175,8 @@ def child_pipeline(args: dict) -> dict:
 
 def _points_per_class_for(target: int) -> int:
     """Points-per-class that gives about `target` points on the demo scene (counted, not guessed)."""
-    from pipelines.demo_scene import ensure_demo_scene
-    from transforms.sampling import load_regions, sample_region
+    from pipelines.demo.scene import ensure_demo_scene
+    from transforms.geometry.sampling import load_regions, sample_region
 
     scene = ensure_demo_scene()
     regions = load_regions(scene.regions)
@@ -199,7 +199,7 @@ def rates(fig: dict) -> dict:
 
 
 def run_benchmark(points: int, naive_count: int, output: Path) -> dict:
-    from pipelines.demo_scene import ensure_demo_scene
+    from pipelines.demo.scene import ensure_demo_scene
 
     ensure_demo_scene()  # generated once, outside the timings
     workdir = Path(tempfile.mkdtemp(prefix="terrabeam-bench-"))

@@ -156,11 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", default="extract,extract_default,predict", help="Which jobs to measure.")
     parser.add_argument("--output", type=Path, default=RESULTS / "local_cores.json")
     args = parser.parse_args(argv)
-    from model.command import quiet_start
+    from transforms.runtime.command import quiet_start
 
     quiet_start([])  # exporting the benchmark's model loads TensorFlow here too
     from benchmarks.predict_throughput import export_unet
-    from pipelines.demo_scene import ensure_demo_scene
+    from pipelines.demo.scene import ensure_demo_scene
     from pipelines.options import available_cpus
 
     demo = ensure_demo_scene()

@@ -59,10 +59,10 @@ def _patches(folder: Path, reader):
 def write_manifest_for(data: Path, work: Path) -> str:
     """A manifest (in `work`) naming the Earth Engine shards, so that model.train can read them."""
     from model.dataset import PatchReader, list_records, scan_statistics
-    from transforms.classes import CLASS_NAMES, S2_BANDS
-    from transforms.label_scheme import dynamic_world
-    from transforms.manifest import build_manifest, write_manifest
-    from transforms.schema import PatchSchema
+    from transforms.contracts.classes import CLASS_NAMES, S2_BANDS
+    from transforms.contracts.label_scheme import dynamic_world
+    from transforms.contracts.manifest import build_manifest, write_manifest
+    from transforms.contracts.schema import PatchSchema
 
     schema = PatchSchema(S2_BANDS, 16)
     reader = PatchReader(schema, len(CLASS_NAMES))
@@ -93,8 +93,8 @@ def write_manifest_for(data: Path, work: Path) -> str:
 def pixels(data: Path, folder: str) -> tuple[np.ndarray, np.ndarray]:
     """Usable pixels of a split as (N, bands) values and (N,) labels, through the model's own reader."""
     from model.dataset import PatchReader
-    from transforms.classes import CLASS_NAMES, S2_BANDS
-    from transforms.schema import LABEL_NODATA, PatchSchema
+    from transforms.contracts.classes import CLASS_NAMES, S2_BANDS
+    from transforms.contracts.schema import LABEL_NODATA, PatchSchema
 
     reader = PatchReader(PatchSchema(S2_BANDS, 16), len(CLASS_NAMES))
     xs, ys = [], []
@@ -119,7 +119,7 @@ def forest_run(
     from sklearn.ensemble import RandomForestClassifier
 
     from model.evaluate import summarize
-    from transforms.classes import CLASS_NAMES
+    from transforms.contracts.classes import CLASS_NAMES
 
     (x_train, y_train), (x_val, y_val) = train_pixels, score_pixels
     forest = RandomForestClassifier(
@@ -212,7 +212,7 @@ def prediction_cost_ratio(settings: dict[str, Any]) -> dict[str, float]:
 
     from model.architecture import build_model, resolve_spectral_indices
     from model.train import TrainConfig
-    from transforms.classes import CLASS_NAMES, S2_BANDS
+    from transforms.contracts.classes import CLASS_NAMES, S2_BANDS
 
     config = TrainConfig(**settings)
     options: dict[str, Any] = {"filters": config.filters}

@@ -103,7 +103,7 @@ def export_unet(scene_image: str, model_dir: Path) -> str:
 
     from model.architecture import build_unet
     from model.export import export_model
-    from transforms.classes import CLASS_NAMES
+    from transforms.contracts.classes import CLASS_NAMES
 
     with rasterio.open(scene_image) as src:
         sample = src.read(out_shape=(src.count, 256, 256)).reshape(src.count, -1).astype(np.float64)
@@ -122,11 +122,11 @@ def child_raw_predict(args: dict) -> dict:
     import tensorflow as tf
 
     from model.export import load_model_metadata
-    from transforms.extract import RetryConfig
-    from transforms.grid import grid_spec_of
+    from transforms.geometry.grid import grid_spec_of
+    from transforms.geometry.tiling import TilingSpec, plan_for_bounds
     from transforms.inference import fetch_tile
-    from transforms.sources import LocalRasterSource
-    from transforms.tiling import TilingSpec, plan_for_bounds
+    from transforms.io.rasters import LocalRasterSource
+    from transforms.io.retry import RetryConfig
 
     info = load_model_metadata(args["model"])
     source = LocalRasterSource([args["scene"]])
@@ -174,7 +174,7 @@ def child_job(args: dict) -> dict:
 
 
 def run_benchmark(size: int, rss_sizes: list[int], output: Path) -> dict:
-    from pipelines.demo_scene import ensure_demo_scene
+    from pipelines.demo.scene import ensure_demo_scene
 
     demo = ensure_demo_scene()
     with tempfile.TemporaryDirectory(prefix="terrabeam-bench-") as tmp:

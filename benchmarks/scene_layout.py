@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(args.child, args.patches)))
         return 0
 
-    from pipelines.demo_scene import ensure_demo_scene
+    from pipelines.demo.scene import ensure_demo_scene
 
     scene = ensure_demo_scene()
     results = {}

@@ -3,7 +3,7 @@
     python -m benchmarks.serve_latency [--tile 256 --bands 13 --classes 9 --requests 96 --concurrency 1,2]
 
 Exports an untrained model of the default architecture (the weights do not change the cost), starts
-`python -m model.serve` in its own process on 127.0.0.1, and for each concurrency level measures, in
+`python -m model.serving.serve` in its own process on 127.0.0.1, and for each concurrency level measures, in
 the same run:
 
 - raw: the exported `saved_model/` serving signature called in this process, one tile per call, from
@@ -185,7 +185,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
     import httpx
     import tensorflow as tf
 
-    from model.serve import DEFAULT_THREADS, decode_tensor, tune_malloc, wait_until_ready
+    from model.serving.serve import DEFAULT_THREADS, decode_tensor, tune_malloc, wait_until_ready
 
     tune_malloc()  # as the server does, so that both sides allocate alike
 
@@ -232,7 +232,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
 
         raw(0)  # first call outside the timing, as the server's warm-up
         port = free_port()
-        command = [sys.executable, "-m", "model.serve", "--model", model_dir, "--host", "127.0.0.1"]
+        command = [sys.executable, "-m", "model.serving.serve", "--model", model_dir, "--host", "127.0.0.1"]
         command += ["--port", str(port), "--max-request-bytes", str(2 * len(bodies[0]))]
         if args.server_threads:
             command += ["--threads", str(args.server_threads)]

@@ -4,7 +4,7 @@
                   -> batch -> parse_example (vectorised) -> drop masked patches -> unbatch -> cache
     make_batches: -> shuffle -> batch -> class weights -> random flips/rotations -> prefetch
 
-Records follow the shared schema (`transforms.schema.PatchSchema`), which is also Earth Engine's own
+Records follow the shared schema (`transforms.contracts.schema.PatchSchema`), which is also Earth Engine's own
 TFRecord patch layout, so Earth Engine exports are read with just a band list and a patch size
 (`PatchSchema(bands, patch_size)`). Paths may be local or gs:// (tf.io.gfile / TensorFlow file systems).
 
@@ -29,9 +29,9 @@ import tensorflow as tf
 
 from model.architecture import CLASSIFICATION, MODES, SEGMENTATION
 from model.errors import IncompatibleDataError
-from transforms.label_scheme import scheme_from_metadata
-from transforms.manifest import ManifestError, read_manifest, schema_of
-from transforms.schema import LABEL_NODATA, PatchSchema
+from transforms.contracts.label_scheme import scheme_from_metadata
+from transforms.contracts.manifest import ManifestError, read_manifest, schema_of
+from transforms.contracts.schema import LABEL_NODATA, PatchSchema
 
 AUTOTUNE = tf.data.AUTOTUNE
 

@@ -2,7 +2,7 @@
 
     python -m model.evaluate --model out/demo/model --data out/demo/data [--split validation]
 
-`--tta` averages each prediction over the 8 flips/rotations of the input (transforms/tta.py).
+`--tta` averages each prediction over the 8 flips/rotations of the input (transforms/geometry/tta.py).
 Counts every usable pixel (label not NODATA, not masked) of the split; in classification mode every
 usable patch. IoU of class c = TP / (TP + FP + FN); the mean IoU averages the classes that occur in
 the labels or the predictions (a class absent from both has no IoU, reported as null).
@@ -20,7 +20,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model.command import HelpFormatter, add_verbose_flag, fill, prog, quiet_start
 from model.dataset import (
     PatchReader,
     check_data_matches_model,
@@ -31,9 +30,10 @@ from model.dataset import (
 )
 from model.errors import ModelError
 from model.export import load_keras_model, load_model_metadata, write_json
-from transforms.label_scheme import LabelScheme
-from transforms.schema import LABEL_NODATA
-from transforms.tta import predict_with_tta
+from transforms.contracts.label_scheme import LabelScheme
+from transforms.contracts.schema import LABEL_NODATA
+from transforms.geometry.tta import predict_with_tta
+from transforms.runtime.command import HelpFormatter, add_verbose_flag, fill, prog, quiet_start
 
 
 def confusion_matrix(
@@ -41,7 +41,7 @@ def confusion_matrix(
 ) -> np.ndarray:
     """(num_classes, num_classes) counts, rows = label, columns = prediction, over usable pixels.
 
-    With `tta`, each prediction is the mean over the 8 flips/rotations of the input (transforms.tta).
+    With `tta`, each prediction is the mean over the 8 flips/rotations of the input (transforms.geometry.tta).
     """
     matrix = np.zeros((num_classes, num_classes), np.int64)
     probabilities = tf.function(lambda x: model(x, training=False), reduce_retracing=True)

@@ -6,7 +6,7 @@
     saved_model/        signature `serving_default`: `image` float32 (batch, H, W, bands), raw values
                         in model.json band order -> `probabilities` float32 (batch, H, W, classes)
     eeified/            the same model for Earth Engine (`ee.Model.fromVertexAi`, SERIALIZED_TF_TENSORS),
-                        written by model.eeify: `array` string (batch,) -> one output per class, named
+                        written by model.serving.eeify: `array` string (batch,) -> one output per class, named
                         after it, string (batch,); each string the web-safe Base64 of a serialized
                         TensorProto, (H, W, bands) in, the class's (H, W) probabilities out
     earthengine.json    the matching `ee.Model.fromVertexAi` arguments (outputBands: one band per class)
@@ -26,10 +26,10 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from model import eeify
 from model.architecture import INPUT_NAME, MODES, OUTPUT_NAME, SEGMENTATION, receptive_field
 from model.errors import ModelError, ModelNotFoundError
-from transforms.label_scheme import scheme_from_metadata
+from model.serving import eeify
+from transforms.contracts.label_scheme import scheme_from_metadata
 
 MODEL_FORMAT = "terrabeam-model/1"
 MODEL_JSON = "model.json"
@@ -39,7 +39,7 @@ EARTHENGINE_JSON = eeify.EARTHENGINE_JSON
 KERAS_MODEL = "keras/model.keras"
 SIGNATURE = "serving_default"
 
-# The Earth Engine wire format and its limits live in model.eeify (one implementation for the project's
+# The Earth Engine wire format and its limits live in model.serving.eeify (one implementation for the project's
 # models and any other); re-exported here for callers of the model folder contract.
 EE_INPUT_NAME = eeify.EE_INPUT_NAME
 VERTEX_AI_MAX_REQUEST_BYTES = eeify.VERTEX_AI_MAX_REQUEST_BYTES

@@ -29,7 +29,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from transforms.schema import LABEL_NODATA
+from transforms.contracts.schema import LABEL_NODATA
 
 REGION_TERMS = ("none", "dice", "lovasz")
 # Probabilities are clipped away from 0 before the log, as Keras' own cross-entropy does.

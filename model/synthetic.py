@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from transforms.label_scheme import scheme_from_metadata
-from transforms.manifest import build_manifest, write_manifest
-from transforms.schema import LABEL_NODATA, PatchSchema
+from transforms.contracts.label_scheme import scheme_from_metadata
+from transforms.contracts.manifest import build_manifest, write_manifest
+from transforms.contracts.schema import LABEL_NODATA, PatchSchema
 
 
 def synthetic_patches(

@@ -45,7 +45,6 @@ from model.architecture import (
     resolve_spectral_indices,
 )
 from model.callbacks import BestEpoch
-from model.command import HelpFormatter, fill, prog, quiet_start
 from model.dataset import (
     FIT,
     LABEL_FEATURE,
@@ -65,8 +64,9 @@ from model.errors import IncompatibleDataError, ModelError
 from model.evaluate import confusion_matrix, plot_confusion_matrix, summarize
 from model.export import export_model, join_path, load_keras_model, load_model_metadata, write_json
 from model.losses import REGION_TERMS, SegmentationLoss
-from transforms.label_scheme import scheme_from_metadata
-from transforms.schema import LABEL_NODATA
+from transforms.contracts.label_scheme import scheme_from_metadata
+from transforms.contracts.schema import LABEL_NODATA
+from transforms.runtime.command import HelpFormatter, fill, prog, quiet_start
 
 DEFAULT_DATA = "out/demo/data"
 DEFAULT_OUTPUT = "out/demo/model"

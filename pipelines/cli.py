@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from model.command import fill, quiet_start, set_prog
+from transforms.runtime.command import fill, quiet_start, set_prog
 
 PROG = "terrabeam"
 
@@ -36,15 +36,19 @@ COMMANDS: dict[str, Command] = {
     "train": Command("model.train", "run", "Train a model on an extraction and write the model folder."),
     "predict": Command("pipelines.predict", "main", "Predict a land-cover map (COGs) with a trained model."),
     "evaluate": Command("model.evaluate", "run", "Evaluate a model folder on a split of an extraction."),
-    "serve": Command("model.serve", "main", "Serve a model over HTTP for Vertex AI and Earth Engine."),
+    "serve": Command(
+        "model.serving.serve", "main", "Serve a model over HTTP for Vertex AI and Earth Engine."
+    ),
     "launch": Command("pipelines.launch", "main", "Launch a job's Dataflow Flex Template on Google Cloud."),
     "view": Command(
         "pipelines.view", "main", "Open a prediction on a local web map (imagery, classes, legend)."
     ),
     "eeify": Command(
-        "model.eeify", "main", "Make any image model Earth-Engine-ready (Base64 tensors in and out)."
+        "model.serving.eeify", "main", "Make any image model Earth-Engine-ready (Base64 tensors in and out)."
     ),
-    "deploy": Command("model.deploy", "main", "Host a model on Vertex AI for Earth Engine; list; undeploy."),
+    "deploy": Command(
+        "model.serving.deploy", "main", "Host a model on Vertex AI for Earth Engine; list; undeploy."
+    ),
 }
 
 EPILOG = """\

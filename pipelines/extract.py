@@ -25,7 +25,6 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.pvalue import AsDict, AsList, AsSingleton
 
-from model.command import prog, quiet_start, strip_verbose
 from pipelines.options import (
     SharedArgumentGroup,
     add_earthengine_options,
@@ -39,20 +38,7 @@ from pipelines.options import (
     use_local_cores,
 )
 from pipelines.progress import EXTRACTION, run_job
-from transforms.extract import (
-    ERRORS,
-    SPLITS,
-    STATS,
-    FetchPatches,
-    LabelConfig,
-    RetryConfig,
-    SplitConfig,
-    SumArrays,
-    raw_label_reading,
-    sample_points,
-)
-from transforms.grid import GridSpec, grid_spec_of
-from transforms.label_scheme import (
+from transforms.contracts.label_scheme import (
     PRESETS,
     UNKNOWN_ERROR,
     UNKNOWN_POLICIES,
@@ -65,8 +51,33 @@ from transforms.label_scheme import (
     resolve_label_scheme,
     scheme_from_raster,
 )
-from transforms.manifest import MANIFEST_NAME, build_manifest, write_manifest
-from transforms.outcome import (
+from transforms.contracts.manifest import MANIFEST_NAME, build_manifest, write_manifest
+from transforms.contracts.schema import PatchSchema
+from transforms.extract import (
+    ERRORS,
+    SPLITS,
+    STATS,
+    FetchPatches,
+    LabelConfig,
+    RetryConfig,
+    SplitConfig,
+    SumArrays,
+    raw_label_reading,
+    sample_points,
+)
+from transforms.geometry.grid import GridSpec, grid_spec_of
+from transforms.geometry.sampling import (
+    Point,
+    Region,
+    RegionsError,
+    load_regions,
+    region_windows,
+    whole_raster_region,
+)
+from transforms.io.rasters import LocalRasterSource, PixelSource, SourceError
+from transforms.io.tfrecords import COMPRESSIONS, SUFFIX, WriteRecords, finalize_shards
+from transforms.runtime.command import prog, quiet_start, strip_verbose
+from transforms.runtime.outcome import (
     DEFAULT_MAX_ERROR_FRACTION,
     CountReasons,
     JobFailed,
@@ -75,10 +86,6 @@ from transforms.outcome import (
     check_outcome,
     warning_lines,
 )
-from transforms.sampling import Point, Region, RegionsError, load_regions, region_windows, whole_raster_region
-from transforms.schema import PatchSchema
-from transforms.sources import LocalRasterSource, PixelSource, SourceError
-from transforms.tfrecord_writer import COMPRESSIONS, SUFFIX, WriteRecords, finalize_shards
 
 DEFAULT_OUTPUT = "out/demo/data"
 # Points are fetched in spatial groups of this many pixels square, sorted in raster order, so tiles
@@ -310,7 +317,7 @@ def validate(opts: ExtractOptions) -> ExtractJob:
                 "Give both --inputs and --labels (--label-raster), with --regions optional, or none of the "
                 "three for the demo scene."
             )
-        from pipelines.demo_scene import ensure_demo_scene
+        from pipelines.demo.scene import ensure_demo_scene
 
         scene = ensure_demo_scene(opts.demo_cache)
         inputs, labels_path, regions_path = [scene.image], scene.labels, scene.regions
@@ -524,8 +531,8 @@ def _earthengine_job(opts: ExtractOptions) -> ExtractJob:
     The session is started here, so a missing project, bad credentials or an unreachable endpoint stop
     the job before it starts.
     """
-    from transforms import earthengine
-    from transforms.ee_recipes import DEFAULT_INPUTS, DEFAULT_LABELS, RecipeError
+    from transforms.io.earthengine import client as earthengine
+    from transforms.io.earthengine.recipes import DEFAULT_INPUTS, DEFAULT_LABELS, RecipeError
 
     if opts.inputs or opts.label_raster or opts.band_names:
         raise UsageError(
@@ -616,7 +623,7 @@ def _earthengine_job(opts: ExtractOptions) -> ExtractJob:
 def _check_regions_inside(regions: Sequence[Region], *sources: LocalRasterSource) -> None:
     from rasterio.warp import transform_bounds
 
-    from transforms.sampling import features
+    from transforms.geometry.sampling import features
 
     outside = []
     for region in regions:
@@ -730,7 +737,7 @@ def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob, fail_in_pipeline: b
 def _sample_step(job: ExtractJob) -> beam.PTransform:
     """Region -> points: Earth Engine's stratifiedSample for --source earthengine, else the local sampler."""
     if job.source.get("kind") == "earthengine":
-        from transforms.earthengine import stratified_sample
+        from transforms.io.earthengine.client import stratified_sample
 
         return beam.FlatMap(
             stratified_sample,

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from model.command import HelpFormatter, add_verbose_flag, fill, prog, quiet_start
+from transforms.runtime.command import HelpFormatter, add_verbose_flag, fill, prog, quiet_start
 
 JOB_PARAMETER = "terrabeam_job"
 # Set in the image by templates/Dockerfile: the image's own name, used as the workers' container image.

@@ -18,10 +18,10 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineRunner
 
-from model.command import VERBOSE_FLAG, HelpFormatter, add_verbose_flag, fill
+from transforms.runtime.command import VERBOSE_FLAG, HelpFormatter, add_verbose_flag, fill
 
 # Runners that honour --direct_num_workers/--direct_running_mode (a subset of the local runners of
-# transforms.outcome.is_local_runner: Prism runs locally but ignores them).
+# transforms.runtime.outcome.is_local_runner: Prism runs locally but ignores them).
 POOL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "FnApiRunner")
 # Beam options that matter most to a terrabeam job; --help names them (every Beam option passes through).
 RUNNER_FLAGS = (

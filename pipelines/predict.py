@@ -36,7 +36,6 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.pvalue import AsList, AsSingleton
 
-from model.command import prog, quiet_start, strip_verbose
 from model.errors import ModelError
 from model.export import load_model_metadata
 from pipelines.options import (
@@ -70,9 +69,17 @@ from transforms.cog import (
     vrt_to_cog,
     write_bytes,
 )
-from transforms.ee_assets import AssetError, AssetRequest, asset_request, register_prediction
-from transforms.extract import RetryConfig
-from transforms.grid import GridSpec, grid_spec_of
+from transforms.contracts.label_scheme import LabelScheme, LabelSchemeError, scheme_from_metadata
+from transforms.geometry.grid import GridSpec, grid_spec_of
+from transforms.geometry.sampling import RegionsError, parse_regions
+from transforms.geometry.tiling import (
+    RegionMask,
+    TilePlan,
+    TilingError,
+    TilingSpec,
+    plan_for_bounds,
+    tiles_of_row,
+)
 from transforms.inference import (
     ERRORS,
     FetchTiles,
@@ -82,16 +89,9 @@ from transforms.inference import (
     load_saved_model,
     to_tile_prediction,
 )
-from transforms.label_scheme import LabelScheme, LabelSchemeError, scheme_from_metadata
-from transforms.outcome import (
-    DEFAULT_MAX_ERROR_FRACTION,
-    CountReasons,
-    JobFailed,
-    Outcome,
-    check_max_error_fraction,
-    check_outcome,
-    warning_lines,
-)
+from transforms.io.earthengine.assets import AssetError, AssetRequest, asset_request, register_prediction
+from transforms.io.rasters import LocalRasterSource, SourceError
+from transforms.io.retry import RetryConfig
 from transforms.resume import (
     PLAN_NAME,
     REUSED,
@@ -102,9 +102,16 @@ from transforms.resume import (
     read_record,
     run_record,
 )
-from transforms.sampling import RegionsError, parse_regions
-from transforms.sources import LocalRasterSource, SourceError
-from transforms.tiling import RegionMask, TilePlan, TilingError, TilingSpec, plan_for_bounds, tiles_of_row
+from transforms.runtime.command import prog, quiet_start, strip_verbose
+from transforms.runtime.outcome import (
+    DEFAULT_MAX_ERROR_FRACTION,
+    CountReasons,
+    JobFailed,
+    Outcome,
+    check_max_error_fraction,
+    check_outcome,
+    warning_lines,
+)
 
 DEFAULT_MODEL = "out/demo/model"
 DEFAULT_OUTPUT = "out/demo/predictions"
@@ -450,7 +457,7 @@ def _source(opts: PredictOptions, spec: TilingSpec, num_bands: int) -> tuple[Any
     inputs = opts.inputs
     kind = "local"
     if not inputs:
-        from pipelines.demo_scene import ensure_demo_scene
+        from pipelines.demo.scene import ensure_demo_scene
 
         inputs = [ensure_demo_scene(opts.demo_cache).image]
         kind = "demo"
@@ -465,8 +472,8 @@ def _source(opts: PredictOptions, spec: TilingSpec, num_bands: int) -> tuple[Any
 
 def _earthengine_source(opts: PredictOptions, spec: TilingSpec, num_bands: int) -> tuple[Any, dict[str, Any]]:
     """An Earth Engine image recipe as the source; the session starts here, so bad credentials stop early."""
-    from transforms import earthengine
-    from transforms.ee_recipes import DEFAULT_INPUTS, RecipeError
+    from transforms.io.earthengine import client as earthengine
+    from transforms.io.earthengine.recipes import DEFAULT_INPUTS, RecipeError
 
     if opts.inputs or opts.band_names:
         raise UsageError(

@@ -4,7 +4,7 @@
 
 - Local runners (DirectRunner, in-process or `multi_processing`): `pipeline.run()` blocks until the
   job ends and its metrics are only reported then, so a thread reads the running totals that the
-  counters of `transforms.progress` write per worker process, and draws them. When the job ends, the
+  counters of `transforms.runtime.progress` write per worker process, and draws them. When the job ends, the
   final line comes from Beam's own metrics, the source of truth.
 - Dataflow: the job id and its console URL are printed as soon as the job is submitted, then a line
   from the job's live metrics every `REMOTE_INTERVAL` seconds until it ends.
@@ -29,8 +29,8 @@ from typing import Any, TextIO
 import apache_beam as beam
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
-from transforms import progress as counters
-from transforms.outcome import JobFailed, Outcome, is_local_runner, read_outcome
+from transforms.runtime import progress as counters
+from transforms.runtime.outcome import JobFailed, Outcome, is_local_runner, read_outcome
 
 ENV_INTERVAL = "TERRABEAM_PROGRESS_INTERVAL"
 ENV_ENABLED = "TERRABEAM_PROGRESS"

@@ -28,7 +28,6 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, WorkerOptions
 
-from model.command import prog, quiet_start
 from pipelines.options import (
     help_flags,
     help_parser,
@@ -37,8 +36,9 @@ from pipelines.options import (
     runner_help,
     unknown_flags_message,
 )
-from transforms.manifest import ManifestError, read_manifest
-from transforms.outcome import is_local_runner
+from transforms.contracts.manifest import ManifestError, read_manifest
+from transforms.runtime.command import prog, quiet_start
+from transforms.runtime.outcome import is_local_runner
 
 # Flags of `python -m model.train` that other terrabeam options classes register too (ExtractOptions:
 # --output, --seed; PredictOptions: --output, --batch-size). Beam merges every PipelineOptions subclass

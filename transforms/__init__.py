@@ -1,7 +1,17 @@
-"""Beam DoFns and composite PTransforms, and the pure logic they are made of."""
+"""Beam steps (DoFns and composite PTransforms) and the pieces they are made of.
 
-from transforms.quiet_tensorflow import hide_notice_if_a_quiet_start_asked
+The Beam steps live at this level: `extract` (points -> patches -> records), `inference` (tiles ->
+model -> trimmed cores), `cog` (cores -> Cloud-Optimized GeoTIFFs), `resume` (what a killed prediction
+already wrote). The pieces they use are grouped by concern:
 
-# A Beam local worker process that a quiet start launched: keep TensorFlow's oneDNN notice out of its
-# stderr too, before its DoFns load TensorFlow (transforms/quiet_tensorflow.py says why and how).
-hide_notice_if_a_quiet_start_asked()
+- `transforms.io`: where data comes from and goes to (local/Cloud Storage rasters, their integrity
+  checks, TFRecord shards, Earth Engine, the retry policy).
+- `transforms.geometry`: pure geometry (pixel grids, tiling, point sampling, the train/validation split,
+  test-time augmentation).
+- `transforms.contracts`: the data contracts shared by writer and reader (record schema, manifest,
+  label schemes and their presets).
+- `transforms.runtime`: process plumbing (command-line help and quiet start, job outcome, progress
+  counters, the TensorFlow start-up filter).
+
+Importing a package does no work: entry points and DoFn set-up call what they need.
+"""

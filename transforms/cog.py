@@ -39,10 +39,11 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.io import MemoryFile
 
-from transforms import progress
-from transforms.grid import PixelGrid
-from transforms.inference import CLASS_NODATA, TilePrediction
-from transforms.label_scheme import LabelScheme, classes_tag
+from transforms.contracts.label_scheme import LabelScheme, classes_tag
+from transforms.contracts.schema import CLASS_NODATA
+from transforms.geometry.grid import PixelGrid
+from transforms.inference import TilePrediction
+from transforms.runtime import progress
 
 PROBABILITIES = ("none", "uint8", "float32")
 # uint8 probabilities: round(p * 254), so 255 stays free for nodata.

@@ -15,16 +15,24 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 from apache_beam import pvalue
-from retry.api import retry_call
 
-from transforms import progress
-from transforms.grid import GridSpec
-from transforms.label_scheme import UNKNOWN_IGNORE, UNKNOWN_INDEX, LabelScheme, describe_histogram
-from transforms.outcome import letter_fields
-from transforms.sampling import Point, Region, sample_region
-from transforms.schema import LABEL_NODATA, META_ID, META_LAT, META_LON, META_PADDED, META_REGION, PatchSchema
-from transforms.sources import PixelSource, Resampling, SourceError, TransientSourceError
-from transforms.split import TRAIN, VALIDATION, block_split_of, split_of
+from transforms.contracts.label_scheme import UNKNOWN_IGNORE, UNKNOWN_INDEX, LabelScheme, describe_histogram
+from transforms.contracts.schema import (
+    LABEL_NODATA,
+    META_ID,
+    META_LAT,
+    META_LON,
+    META_PADDED,
+    META_REGION,
+    PatchSchema,
+)
+from transforms.geometry.grid import GridSpec
+from transforms.geometry.sampling import Point, Region, sample_region
+from transforms.geometry.split import TRAIN, VALIDATION, block_split_of, split_of
+from transforms.io.rasters import PixelSource, Resampling, SourceError, TransientSourceError
+from transforms.io.retry import RetryConfig
+from transforms.runtime import progress
+from transforms.runtime.outcome import letter_fields
 
 ERRORS = "errors"
 STATS = "stats"
@@ -61,35 +69,6 @@ class SplitConfig:
         if self.block_size:
             return block_split_of(point.x, point.y, self.block_size, self.validation_fraction)
         return split_of(point.id, self.validation_fraction)
-
-
-@dataclasses.dataclass(frozen=True)
-class RetryConfig:
-    """Exponential backoff with jitter for transient source failures."""
-
-    attempts: int = 5
-    delay: float = 0.5
-    backoff: float = 2.0
-    max_delay: float = 30.0
-
-    def call(self, fn, *args, **kwargs):
-        try:
-            return retry_call(
-                fn,
-                fargs=args,
-                fkwargs=kwargs,
-                exceptions=TransientSourceError,
-                tries=self.attempts,
-                delay=self.delay,
-                backoff=self.backoff,
-                max_delay=self.max_delay,
-                jitter=(0, self.delay),
-                logger=None,
-            )
-        except TransientSourceError as e:
-            if e.give_up is None:
-                raise
-            raise e.give_up(e) from e  # retries spent: a permanent failure, counted against the file
 
 
 def sample_points(

@@ -8,7 +8,7 @@ prediction belongs. Fetch, inference, trimming and writing fuse into one stage: 
 a stage boundary, and a worker holds only the tiles of the batch in flight.
 
 Sources are duck-typed: anything with `read(grid, bands, *, fill, dtype, resampling) -> ReadResult`
-(`transforms.sources.LocalRasterSource`, or an Earth Engine source with the same method) works.
+(`transforms.io.rasters.LocalRasterSource`, or an Earth Engine source with the same method) works.
 """
 
 from __future__ import annotations
@@ -25,16 +25,16 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
-from transforms import progress
-from transforms.extract import RetryConfig
-from transforms.outcome import letter_fields
-from transforms.sources import PixelSource, SourceError, TransientSourceError
-from transforms.tiling import Tile, TilingSpec, trim
-from transforms.tta import predict_with_tta
+from transforms.contracts.schema import CLASS_NODATA
+from transforms.geometry.tiling import Tile, TilingSpec, trim
+from transforms.geometry.tta import predict_with_tta
+from transforms.io.rasters import PixelSource, SourceError, TransientSourceError
+from transforms.io.retry import RetryConfig
+from transforms.runtime import progress
+from transforms.runtime.outcome import letter_fields
+from transforms.runtime.quiet_tensorflow import hide_notice_if_a_quiet_start_asked
 
 ERRORS = "errors"
-# Class-map value of pixels with no prediction (outside the imagery or the region, or masked input).
-CLASS_NODATA = 255
 # Pixels are fetched with this fill outside the imagery and at the source's nodata. A pixel whose bands
 # are all equal to it is no data, as Earth Engine writes masked pixels and as training reads them
 # (model/dataset.py drops all-zero pixels); the model sees the zeros, the output marks them nodata.
@@ -79,6 +79,8 @@ def saved_model_path(model_dir: str) -> str:
 
 def load_saved_model(model_dir: str) -> LoadedModel:
     """Load `<model_dir>/saved_model` and check its `serving_default` signature."""
+    # In a Beam worker process that a quiet start launched, this is the first TensorFlow import.
+    hide_notice_if_a_quiet_start_asked()
     import tensorflow as tf
 
     path = saved_model_path(model_dir)
@@ -112,7 +114,7 @@ class SavedModelHandler(ModelHandler[np.ndarray, np.ndarray, LoadedModel]):
     RunInference loads the model once per worker process (in `DoFn.setup`) and shares it between the
     process's threads; the signature function is thread-safe. Batches are stacked into one tensor, so
     all examples of a batch must have the same shape (tiles of one plan do). With `tta`, each batch's
-    probabilities are the mean over the 8 flips/rotations of its tiles (transforms.tta; 8 model calls).
+    probabilities are the mean over the 8 flips/rotations of its tiles (transforms.geometry.tta; 8 model calls).
     """
 
     def __init__(self, model_dir: str, batch_size: int = 8, *, tta: bool = False, **kwargs: Any) -> None:

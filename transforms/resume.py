@@ -26,11 +26,11 @@ from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
-from transforms import progress
 from transforms.cog import CLASSES_NAME, TILES_DIR, OutputSpec, gdal_path, join
-from transforms.inference import CLASS_NODATA
-from transforms.integrity import SourceError, file_size, tiff_problem
-from transforms.tiling import Tile, TilePlan
+from transforms.contracts.schema import CLASS_NODATA
+from transforms.geometry.tiling import Tile, TilePlan
+from transforms.io.integrity import SourceError, file_size, tiff_problem
+from transforms.runtime import progress
 
 PLAN_NAME = "prediction-plan.json"
 REUSED = "reused"

@@ -19,8 +19,8 @@ import webbrowser
 from collections.abc import Sequence
 from typing import Any
 
-from model.command import HelpFormatter
-from model.command import prog as command_prog
+from transforms.runtime.command import HelpFormatter
+from transforms.runtime.command import prog as command_prog
 
 DEFAULT_PORT = 8000
 OSM = {

@@ -8,7 +8,7 @@ its sources' overviews), in Web Mercator for the browser: nothing is rendered ah
 of any size opens at once.
 
 Names and colours of the classes come from the prediction's label scheme
-(`transforms.label_scheme.scheme_from_metadata`); the input imagery is drawn in true colour from the
+(`transforms.contracts.label_scheme.scheme_from_metadata`); the input imagery is drawn in true colour from the
 model's red, green and blue bands (B4, B3, B2 for Sentinel-2) with a percentile stretch; the
 extraction regions and points come from the training data's manifest, found through the model.
 """
@@ -33,8 +33,8 @@ from rasterio.warp import transform as transform_coords
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from transforms.label_scheme import LabelScheme, scheme_from_metadata
-from transforms.schema import LABEL_NODATA, META_ID, META_LAT, META_LON, META_REGION, decode_example
+from transforms.contracts.label_scheme import LabelScheme, scheme_from_metadata
+from transforms.contracts.schema import LABEL_NODATA, META_ID, META_LAT, META_LON, META_REGION, decode_example
 
 SUMMARY_NAME = "prediction.json"
 MODEL_NAME = "model.json"
@@ -144,7 +144,7 @@ def find_imagery(summary: dict[str, Any], requested: Sequence[str] | None) -> tu
     if not inputs:
         kind = source.get("kind", "unknown")
         return None, f"the imagery came from {kind!r}, not from files the viewer reads"
-    from transforms.sources import LocalRasterSource, SourceError
+    from transforms.io.rasters import LocalRasterSource, SourceError
 
     try:
         refs = LocalRasterSource(inputs, source.get("band_names")).band_refs
@@ -482,8 +482,8 @@ class PredictionMap:
         return self._points
 
     def _read_points(self) -> dict[str, Any]:
-        from transforms.manifest import read_manifest
-        from transforms.tfrecord_writer import read_records
+        from transforms.contracts.manifest import read_manifest
+        from transforms.io.tfrecords import read_records
 
         manifest = read_manifest(self.manifest_path)
         label = manifest.get("label", "landcover")

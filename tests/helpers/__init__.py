@@ -1,0 +1,1 @@
+"""Helpers shared by test modules (tiny scenes, models, fakes of Google's REST APIs); no test module imports another."""

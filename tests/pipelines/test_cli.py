@@ -1,0 +1,218 @@
+"""The `terrabeam` command (pipelines/cli.py) next to the `python -m` forms, and the quiet start."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from pipelines import cli
+from tests.helpers.environment import ROOT, env
+from transforms.runtime import command
+from transforms.runtime.quiet_tensorflow import QUIET_ENV
+
+# TensorFlow's and absl's start-up lines, and Python warnings, as they appear on stderr.
+NOISE = re.compile(
+    r"cpu_feature_guard|oneDNN|absl::InitializeLog|This TensorFlow binary|rebuild TensorFlow"
+    r"|Warning:|WARNING|^[IWE]\d{4} ",
+    re.M,
+)
+
+
+@pytest.fixture(autouse=True)
+def own_program_names(monkeypatch):
+    """`terrabeam X` renames its module's usage line; keep that from leaking into other tests."""
+    monkeypatch.setattr(command, "_PROGS", {})
+
+
+def terrabeam() -> str:
+    """The installed console script, next to this Python (make install: pip install -e .)."""
+    path = Path(sys.executable).parent / "terrabeam"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: install terrabeam with `make install` (pip install -e .).")
+    return str(path)
+
+
+def not_own(stderr: str) -> str:
+    """stderr less terrabeam's own lines: notes and the final progress line of a job."""
+    own = ("note: ", "Extraction: ", "Prediction: ")
+    return "".join(line for line in stderr.splitlines(keepends=True) if not line.startswith(own))
+
+
+def run(args: list[str], **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=ROOT, env=env(**extra), capture_output=True, text=True, timeout=600)
+
+
+# --- the dispatcher ----------------------------------------------------------------------------------
+
+
+def test_help_lists_every_command_with_one_line(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: terrabeam COMMAND [options]")
+    for name, cmd in cli.COMMANDS.items():
+        assert re.search(rf"^  {name}\s+{re.escape(cmd.summary)}$", out, re.M), name
+    assert {"extract", "train", "predict", "evaluate", "serve", "launch"} <= set(cli.COMMANDS)
+
+
+def test_version_is_the_installed_packages(capsys):
+    assert cli.main(["--version"]) == 0
+    out = capsys.readouterr().out
+    version = re.search(r'version="([^"]+)"', (ROOT / "setup.py").read_text()).group(1)
+    assert out.startswith(f"terrabeam {version} (")
+    assert metadata.version("terrabeam") == version
+    assert f"Apache Beam {metadata.version('apache-beam')}" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["extrct"], "unknown command 'extrct' (did you mean 'extract'?)"),
+        (["frobnicate", "--help"], "unknown command 'frobnicate'; commands: extract, train, predict"),
+        ([], "error: name a command (extract, train, predict"),
+    ],
+)
+def test_a_missing_or_unknown_command_is_a_clear_error(argv, message, capsys):
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_every_command_answers_help_under_its_terrabeam_name(name, capsys):
+    assert cli.main([name, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: terrabeam {name}")
+    assert cli.main(["help", name]) == 0
+    assert capsys.readouterr().out == out
+
+
+def _echo(argv):
+    print("echo:" + " ".join(argv))
+    return 7
+
+
+def test_a_command_is_one_row_of_the_table(monkeypatch, capsys):
+    monkeypatch.setitem(
+        cli.COMMANDS, "echo", cli.Command("tests.pipelines.test_cli", "_echo", "Say it back.")
+    )
+    assert cli.main(["echo", "a", "--b"]) == 7
+    assert capsys.readouterr().out == "echo:a --b\n"
+    assert cli.main(["--help"]) == 0
+    assert re.search(r"^  echo\s+Say it back\.$", capsys.readouterr().out, re.M)
+
+
+# --- the installed script and the python -m forms ----------------------------------------------------
+
+
+def test_the_installed_script_answers_help_and_version():
+    done = run([terrabeam(), "--help"])
+    assert done.returncode == 0 and "commands:" in done.stdout, done.stderr
+    done = run([terrabeam(), "--version"])
+    assert done.returncode == 0 and done.stdout.startswith("terrabeam "), done.stderr
+    done = run([terrabeam(), "extrct"])
+    assert done.returncode == 2 and "did you mean 'extract'?" in done.stderr
+
+
+@pytest.mark.parametrize("job", ["extract", "predict", "train"])
+def test_both_forms_list_the_same_options(job):
+    """And start quietly: predict and train load TensorFlow, whose start-up lines stay hidden."""
+    module = {"train": "model.train"}.get(job, f"pipelines.{job}")
+    script = run([terrabeam(), job, "--help"], COLUMNS="100")
+    python_m = run([sys.executable, "-m", module, "--help"], COLUMNS="100")
+    assert script.returncode == python_m.returncode == 0, script.stderr + python_m.stderr
+    assert script.stdout.replace(f"terrabeam {job}", f"python -m {module}") == python_m.stdout
+    assert not NOISE.search(script.stderr + python_m.stderr), script.stderr + python_m.stderr
+
+
+@pytest.mark.slow
+def test_both_forms_extract_the_same_records_and_terrabeam_starts_quietly(tiny_scene, tmp_path):
+    """`terrabeam extract` with the default worker pool (one process per CPU: enough points to pay for
+    it) and `python -m pipelines.extract --verbose` in one process."""
+    from tests.helpers.records import records_of_split, without_files
+    from transforms.contracts.manifest import read_manifest
+
+    scene = ["--inputs", tiny_scene.image, "--labels", tiny_scene.labels, "--regions", tiny_scene.regions]
+    args = scene + ["--patch-size", "32", "--points-per-class", "60"]
+    script = run([terrabeam(), "extract", *args, "--output", str(tmp_path / "a")])
+    python_m = run(
+        [sys.executable, "-m", "pipelines.extract", *args, "--output", str(tmp_path / "b")]
+        + ["--direct_num_workers", "1", "--verbose"]
+    )
+    for done in (script, python_m):
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("Extraction written to ")
+    assert not_own(script.stderr) == "", f"not a quiet start:\n{script.stderr}"
+    assert "\nExtraction: " in "\n" + script.stderr  # its final progress line
+    assert "INFO:" in python_m.stderr  # --verbose: the logs are back
+    a, b = read_manifest(str(tmp_path / "a")), read_manifest(str(tmp_path / "b"))
+    assert without_files(a) == without_files(b)
+    for split in ("train", "validation"):
+        assert records_of_split(a, split) == records_of_split(b, split)
+
+
+@pytest.mark.slow
+def test_terrabeam_predict_runs_a_pool_quietly(tiny_scene, tmp_path):
+    """A pool of two worker processes: TensorFlow loads in every process, silently."""
+    from tests.helpers.models import conv_model_folder
+
+    model = conv_model_folder(tiny_scene, tmp_path)
+    args = ["--model", model, "--inputs", tiny_scene.image, "--tile-size", "32", "--overlap", "8"]
+    pool = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
+    done = run([terrabeam(), "predict", *args, *pool, "--output", str(tmp_path / "map")])
+    assert done.returncode == 0, done.stderr
+    assert not_own(done.stderr) == "", f"not a quiet start:\n{done.stderr}"
+    assert "Prediction of 81 tiles written" in done.stdout
+
+
+# --- the quiet start ---------------------------------------------------------------------------------
+
+
+def test_tensorflows_start_up_lines_are_hidden_unless_asked_for():
+    """The commands' stderr is free of them (test_both_forms_list_the_same_options checks the quiet side
+    for extract, predict and train, each of which loads TensorFlow but extract); here: that this
+    TensorFlow does print them when not hidden, and that --verbose and the user's own level bring them
+    back."""
+    bare = run([sys.executable, "-c", "import tensorflow as tf; tf.constant(1) + 1"])
+    if not NOISE.search(bare.stderr):
+        pytest.skip("this TensorFlow prints no start-up lines on this machine: nothing to hide")
+    asked = run([terrabeam(), "train", "--help", "--verbose"])
+    assert asked.returncode == 0 and NOISE.search(asked.stderr), asked.stderr
+    own = run([sys.executable, "-m", "pipelines.predict", "--help"], TF_CPP_MIN_LOG_LEVEL="0")
+    assert own.returncode == 0 and NOISE.search(own.stderr), own.stderr
+
+
+def test_quiet_start_keeps_the_users_level_and_steps_aside_for_verbose(monkeypatch):
+    """And the oneDNN notice filter follows: on at a level that hides INFO lines, off at 0 or --verbose."""
+    monkeypatch.delenv(command.TF_LOG_LEVEL_ENV, raising=False)
+    monkeypatch.delenv(QUIET_ENV, raising=False)
+    assert command.quiet_start(["--epochs", "3"]) is False
+    assert os.environ[command.TF_LOG_LEVEL_ENV] == command.QUIET_TF_LOG_LEVEL
+    assert os.environ[QUIET_ENV] == "1"
+    monkeypatch.setenv(command.TF_LOG_LEVEL_ENV, "0")
+    command.quiet_start([])
+    assert os.environ[command.TF_LOG_LEVEL_ENV] == "0" and QUIET_ENV not in os.environ
+    monkeypatch.setenv(command.TF_LOG_LEVEL_ENV, "3")
+    command.quiet_start([])
+    assert os.environ[QUIET_ENV] == "1"
+    monkeypatch.delenv(command.TF_LOG_LEVEL_ENV)
+    assert command.quiet_start(["--verbose"]) is True and command.quiet_start(["--verbose=1"]) is True
+    assert command.TF_LOG_LEVEL_ENV not in os.environ and QUIET_ENV not in os.environ
+
+
+def test_beams_noise_lines_are_dropped_and_the_rest_kept(caplog):
+    import logging
+
+    command.drop_beam_noise()
+    beam_log = logging.getLogger("apache_beam.runners.portability.local_job_service")
+    with caplog.at_level(logging.WARNING):
+        beam_log.warning('Worker: message: "Discarding unparseable args: [--seed=0]"')
+        logging.warning(
+            "Resource module is not available for current platform, memory usage cannot be fetched."
+        )
+        beam_log.warning('Worker: message: "Retrying the read of tile r3_c4"')
+    assert [r.getMessage() for r in caplog.records] == ['Worker: message: "Retrying the read of tile r3_c4"']

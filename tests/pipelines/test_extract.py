@@ -1,0 +1,227 @@
+"""The extraction pipeline end to end on the DirectRunner, dead letters and bad input."""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window
+
+from pipelines.extract import main
+from tests.helpers.records import read_records
+from tests.helpers.scenes import ORIGIN, SCALE
+from transforms.contracts.manifest import read_manifest
+from transforms.geometry.split import split_of
+
+
+def extract(scene, output: Path, *extra: str) -> int:
+    args = [
+        "--inputs",
+        scene.image,
+        "--labels",
+        scene.labels,
+        "--regions",
+        scene.regions,
+        "--output",
+        str(output),
+    ]
+    return main([*args, "--patch-size", "32", "--points-per-class", "6", *extra])
+
+
+@pytest.fixture(scope="module")
+def extracted(tiny_scene, tmp_path_factory):
+    output = tmp_path_factory.mktemp("extract") / "data"
+    assert extract(tiny_scene, output, "--validation-fraction", "0.3") == 0
+    return output, read_manifest(str(output))
+
+
+def test_manifest_describes_what_was_written(extracted):
+    output, manifest = extracted
+    assert manifest["bands"] == ["red", "nir", "elevation"]
+    assert manifest["patch_size"] == 32 and manifest["crs"] == "EPSG:32632" and manifest["scale"] == 10.0
+    total = 0
+    for split in ("train", "validation"):
+        info = manifest["splits"][split]
+        records = read_records(info["files"], manifest)
+        assert len(records) == info["patches"] > 0
+        total += len(records)
+        assert all(split_of(r["point_id"].decode(), 0.3) == split for r in records)
+    # north: classes 0 and 1, south: 0, 2, 3 -> 6 points each; the river patches near edges may be dead-lettered
+    assert total + manifest["errors"]["count"] == 30
+    per_class = {
+        c: sum(manifest["splits"][s]["patches_per_class"][c] for s in ("train", "validation"))
+        for c in manifest["classes"][:4]
+    }
+    assert per_class["trees"] == per_class["grass"] == per_class["flooded_vegetation"] == 6
+
+
+def test_records_equal_direct_reads(extracted, tiny_scene):
+    _, manifest = extracted
+    records = read_records(manifest["splits"]["train"]["files"], manifest)
+    with rasterio.open(tiny_scene.image) as src:
+        for record in records[:5]:
+            _, row, col = (int(v) if v.isdigit() else v for v in record["point_id"].decode().split("/"))
+            window = Window(col - 16, row - 16, 32, 32)
+            np.testing.assert_array_equal(record["nir"], src.read(2, window=window))
+            np.testing.assert_array_equal(
+                record["landcover"], tiny_scene.label_pixels[row - 16 : row + 16, col - 16 : col + 16]
+            )
+            assert record["landcover"][16, 16] == tiny_scene.label_pixels[row, col]
+
+
+def test_edge_points_are_dead_lettered_or_padded(tiny_scene, tmp_path):
+    """With 96-pixel patches some points' patches run off the 200-pixel scene."""
+    assert extract(tiny_scene, tmp_path / "drop", "--patch-size", "96") == 0
+    manifest = read_manifest(str(tmp_path / "drop"))
+    assert manifest["errors"]["count"] > 0
+    lines = [json.loads(line) for f in manifest["errors"]["files"] for line in open(f)]
+    assert len(lines) == manifest["errors"]["count"]
+    assert all("runs off the raster edge" in line["error"] and line["point"]["id"] for line in lines)
+
+    assert extract(tiny_scene, tmp_path / "pad", "--patch-size", "96", "--pad-edges") == 0
+    padded = read_manifest(str(tmp_path / "pad"))
+    assert padded["errors"]["count"] == 0
+    records = [r for s in ("train", "validation") for r in read_records(padded["splits"][s]["files"], padded)]
+    flagged = [r for r in records if r["padded"] == 1]
+    assert len(flagged) == manifest["errors"]["count"]
+    assert all((r["landcover"] == 255).any() for r in flagged)
+
+
+def test_same_output_on_every_run(extracted, tiny_scene, tmp_path):
+    _, first = extracted
+    assert extract(tiny_scene, tmp_path / "again", "--validation-fraction", "0.3") == 0
+    second = read_manifest(str(tmp_path / "again"))
+    ids = lambda m, s: sorted(r["point_id"] for r in read_records(m["splits"][s]["files"], m))  # noqa: E731
+    for split in ("train", "validation"):
+        assert ids(first, split) == ids(second, split)
+
+
+def test_one_file_per_band_and_band_subset(tiny_scene, tmp_path):
+    args = [
+        "--inputs",
+        *tiny_scene.band_files,
+        "--labels",
+        tiny_scene.labels,
+        "--regions",
+        tiny_scene.regions,
+    ]
+    assert (
+        main(
+            [
+                *args,
+                "--bands",
+                "elevation,red",
+                "--patch-size",
+                "16",
+                "--points-per-class",
+                "2",
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 0
+    )
+    manifest = read_manifest(str(tmp_path / "o"))
+    assert manifest["bands"] == ["elevation", "red"]
+    assert manifest["splits"]["train"]["patches"] + manifest["splits"]["validation"]["patches"] == 10
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"--inputs": "missing.tif"}, "Cannot open raster"),
+        ({"--bands": "red,B99"}, "B99 not found"),
+        ({"--patch-size": "0"}, "--patch-size must be a positive"),
+        ({"--patch-size": "500"}, "larger than the label raster"),
+        ({"--points-per-class": "0"}, "--points-per-class must be at least 1"),
+        ({"--regions": "EMPTY"}, "no polygons"),
+        ({"--regions": "INVALID"}, "not valid GeoJSON"),
+        ({"--regions": "OUTSIDE"}, "outside the raster footprint"),
+        ({"--labels": "ROTATED"}, "north-up"),
+        ({"--output": "/proc/terrabeam-cannot-write"}, "not writable"),
+        ({"--validation-fraction": "1.5"}, "validation fraction"),
+    ],
+)
+def test_bad_input_gets_a_clear_message_and_writes_nothing(tiny_scene, tmp_path, capsys, change, message):
+    files = {
+        "EMPTY": json.dumps({"type": "FeatureCollection", "features": []}),
+        "INVALID": "{nope",
+        "OUTSIDE": json.dumps(
+            {"type": "Polygon", "coordinates": [[[0, 0], [0.01, 0], [0.01, 0.01], [0, 0]]]}
+        ),
+    }
+    args = {
+        "--inputs": tiny_scene.image,
+        "--labels": tiny_scene.labels,
+        "--regions": tiny_scene.regions,
+        "--output": str(tmp_path / "out"),
+        "--patch-size": "16",
+    }
+    for key, value in change.items():
+        if value in files:
+            (tmp_path / value).write_text(files[value])
+            value = str(tmp_path / value)
+        elif value == "ROTATED":
+            value = str(rotated_copy(tiny_scene.labels, tmp_path / "rotated.tif"))
+        args[key] = value
+    assert main([x for kv in args.items() for x in kv]) == 2
+    assert message in capsys.readouterr().err
+    assert not glob.glob(str(tmp_path / "out" / "**" / "*.tfrecord*"), recursive=True)
+
+
+def rotated_copy(path: str, target: Path) -> Path:
+    from affine import Affine
+
+    with rasterio.open(path) as src:
+        profile = src.profile
+        profile["transform"] = src.transform * Affine.rotation(5)
+        with rasterio.open(target, "w", **profile) as dst:
+            dst.write(src.read())
+    return target
+
+
+def test_refuses_to_mix_with_an_earlier_extraction(extracted, tiny_scene, capsys):
+    output, _ = extracted
+    assert extract(tiny_scene, output) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_no_arguments_uses_the_demo_scene(tmp_path, monkeypatch):
+    """The embedded default: the generated demo scene, all 14 bands, 128-pixel patches, every class."""
+    monkeypatch.setenv("TERRABEAM_CACHE", str(tmp_path / "cache"))
+    assert main(["--output", str(tmp_path / "demo"), "--points-per-class", "3"]) == 0
+    manifest = read_manifest(str(tmp_path / "demo"))
+    assert manifest["source"]["kind"] == "demo"
+    assert len(manifest["bands"]) == 14 and manifest["bands"][-1] == "elevation"
+    assert manifest["patch_size"] == 128 and manifest["crs"].startswith("EPSG:326")
+    counts = {
+        c: sum(s["patches_per_class"][c] for s in manifest["splits"].values()) for c in manifest["classes"]
+    }
+    assert all(n >= 3 for n in counts.values()), counts
+
+
+def test_misspelt_option_is_reported_not_ignored(tiny_scene, tmp_path, capsys):
+    assert extract(tiny_scene, tmp_path / "o", "--points-per-clas", "3") == 2
+    assert "--points-per-clas (did you mean --points-per-class?)" in capsys.readouterr().err
+
+
+def test_spatial_block_split_keeps_each_block_on_one_side(tiny_scene, tmp_path):
+    block = 640.0  # 64 pixels of 10 m
+    out = tmp_path / "blocks"
+    assert extract(tiny_scene, out, "--split-block-size", str(block), "--validation-fraction", "0.5") == 0
+    manifest = read_manifest(str(out))
+    assert manifest["options"]["split_block_size"] == block
+    side_of_block = {}
+    for split in ("train", "validation"):
+        for record in read_records(manifest["splits"][split]["files"], manifest):
+            _, row, col = record["point_id"].decode().split("/")
+            x, y = ORIGIN[0] + (int(col) + 0.5) * SCALE, ORIGIN[1] - (int(row) + 0.5) * SCALE
+            key = (math.floor(x / block), math.floor(y / block))
+            assert side_of_block.setdefault(key, split) == split
+    assert set(side_of_block.values()) == {"train", "validation"}

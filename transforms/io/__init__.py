@@ -1,0 +1,8 @@
+"""I/O adapters: where pixels and records come from and go to.
+
+- `rasters`: local and Cloud Storage GeoTIFFs/COGs read window by window (`LocalRasterSource`).
+- `integrity`: whole-file checks and the broken-vs-flaky triage of read errors.
+- `tfrecords`: TFRecord shards written and read fast (`WriteRecords`, `read_records`).
+- `earthengine`: the Earth Engine client, its image recipes and asset registration.
+- `retry`: the backoff policy for transient failures (`RetryConfig`).
+"""

@@ -1,0 +1,6 @@
+"""Earth Engine, behind one boundary.
+
+- `client`: authentication, `computePixels` reads with retries, stratified sampling, the pixel source.
+- `recipes`: the named image and label recipes (`s2-l1c-median:2020`, `worldcover`, ...).
+- `assets`: predictions registered back as Earth Engine assets.
+"""
