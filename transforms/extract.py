@@ -28,7 +28,17 @@ from transforms.contracts.schema import (
 )
 from transforms.geometry.grid import GridSpec
 from transforms.geometry.sampling import Point, Region, sample_region
-from transforms.geometry.split import TRAIN, VALIDATION, block_split_of, split_of
+from transforms.geometry.split import (
+    BLOCKS_PER_PATCH_EXTENT,
+    GUARD,
+    RULE_BLOCKS,
+    RULE_PER_POINT,
+    TRAIN,
+    VALIDATION,
+    block_split_of,
+    guarded_block_split_of,
+    split_of,
+)
 from transforms.io.rasters import PixelSource, Resampling, SourceError, TransientSourceError
 from transforms.io.retry import RetryConfig
 from transforms.runtime import progress
@@ -36,6 +46,9 @@ from transforms.runtime.outcome import letter_fields
 
 ERRORS = "errors"
 STATS = "stats"
+# (split, x, y) of every written patch in the patch grid's CRS: what the split's overlap is measured on.
+CENTRES = "centres"
+_NO_LABEL = np.zeros((0,), dtype=np.uint8)
 
 
 class PatchError(Exception):
@@ -54,21 +67,68 @@ class PatchError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class SplitConfig:
-    """How points are divided: by point-id hash, or by hash of spatial blocks of `block_size`."""
+    """How points are divided (transforms/geometry/split.py has the rules).
+
+    `block_size` 0 hashes each point on its own; otherwise points are split by square blocks of that
+    size (CRS units of the patch grid), and with `half_extent` > 0 a point whose patch would reach a
+    block of the other side is left out (GUARD), so no validation pixel lies in a training patch.
+    """
 
     validation_fraction: float = 0.1
-    block_size: float = 0.0  # CRS units; 0 means a per-point split
+    block_size: float = 0.0
+    half_extent: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"validation fraction must be in [0, 1), got {self.validation_fraction}.")
         if self.block_size < 0:
             raise ValueError(f"split block size must be >= 0, got {self.block_size}.")
+        if self.half_extent and self.block_size and self.block_size < 2 * self.half_extent:
+            raise ValueError(
+                f"split block size {self.block_size:g} is smaller than a patch ({2 * self.half_extent:g} "
+                "CRS units): every patch would cross blocks. Use at least one patch extent, or 0 for a "
+                "per-point split."
+            )
 
-    def split_of(self, point: Point) -> str:
-        if self.block_size:
-            return block_split_of(point.x, point.y, self.block_size, self.validation_fraction)
-        return split_of(point.id, self.validation_fraction)
+    @classmethod
+    def for_patches(
+        cls, validation_fraction: float, block_size: float | None, patch_size: int, scale: float
+    ) -> SplitConfig:
+        """The leak-free default for patches of `patch_size` pixels of `scale` CRS units: blocks of
+        BLOCKS_PER_PATCH_EXTENT patch extents (`block_size` None) or of `block_size`, with a guard band;
+        `block_size` 0 is the per-point split."""
+        if block_size == 0:
+            return cls(validation_fraction)
+        # The patch's centre pixel holds the point, so its edges are within half a patch plus one pixel.
+        half_extent = (patch_size / 2 + 1) * scale
+        if block_size is None:
+            block_size = BLOCKS_PER_PATCH_EXTENT * patch_size * scale
+        return cls(validation_fraction, block_size, half_extent)
+
+    @property
+    def rule(self) -> str:
+        if not self.block_size:
+            return RULE_PER_POINT
+        return RULE_BLOCKS if self.half_extent else "spatial-blocks"
+
+    def describe(self) -> dict[str, Any]:
+        """The rule as the manifest records it."""
+        return {
+            "rule": self.rule,
+            "validation_fraction": self.validation_fraction,
+            "block_size": self.block_size,
+            "guard_half_extent": self.half_extent,
+        }
+
+    def split_of(self, point: Point, x: float | None = None, y: float | None = None) -> str:
+        """TRAIN, VALIDATION or GUARD; (x, y) is the point in the patch grid's CRS (default: its own)."""
+        x = point.x if x is None else x
+        y = point.y if y is None else y
+        if not self.block_size:
+            return split_of(point.id, self.validation_fraction)
+        if not self.half_extent:
+            return block_split_of(x, y, self.block_size, self.validation_fraction)
+        return guarded_block_split_of(x, y, self.block_size, self.half_extent, self.validation_fraction)
 
 
 def sample_points(
@@ -255,6 +315,7 @@ class FetchPatches(beam.DoFn):
         self.retry = retry or RetryConfig()
         self.failed = progress.counter("extract", "patches_failed")
         self.written = progress.counter("extract", "patches_encoded")
+        self.guarded = progress.counter("extract", "points_in_guard_band")
 
     def setup(self) -> None:
         random.seed()  # jitter must differ between workers
@@ -264,6 +325,13 @@ class FetchPatches(beam.DoFn):
                 source.setup()
 
     def process(self, point: Point) -> Iterator[Any]:
+        x, y = (point.x, point.y) if point.crs == self.grid.crs else _reproject_point(point, self.grid.crs)
+        split = self.split.split_of(point, x, y)
+        if split == GUARD:
+            # Its patch would overlap the other side's: not fetched, counted (by class) in the stats.
+            self.guarded.inc()
+            yield pvalue.TaggedOutput(STATS, (GUARD, patch_stats(point.label, _NO_LABEL, self.num_classes)))
+            return
         try:
             record, label = make_record(
                 point,
@@ -280,10 +348,10 @@ class FetchPatches(beam.DoFn):
             self.failed.inc()
             yield pvalue.TaggedOutput(ERRORS, dead_letter(point, "fetch", e))
             return
-        split = self.split.split_of(point)
         self.written.inc()
         yield pvalue.TaggedOutput(split, record)
         yield pvalue.TaggedOutput(STATS, (split, patch_stats(point.label, label, self.num_classes)))
+        yield pvalue.TaggedOutput(CENTRES, (split, x, y))
 
     def teardown(self) -> None:
         self.inputs.close()

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from transforms.geometry.sampling import Region, RegionsError, choose_per_stratum, load_regions, sample_region
-from transforms.geometry.split import TRAIN, VALIDATION, block_split_of, split_of
 
 
 def test_balanced_per_class_and_deterministic(tiny_scene):
@@ -66,23 +65,3 @@ def test_bad_regions_files(tmp_path, content, message):
 def test_region_outside_raster_gives_no_points(tiny_scene):
     far = Region("far", {"type": "Polygon", "coordinates": [[[0, 0], [0.1, 0], [0.1, 0.1], [0, 0]]]})
     assert sample_region(far, tiny_scene.labels, 10, seed=0) == []
-
-
-def test_split_is_deterministic_and_near_the_fraction():
-    ids = [f"r/{i}/{i * 7 % 13}" for i in range(5000)]
-    first = [split_of(i, 0.1) for i in ids]
-    assert first == [split_of(i, 0.1) for i in ids]
-    share = first.count(VALIDATION) / len(ids)
-    assert 0.085 < share < 0.115
-    assert all(s == TRAIN for s in (split_of(i, 0.0) for i in ids))
-
-
-def test_block_split_keeps_neighbours_together():
-    sides = {
-        block_split_of(1000 + dx, 2000 + dy, 1280, 0.5)
-        for dx in range(0, 1200, 100)
-        for dy in range(0, 1200, 100)
-    }
-    assert len(sides) == 1
-    blocks = [block_split_of(x * 1280 + 5, 5, 1280, 0.3) for x in range(2000)]
-    assert 0.25 < blocks.count(VALIDATION) / 2000 < 0.35

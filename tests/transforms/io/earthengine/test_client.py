@@ -32,7 +32,7 @@ from transforms.contracts.classes import S2_BANDS
 from transforms.contracts.label_scheme import scheme_from_metadata
 from transforms.contracts.manifest import read_manifest
 from transforms.contracts.schema import LABEL_NODATA, PatchSchema
-from transforms.extract import ERRORS, FetchPatches, LabelConfig, SplitConfig
+from transforms.extract import CENTRES, ERRORS, STATS, FetchPatches, LabelConfig, SplitConfig
 from transforms.geometry.grid import GridSpec
 from transforms.geometry.sampling import load_regions, sample_region
 from transforms.io.earthengine import client as earthengine
@@ -192,7 +192,7 @@ def test_records_are_byte_identical_to_the_local_source(fake, tiny_scene, region
         fn.setup()
         out = [o for p in points for o in fn.process(p)]
         fn.teardown()
-        return [(o.tag, o.value) for o in out if o.tag != "stats"]
+        return [(o.tag, o.value) for o in out if o.tag not in (STATS, CENTRES)]
 
     local = records(*local_sources(tiny_scene), LabelConfig(TINY_SCHEME))
     remote = records(
@@ -248,7 +248,9 @@ def fetch(fake, tiny_scene, point_xy=(600_505.0, 5_119_505.0), retry=FAST_RETRY,
     )
     fn.setup()
     return [
-        (o.tag, o.value) for o in fn.process(point) if isinstance(o, pvalue.TaggedOutput) and o.tag != "stats"
+        (o.tag, o.value)
+        for o in fn.process(point)
+        if isinstance(o, pvalue.TaggedOutput) and o.tag not in (STATS, CENTRES)
     ]
 
 

@@ -1,0 +1,102 @@
+"""The train/validation split: deterministic, and leak-free by default (no validation pixel in a
+training patch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from transforms.extract import SplitConfig
+from transforms.geometry.sampling import Point
+from transforms.geometry.split import (
+    GUARD,
+    RULE_BLOCKS,
+    RULE_PER_POINT,
+    TRAIN,
+    VALIDATION,
+    block_split_of,
+    guarded_block_split_of,
+    overlap_fraction,
+    split_of,
+)
+
+PATCH = 32  # pixels
+SCALE = 10.0  # CRS units per pixel
+
+
+def test_split_is_deterministic_and_near_the_fraction():
+    ids = [f"r/{i}/{i * 7 % 13}" for i in range(5000)]
+    first = [split_of(i, 0.1) for i in ids]
+    assert first == [split_of(i, 0.1) for i in ids]
+    share = first.count(VALIDATION) / len(ids)
+    assert 0.085 < share < 0.115
+    assert all(s == TRAIN for s in (split_of(i, 0.0) for i in ids))
+
+
+def test_block_split_keeps_neighbours_together():
+    sides = {
+        block_split_of(1000 + dx, 2000 + dy, 1280, 0.5)
+        for dx in range(0, 1200, 100)
+        for dy in range(0, 1200, 100)
+    }
+    assert len(sides) == 1
+    blocks = [block_split_of(x * 1280 + 5, 5, 1280, 0.3) for x in range(2000)]
+    assert 0.25 < blocks.count(VALIDATION) / 2000 < 0.35
+
+
+def dense_points(n: int = 4000, side: float = 10_000.0, seed: int = 0) -> list[Point]:
+    """Points much closer together than a patch extent, as stratified sampling makes them."""
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, side, (n, 2))
+    return [Point(f"r/{i}", "r", x, y, "EPSG:32632", 0.0, 0.0, 0, 0) for i, (x, y) in enumerate(xy)]
+
+
+def centres_by_side(config: SplitConfig, points: list[Point]) -> dict[str, list[tuple[float, float]]]:
+    sides: dict[str, list[tuple[float, float]]] = {TRAIN: [], VALIDATION: [], GUARD: []}
+    for p in points:
+        sides[config.split_of(p)].append((p.x, p.y))
+    return sides
+
+
+def test_overlap_fraction_counts_covered_validation_pixels():
+    assert overlap_fraction([(0.0, 0.0)], [(0.0, 0.0)], PATCH, SCALE) == 1.0
+    assert overlap_fraction([(PATCH * SCALE / 2, 0.0)], [(0.0, 0.0)], PATCH, SCALE) == 0.5
+    assert overlap_fraction([(PATCH * SCALE, 0.0)], [(0.0, 0.0)], PATCH, SCALE) == 0.0
+    # Two training patches covering the same quarter count once.
+    quarter = (PATCH * SCALE / 2, PATCH * SCALE / 2)
+    assert overlap_fraction([quarter, quarter], [(0.0, 0.0)], PATCH, SCALE) == 0.25
+    assert overlap_fraction([(0.0, 0.0)], [], PATCH, SCALE) == 0.0
+
+
+def test_per_point_split_leaks_and_the_default_split_does_not():
+    points = dense_points()
+    leaky = centres_by_side(SplitConfig.for_patches(0.1, 0, PATCH, SCALE), points)
+    default = centres_by_side(SplitConfig.for_patches(0.1, None, PATCH, SCALE), points)
+    assert overlap_fraction(leaky[TRAIN], leaky[VALIDATION], PATCH, SCALE) > 0.9
+    assert default[VALIDATION], "the default split must still give a validation set"
+    assert overlap_fraction(default[TRAIN], default[VALIDATION], PATCH, SCALE) == 0.0
+    # The guard band costs about 0.36 x patch / block = 9 % of the points at a 0.1 fraction.
+    guarded = len(default[GUARD]) / len(points)
+    assert 0.03 < guarded < 0.2, guarded
+
+
+def test_guarded_split_is_deterministic_and_refuses_blocks_smaller_than_a_patch():
+    config = SplitConfig.for_patches(0.3, None, PATCH, SCALE)
+    points = dense_points(500)
+    assert [config.split_of(p) for p in points] == [config.split_of(p) for p in points]
+    with pytest.raises(ValueError, match="smaller than a patch"):
+        guarded_block_split_of(0.0, 0.0, 100.0, 80.0, 0.1)
+    with pytest.raises(ValueError, match="smaller than a patch"):
+        SplitConfig.for_patches(0.1, 200.0, PATCH, SCALE)
+
+
+def test_split_rules_are_named_for_the_manifest():
+    default = SplitConfig.for_patches(0.1, None, PATCH, SCALE)
+    assert default.rule == RULE_BLOCKS
+    assert default.describe() == {
+        "rule": RULE_BLOCKS,
+        "validation_fraction": 0.1,
+        "block_size": 4 * PATCH * SCALE,
+        "guard_half_extent": (PATCH / 2 + 1) * SCALE,
+    }
+    assert SplitConfig.for_patches(0.1, 0, PATCH, SCALE).rule == RULE_PER_POINT
