@@ -91,5 +91,10 @@ setup(
         ],
         # benchmarks/model_quality.py: the per-pixel RandomForest baseline of the talk.
         "bench": ["scikit-learn>=1.3"],
+        # make docs: docs/ as a site (mkdocs.yml).
+        "docs": [
+            "mkdocs>=1.6",  # validation.anchors: --strict fails on a link to a missing heading
+            "mkdocs-material>=9",  # the theme; content.code.copy and navigation.footer are 9.0's opt-in features
+        ],
     },
 )
