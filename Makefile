@@ -33,6 +33,10 @@ bench: $(STAMP) ## Run the benchmarks (figures in benchmarks/results/)
 	$(PY) -m benchmarks.serve_latency
 	$(PY) -m benchmarks.local_cores
 
+# NO_MKDOCS_2_WARNING: the Material theme's notice about its successor, printed on every build.
+docs: $(STAMP) ## Build the documentation site into site/ (strict: a broken link or a page left out fails)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 LEAFLET_VERSION := 1.9.4
 VENDOR := pipelines/view/static/vendor
 vendor: ## Refresh the map viewer's vendored Leaflet from the npm registry (needs npm)
@@ -75,4 +79,4 @@ template: ## Build the image and stage the Flex Templates: PROJECT=p [REGION= BU
 clean: ## Remove outputs and caches (keeps .venv)
 	rm -rf out .cache .pytest_cache
 
-.PHONY: help install demo test bench lint template clean vendor
+.PHONY: help install demo test bench docs lint template clean vendor

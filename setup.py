@@ -91,5 +91,12 @@ setup(
         ],
         # benchmarks/model_quality.py: the per-pixel RandomForest baseline of the talk.
         "bench": ["scikit-learn>=1.3"],
+        # make docs: docs/ as a site (mkdocs.yml).
+        "docs": [
+            "mkdocs>=1.6",  # validation.anchors: --strict fails on a link to a missing heading
+            "mkdocs-material>=9",  # the theme; content.code.copy and navigation.footer are 9.0's opt-in features
+            # tests/docs/test_docs.py reads the pages' code blocks and markers; 4.0 follows CommonMark 0.31.2.
+            "markdown-it-py>=4",
+        ],
     },
 )

@@ -50,7 +50,7 @@ BASELINE: dict[str, Any] = {
     "spectral_indices": "none",
 }
 # Epochs of a fixed schedule: the budget of the "whole budget" lever (about 5 minutes of the 15 on
-# 2 quiet cores, ~7 s an epoch; see the README for the measured wall time).
+# 2 quiet cores, ~7 s an epoch; docs/performance.md has the measured wall time).
 EPOCHS = 40
 
 CONFIGS: dict[str, dict[str, Any]] = {

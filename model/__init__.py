@@ -1,4 +1,4 @@
-"""Training, evaluation and export of land-cover models (see model/README.md for the model folder)."""
+"""Training, evaluation and export of land-cover models (the model folder: docs/model-folder.md)."""
 
 import sys
 

@@ -96,7 +96,7 @@ READ_CHUNK_PIXELS = 512
 # classes' layout, while consecutive reads still share decoded tiles.
 RUN_POINTS = 64
 # Memory of one local worker process (Beam, rasterio/GDAL with its block cache, a patch in flight), for
-# the --max-memory guard: about 390 MB measured on the demo scene, with a margin (README, Every local core).
+# the --max-memory guard: about 390 MB measured on the demo scene, with a margin (docs/local-cores.md).
 WORKER_BYTES = 512 << 20
 # A worker process takes seconds to start: with fewer points than this per worker, fewer workers finish
 # sooner (benchmarks/local_cores.py).

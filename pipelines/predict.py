@@ -121,8 +121,8 @@ SUMMARY_NAME = "prediction.json"
 MAX_MOSAIC_PIXELS = 1 << 32
 # Memory of one local worker process, for the --max-memory guard: TensorFlow, Beam and the loaded model
 # (WORKER_BASE_BYTES), plus what a batch in flight needs per input pixel (the tiles, the model's
-# activations, the probabilities): 1.45-1.51 GB measured with the default U-Net, 8 tiles of 256 px (README,
-# Every local core).
+# activations, the probabilities): 1.45-1.51 GB measured with the default U-Net, 8 tiles of 256 px
+# (docs/local-cores.md).
 WORKER_BASE_BYTES = 900 << 20
 WORKER_BYTES_PER_BATCH_PIXEL = 1200
 # A worker process takes seconds to start (TensorFlow, the model): with fewer tiles than this per

@@ -96,7 +96,7 @@ def test_a_24_gib_machine_stays_safe_whatever_its_cpu_count(tiny_scene, tmp_path
     opts = PipelineOptions([f"--model={model}", "--inputs", tiny_scene.image, f"--output={tmp_path / 'o'}"])
     job = predict.validate(opts.view_as(predict.PredictOptions))
     per_worker = predict.worker_bytes(job)
-    assert per_worker >= GIB  # TensorFlow, the model and a batch of 256-pixel tiles (README)
+    assert per_worker >= GIB  # TensorFlow, the model and a batch of 256-pixel tiles (docs/local-cores.md)
     for cpus in (2, 16, 64, 192):
         plan = local.plan_local_workers(cpus, per_worker, max_memory_gib=None, free_bytes=24 * GIB)
         assert plan.workers * per_worker <= 24 * GIB * local.MEMORY_HEADROOM

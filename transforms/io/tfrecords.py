@@ -1,6 +1,6 @@
 """Writing TFRecord shards straight from the DoFn that encodes the records.
 
-Hand-written instead of `beam.io.WriteToTFRecord` for two measured reasons (benchmarks/README.md):
+Hand-written instead of `beam.io.WriteToTFRecord` for two measured reasons (docs/performance.md):
 - compression: Beam's GZIP writer uses zlib at its default level (~12 patches/s per core for float
   patches); ISA-L's gzip-compatible deflate (`isal`) at level 1 is ~35× faster with a *better* ratio
   than zlib level 1, and TensorFlow's GZIP reader reads it like any gzip stream;
