@@ -279,6 +279,10 @@ def run_design(args: argparse.Namespace) -> int:
     from transforms.assessment.design import DESIGN_JSON, make_design, write_design
 
     map_path = resolve_map(args.map)
+    if args.output is None and "://" in map_path:
+        raise AssessmentError(
+            f"the map {map_path} is not on this machine: pass --output, a local folder for the design."
+        )
     output = args.output or os.path.join(os.path.dirname(os.path.abspath(map_path)), ASSESSMENT_DIR)
     if os.path.exists(os.path.join(output, DESIGN_JSON)) and not args.overwrite:
         raise AssessmentError(

@@ -115,6 +115,21 @@ def test_a_class_with_no_labelled_point_is_a_warning_and_null_estimates(scene, t
     assert built["users_accuracy"]["estimate"] is None and built["area_ha"]["estimate"] is None
 
 
+def test_a_map_class_the_design_gave_no_point_is_a_warning_and_null_estimates(scene, tmp_path, capsys):
+    # Without a minimum per class, 5 points in proportion leave water and built-up without a point.
+    folder = str(tmp_path / "design")
+    argv = ["--output", folder, "--min-per-class", "0", "--sample-size", "5"]
+    assert run(capsys, "design", scene.map, *argv)[0] == 0
+    status, out, err = run(capsys, "estimate", folder, "--reference-raster", scene.truth)
+    assert status == 0
+    assert "warning: class 'water' has no labelled sample point" in err
+    assert "warning: class 'built' has no labelled sample point" in err
+    doc = json.loads(open(f"{folder}/assessment.json").read())
+    assert [c["n_design"] for c in doc["per_class"]] == [0, 2, 3, 0]
+    assert doc["per_class"][0]["area_ha"]["estimate"] is None
+    assert doc["assessed_share"] < 1
+
+
 @pytest.mark.parametrize(
     "column, value, message",
     [

@@ -264,7 +264,7 @@ def area_plot_svg(doc: dict[str, Any], width: int = 720) -> str:
         tx = x(value)
         parts.append(
             f'<line x1="{tx:.1f}" y1="{top - 4}" x2="{tx:.1f}" y2="{height - 40}" stroke="#e5e5e5"/>'
-            f'<text x="{tx:.1f}" y="{height - 26}" text-anchor="middle">{html.escape(_ha(value))}</text>'
+            f'<text x="{tx:.1f}" y="{height - 26}" text-anchor="middle">{_tick(value, top_value / 5)}</text>'
         )
     for i, c in enumerate(classes):
         y = top + i * row_height
@@ -299,6 +299,10 @@ def area_plot_svg(doc: dict[str, Any], width: int = 720) -> str:
     )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _tick(value: float, step: float) -> str:
+    return f"{value:,.0f}" if step >= 1 else f"{value:g}"
 
 
 def _nice_ceiling(value: float) -> float:

@@ -4,7 +4,8 @@ The map is read in strips of whole rows (a few million pixels each), so memory s
 its size; the draw reads it twice: once to count each class's pixels, once to find the pixels whose
 rank within their class was drawn. Ranks follow the raster's row-major order and are drawn with a
 `numpy.random.Generator` seeded by the caller, so the same map, allocation and seed give the same
-points on any machine and with any block layout.
+points whatever the strip size (and, NumPy promising stable streams only within a release, with the
+same NumPy; design.json records the points either way).
 
 A pixel's class comes from the label scheme: its value is looked up among the classes' values; the
 map's nodata (255 in a terrabeam class map: no prediction) and ignored values belong to no stratum,
