@@ -19,6 +19,7 @@ from pipelines import assess, cli
 from tests.helpers.class_maps import CLASSES, write_map_and_truth
 from tests.helpers.environment import ROOT, env
 from tests.helpers.fake_earthengine_tables import TABLE_EXPORT, FakeEarthEngineTables
+from tests.helpers.scenes import shared_data
 from transforms.io.earthengine import client as earthengine
 
 
@@ -291,3 +292,69 @@ def test_no_earth_engine_credentials_is_an_error_before_anything_is_drawn(
     )
     assert status == 2 and err.startswith("error: No Google credentials for Earth Engine were found")
     assert not out.exists()
+
+
+# --- real maps (../shared/data; skipped without it) -------------------------------------------------------
+
+NC_CLASSES = {
+    "name": "nc-landclass96",
+    "classes": [
+        {"name": name, "values": [value]}
+        for value, name in enumerate(
+            ("developed", "agriculture", "herbaceous", "shrubland", "forest", "water", "sediment"), start=1
+        )
+    ],
+}
+
+
+@pytest.mark.shared_data
+def test_a_real_land_class_raster_assessed_against_itself_is_exact(tmp_path, capsys):
+    """North Carolina's 7-class raster (float32 values 1-7, NC State Plane, 28.5 m pixels), with its
+    classes file: as its own reference, every estimate is the mapped figure, with no uncertainty."""
+    strata = str(shared_data("nc-landsat7", "strata.tif"))
+    classes = tmp_path / "nc.json"
+    classes.write_text(json.dumps(NC_CLASSES))
+    folder = str(tmp_path / "nc")
+    argv = ["--label-scheme", str(classes), "--output", folder, "--min-per-class", "30"]
+    status, out, err = run(capsys, "design", strata, *argv)
+    assert status == 0, err
+    assert "every pixel |a·e − b·d| = 812.25 m²" in out  # 28.5 m x 28.5 m
+    design = json.loads(open(f"{folder}/design.json").read())
+    rare = [s["n"] for s in design["strata"] if s["class"] in ("agriculture", "water", "sediment")]
+    assert rare == [30, 30, 30]
+    assert run(capsys, "estimate", folder, "--reference-raster", strata)[0] == 0
+    doc = json.loads(open(f"{folder}/assessment.json").read())
+    assert doc["overall_accuracy"]["estimate"] == pytest.approx(1.0) and doc["overall_accuracy"]["se"] == 0.0
+    for row in doc["per_class"]:
+        assert row["area_ha"]["estimate"] == pytest.approx(row["mapped"]["area_ha"])
+        assert row["mapped"]["area_ha"] == pytest.approx(row["mapped"]["pixels"] * 28.5**2 / 10_000)
+
+
+@pytest.mark.shared_data
+def test_a_real_map_in_geographic_coordinates_is_measured_on_the_ellipsoid(tmp_path, capsys):
+    """Sen1Floods11's hand-labelled water mask (EPSG:4326, -1 no data): pixel areas per row add up to the
+    geodesic area of the chip's footprint."""
+    import rasterio
+    from pyproj import Geod
+
+    from transforms.assessment.areas import pixel_areas
+
+    mask = str(shared_data("sen1floods11", "Spain_7370579_LabelHand.tif"))
+    folder = str(tmp_path / "flood")
+    argv = ["--label-scheme", "binary:water=1:ignore=-1", "--output", folder, "--users-accuracy", "0.9"]
+    status, out, err = run(capsys, "design", mask, *argv)
+    assert status == 0, err
+    assert "on the WGS 84 ellipsoid" in out
+    with rasterio.open(mask) as src:
+        values, bounds, transform = src.read(1), src.bounds, src.transform
+    left, bottom, right, top = bounds
+    footprint, _ = Geod(ellps="WGS84").polygon_area_perimeter(
+        [left, right, right, left, left], [top, top, bottom, bottom, top]
+    )
+    per_row = pixel_areas("EPSG:4326", tuple(transform)[:6], values.shape[0]).per_row
+    assert per_row.sum() * values.shape[1] == pytest.approx(abs(footprint), rel=1e-5)
+    design = json.loads(open(f"{folder}/design.json").read())
+    water = design["strata"][1]
+    assert water["pixels"] == int(np.count_nonzero(values == 1))
+    expected_ha = (per_row[:, None] * (values == 1)).sum() / 10_000
+    assert water["area_ha"] == pytest.approx(expected_ha, rel=1e-9)

@@ -7,7 +7,8 @@ rank within their class was drawn. Ranks follow the raster's row-major order and
 points whatever the strip size (and, NumPy promising stable streams only within a release, with the
 same NumPy; design.json records the points either way).
 
-A pixel's class comes from the label scheme: its value is looked up among the classes' values; the
+A pixel's class comes from the label scheme: its value is looked up among the classes' values (whole
+numbers, also when a raster stores them as floats); the
 map's nodata (255 in a terrabeam class map: no prediction) and ignored values belong to no stratum,
 and values that no class lists are counted apart (and reported).
 """
@@ -64,10 +65,10 @@ def open_class_map(path: str, band: int = 1, scheme: LabelScheme | None = None) 
                     f"the map {path} has no CRS, so its pixels have no known area; assign one (gdal_edit.py "
                     "-a_srs EPSG:...) first."
                 )
-            if src.dtypes[band - 1].startswith(("float", "complex")):
+            if src.dtypes[band - 1].startswith("complex"):
                 raise AssessmentError(
-                    f"the map {path} holds {src.dtypes[band - 1]} values; a class map holds whole numbers "
-                    "(class values), e.g. the classes.tif of `terrabeam predict`."
+                    f"the map {path} holds {src.dtypes[band - 1]} values; a class map holds class values, e.g. "
+                    "the classes.tif of `terrabeam predict`."
                 )
             crs, transform = src.crs.to_wkt(), tuple(src.transform)[:6]
             width, height, nodata = src.width, src.height, src.nodata
