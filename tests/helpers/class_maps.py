@@ -18,6 +18,7 @@ SCALE = 10.0  # metres: a pixel is 100 m² = 0.01 ha
 NODATA = 255  # a class map's "no prediction"
 CLASSES = ("water", "trees", "grass", "built")
 COLORS = ("#419bdf", "#397d49", "#88b053", "#c4281b")
+SCHEME_NAME = "tiny-landcover"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +65,7 @@ def write_class_map(
             classes=classes_tag(names),
             class_names=",".join(names),
             class_colors=",".join(colors),
+            label_scheme=SCHEME_NAME,
             nodata_meaning="no prediction",
         )
     return str(path)

@@ -358,3 +358,22 @@ def test_a_real_map_in_geographic_coordinates_is_measured_on_the_ellipsoid(tmp_p
     assert water["pixels"] == int(np.count_nonzero(values == 1))
     expected_ha = (per_row[:, None] * (values == 1)).sum() / 10_000
     assert water["area_ha"] == pytest.approx(expected_ha, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_the_output_folder_of_terrabeam_predict_is_assessed(viewer_prediction, tmp_path, capsys):
+    """The real prediction jobs' class map (a VRT of tiled COGs naming its classes in its metadata),
+    assessed against the scene's label raster: the quadrants are predicted exactly."""
+    scene, predictions = viewer_prediction
+    folder = str(tmp_path / "assessment")
+    argv = ["--output", folder, "--sample-size", "200", "--min-per-class", "20"]
+    status, out, err = run(capsys, "design", str(predictions), *argv)
+    assert status == 0, err
+    scheme = json.loads((predictions / "prediction.json").read_text())["label_scheme"]
+    assert f"classes.vrt (label scheme {scheme['name']!r}" in out  # the scheme the class map names
+    design = json.loads(open(f"{folder}/design.json").read())
+    assert [s["class"] for s in design["strata"]][:4] == ["water", "trees", "grass", "flooded_vegetation"]
+    assert run(capsys, "estimate", folder, "--reference-raster", scene.labels)[0] == 0
+    doc = json.loads(open(f"{folder}/assessment.json").read())
+    assert doc["sample"]["labelled"] == 200
+    assert doc["overall_accuracy"]["estimate"] == pytest.approx(1.0)

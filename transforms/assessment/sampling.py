@@ -72,10 +72,13 @@ def open_class_map(path: str, band: int = 1, scheme: LabelScheme | None = None) 
                 )
             crs, transform = src.crs.to_wkt(), tuple(src.transform)[:6]
             width, height, nodata = src.width, src.height, src.nodata
+            scheme_name = src.tags(band).get("label_scheme")  # a terrabeam class map names its scheme
     except rasterio.errors.RasterioIOError as e:
         raise AssessmentError(f"cannot open the map {path}: {e}.") from None
     if scheme is None:
         scheme = scheme_from_raster(path, band)
+        if scheme is not None and scheme_name:
+            scheme = dataclasses.replace(scheme, name=scheme_name)
     if scheme is None:
         raise AssessmentError(
             f"the map {path} does not name its classes (no 'classes' tag, category names or attribute "

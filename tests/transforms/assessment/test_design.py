@@ -26,6 +26,7 @@ def tiny(tmp_path_factory):
 def test_the_strata_are_the_map_classes_named_in_its_tags(tiny):
     class_map = open_class_map(tiny.map)
     assert class_map.scheme.names == CLASSES
+    assert class_map.scheme.name == "tiny-landcover"  # the scheme the map's tags name
     assert class_map.scheme.colors[0] == "#419bdf"
     counts = count_strata(class_map)
     expected = [int(np.count_nonzero(tiny.map_pixels == k)) for k in range(4)]
