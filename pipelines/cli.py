@@ -49,6 +49,11 @@ COMMANDS: dict[str, Command] = {
     "deploy": Command(
         "model.serving.deploy", "main", "Host a model on Vertex AI for Earth Engine; list; undeploy."
     ),
+    "assess": Command(
+        "pipelines.assess",
+        "main",
+        "Map accuracy and area with 95 % confidence intervals (Olofsson et al. 2014).",
+    ),
 }
 
 EPILOG = """\
