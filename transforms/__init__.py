@@ -10,6 +10,8 @@ already wrote). The pieces they use are grouped by concern:
   test-time augmentation).
 - `transforms.contracts`: the data contracts shared by writer and reader (record schema, manifest,
   label schemes and their presets).
+- `transforms.assessment`: map accuracy and area by the good-practice protocol (stratified sample
+  design, sample size and allocation, the stratified estimators, reports).
 - `transforms.runtime`: process plumbing (command-line help and quiet start, job outcome, progress
   counters, the TensorFlow start-up filter).
 
