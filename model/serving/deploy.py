@@ -35,7 +35,6 @@ import dataclasses
 import datetime
 import functools
 import json
-import os
 import posixpath
 import re
 import sys
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from model.errors import ModelError
+from transforms.io.files import join
 from transforms.runtime.command import HelpFormatter, prog
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -202,10 +202,6 @@ def prebuilt_tensorflow_image(region: str) -> str:
 
 
 # --- files: local or gs:// ---------------------------------------------------------------------------
-
-
-def _join(base: str, *parts: str) -> str:
-    return posixpath.join(base, *parts) if base.startswith("gs://") else os.path.join(base, *parts)
 
 
 def _split_gcs(uri: str) -> tuple[str, str]:
@@ -594,7 +590,7 @@ class DeploySettings:
 def read_model_folder(settings: DeploySettings, storage: Storage) -> dict[str, Any]:
     """earthengine.json (and model.json when present); checks the folder has what the image serves."""
     folder = settings.model_dir
-    raw = storage.read(_join(folder, EARTHENGINE_JSON))
+    raw = storage.read(join(folder, EARTHENGINE_JSON))
     if raw is None:
         raise DeployError(
             f"{folder!r} has no {EARTHENGINE_JSON}: pass a folder written by `python -m model.train` or "
@@ -602,7 +598,7 @@ def read_model_folder(settings: DeploySettings, storage: Storage) -> dict[str, A
         )
     config = json.loads(raw)
     if settings.serving_image is None:
-        if not storage.exists(_join(folder, EEIFIED_DIR, "saved_model.pb")):
+        if not storage.exists(join(folder, EEIFIED_DIR, "saved_model.pb")):
             raise DeployError(
                 f"{folder!r} has no {EEIFIED_DIR}/ SavedModel, which Google's TensorFlow container serves to "
                 f"Earth Engine: make one with `python -m model.serving.eeify {folder} {folder}` (or retrain)."
@@ -610,15 +606,15 @@ def read_model_folder(settings: DeploySettings, storage: Storage) -> dict[str, A
     else:
         missing = [
             name
-            for name in (MODEL_JSON, _join(SAVED_MODEL_DIR, "saved_model.pb"))
-            if not storage.exists(_join(folder, name))
+            for name in (MODEL_JSON, join(SAVED_MODEL_DIR, "saved_model.pb"))
+            if not storage.exists(join(folder, name))
         ]
         if missing:
             raise DeployError(
                 f"--serving-image runs model.serving.serve, which needs a terrabeam model folder; {folder!r} lacks "
                 f"{', '.join(missing)}. Deploy without --serving-image to serve {EEIFIED_DIR}/ instead."
             )
-    info = json.loads(storage.read(_join(folder, MODEL_JSON)) or b"{}")
+    info = json.loads(storage.read(join(folder, MODEL_JSON)) or b"{}")
     return {"earthengine": config, "model": info}
 
 
@@ -632,7 +628,7 @@ def artifact_location(settings: DeploySettings, storage: Storage, report: Callab
         base = f"{settings.staging.rstrip('/')}/{settings.display_name}-{stamp}"
         names = [EEIFIED_DIR] if settings.serving_image is None else [SAVED_MODEL_DIR, MODEL_JSON]
         for name in [*names, EARTHENGINE_JSON]:
-            storage.upload(_join(folder, name), f"{base}/{name}", report)
+            storage.upload(join(folder, name), f"{base}/{name}", report)
     return f"{base}/{EEIFIED_DIR}" if settings.serving_image is None else base
 
 
@@ -747,9 +743,9 @@ def write_outputs(
     """deployment.json and the two snippets into the model folder; returns the snippets."""
     python = python_snippet(config, record["endpoint"], record["project"], palette)
     javascript = javascript_snippet(config, record["endpoint"], palette)
-    storage.write(_join(folder, SNIPPET_PY), python.encode(), "text/x-python")
-    storage.write(_join(folder, SNIPPET_JS), javascript.encode(), "text/javascript")
-    storage.write(_join(folder, DEPLOYMENT_JSON), (json.dumps(record, indent=2) + "\n").encode())
+    storage.write(join(folder, SNIPPET_PY), python.encode(), "text/x-python")
+    storage.write(join(folder, SNIPPET_JS), javascript.encode(), "text/javascript")
+    storage.write(join(folder, DEPLOYMENT_JSON), (json.dumps(record, indent=2) + "\n").encode())
     return python, javascript
 
 
@@ -760,7 +756,7 @@ def resolve_endpoint(target: str, vertex: Vertex, storage: Storage) -> tuple[str
     """(endpoint resource name, model folder or None) for a model folder, an endpoint id or name."""
     if re.fullmatch(r"\d+", target) or ENDPOINT_NAME.fullmatch(target):
         return vertex.endpoint_name(target), None
-    raw = storage.read(_join(target, DEPLOYMENT_JSON))
+    raw = storage.read(join(target, DEPLOYMENT_JSON))
     if raw is None:
         raise DeployError(
             f"--undeploy {target!r} is neither an endpoint id (digits), an endpoint resource name nor a model "
@@ -786,9 +782,9 @@ def undeploy(target: str, vertex: Vertex, storage: Storage, waiting: Waiting, de
         wait_for(operation, f"deleting endpoint {endpoint_name}", waiting, vertex)
         deleted = True
     if folder is not None:
-        record = json.loads(storage.read(_join(folder, DEPLOYMENT_JSON)) or b"{}")
+        record = json.loads(storage.read(join(folder, DEPLOYMENT_JSON)) or b"{}")
         record.update(undeployed_at=_utc_now(), undeployed_model_ids=undeployed, endpoint_deleted=deleted)
-        storage.write(_join(folder, DEPLOYMENT_JSON), (json.dumps(record, indent=2) + "\n").encode())
+        storage.write(join(folder, DEPLOYMENT_JSON), (json.dumps(record, indent=2) + "\n").encode())
     return {"endpoint": endpoint_name, "undeployed": undeployed, "endpoint_deleted": deleted}
 
 
@@ -1068,7 +1064,7 @@ def main(
         return e.status
     print(f"\nDeployed: {record['endpoint']} (deployed model {record['deployed_model_id']}).")
     print(f"Estimated cost: {cost.describe()}")
-    print(f"Written: {_join(settings.model_dir, DEPLOYMENT_JSON)}, {SNIPPET_PY}, {SNIPPET_JS}.\n")
+    print(f"Written: {join(settings.model_dir, DEPLOYMENT_JSON)}, {SNIPPET_PY}, {SNIPPET_JS}.\n")
     print("--- Python " + "-" * 60 + "\n" + python)
     print("--- Code Editor (JavaScript) " + "-" * 43 + "\n" + javascript)
     print(

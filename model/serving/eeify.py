@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
-import posixpath
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -42,6 +40,7 @@ from transforms.contracts.label_scheme import (
     resolve_label_scheme,
     scheme_from_metadata,
 )
+from transforms.io.files import join, read_json, write_json
 from transforms.runtime.command import HelpFormatter, prog
 
 # Earth Engine sends an image made with `toArray()` as one array band, named `array`, and reads each
@@ -245,10 +244,10 @@ def load_image_model(src: str, output: str | None = None, signature: str = SIGNA
                 f"Cannot load the Keras model {src!r} ({e}). A model with custom layers loads where they "
                 "are registered; export it as a SavedModel (`model.export(path)`) and pass that folder."
             ) from None
-    terrabeam = _join(src, "saved_model")
-    if tf.io.gfile.exists(_join(terrabeam, "saved_model.pb")):
+    terrabeam = join(src, "saved_model")
+    if tf.io.gfile.exists(join(terrabeam, "saved_model.pb")):
         return from_saved_model(terrabeam, output, signature)
-    if tf.io.gfile.exists(_join(src, "saved_model.pb")):
+    if tf.io.gfile.exists(join(src, "saved_model.pb")):
         return from_saved_model(src, output, signature)
     raise EEifyError(
         f"{src!r} is neither a SavedModel folder (with saved_model.pb), a .keras file nor a terrabeam model "
@@ -456,22 +455,6 @@ def parse_classes(spec: str | None, count: int | None) -> LabelScheme:
     return scheme_from_metadata({"classes": [f"class_{i}" for i in range(count)]})
 
 
-def _join(base: str, *parts: str) -> str:
-    return posixpath.join(base, *parts) if "://" in base else "/".join([base.rstrip("/"), *parts])
-
-
-def _write_json(path: str, value: Any) -> None:
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
-
-
-def _read_json(path: str) -> dict[str, Any] | None:
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path, "r") as f:
-        return json.loads(f.read())
-
-
 def eeify(
     src: str,
     out: str,
@@ -490,7 +473,7 @@ def eeify(
 
     Bands, classes, grid and receptive field default to a terrabeam model folder's model.json.
     """
-    info = _read_json(_join(src, "model.json")) or {}
+    info = read_json(join(src, "model.json")) or {}
     model = load_image_model(src, output, signature)
     band_names = list(bands or info.get("bands") or [])
     if not band_names:
@@ -514,7 +497,7 @@ def eeify(
         raise EEifyError("Give --crs and --scale together (the grid the model was trained on), or neither.")
     crs = crs or info.get("crs")
     scale = scale or info.get("scale")
-    target = _join(out, EEIFIED_DIR)
+    target = join(out, EEIFIED_DIR)
     if tf.io.gfile.exists(target):
         if not overwrite:
             raise EEifyError(f"{target!r} exists; pass --overwrite to replace it.")
@@ -530,7 +513,7 @@ def eeify(
         crs=crs,
         scale=scale,
     )
-    _write_json(_join(out, EARTHENGINE_JSON), config)
+    write_json(join(out, EARTHENGINE_JSON), config)
     return config
 
 
@@ -601,9 +584,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     vertex = config["fromVertexAi"]
     print(
-        f"Earth-Engine-ready model in {_join(args.out, EEIFIED_DIR)}: bands {', '.join(config['inputBands'])} -> "
+        f"Earth-Engine-ready model in {join(args.out, EEIFIED_DIR)}: bands {', '.join(config['inputBands'])} -> "
         f"{len(config['classes'])} class bands; tiles {vertex['inputTileSize']}, overlap "
-        f"{vertex['inputOverlapSize']}. Arguments in {_join(args.out, EARTHENGINE_JSON)}; deploy with "
+        f"{vertex['inputOverlapSize']}. Arguments in {join(args.out, EARTHENGINE_JSON)}; deploy with "
         f"`python -m model.serving.deploy {args.out} --project P --region R`."
     )
     return 0

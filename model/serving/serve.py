@@ -60,6 +60,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from model.errors import ModelError
+from transforms.io.files import join, read_json
 from transforms.runtime.command import HelpFormatter, add_verbose_flag, fill, prog, quiet_start
 
 logger = logging.getLogger("terrabeam.serve")
@@ -275,8 +276,8 @@ class Predictor:
         from model import export
 
         metadata = export.load_model_metadata(model_dir)
-        earthengine = _read_json(_join(model_dir, export.EARTHENGINE_JSON))
-        saved_model = _join(model_dir, export.SAVED_MODEL_DIR)
+        earthengine = read_json(join(model_dir, export.EARTHENGINE_JSON))
+        saved_model = join(model_dir, export.SAVED_MODEL_DIR)
         try:
             loaded = tf.saved_model.load(saved_model)
         except (OSError, tf.errors.OpError) as e:
@@ -535,19 +536,6 @@ def _json_array(where: str, value: list) -> np.ndarray:
         return np.asarray(value, dtype=np.float32)
     except (ValueError, TypeError) as e:
         raise BadRequest(f"{where} is not a rectangular array of numbers ({e}).") from None
-
-
-def _join(model_dir: str, name: str) -> str:
-    return model_dir.rstrip("/") + "/" + name
-
-
-def _read_json(path: str) -> dict[str, Any] | None:
-    import tensorflow as tf
-
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path, "r") as f:
-        return orjson.loads(f.read())
 
 
 # --------------------------------------------------------------------------------------------------

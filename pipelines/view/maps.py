@@ -19,7 +19,6 @@ import dataclasses
 import io
 import json
 import math
-import posixpath
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -35,6 +34,7 @@ from rasterio.windows import Window
 
 from transforms.contracts.label_scheme import LabelScheme, scheme_from_metadata
 from transforms.contracts.schema import LABEL_NODATA, META_ID, META_LAT, META_LON, META_REGION, decode_example
+from transforms.io.files import join
 
 SUMMARY_NAME = "prediction.json"
 MODEL_NAME = "model.json"
@@ -52,11 +52,6 @@ RGB_CANDIDATES = (("B4", "B3", "B2"), ("red", "green", "blue"), ("R", "G", "B"))
 
 class ViewError(ValueError):
     """A prediction the viewer cannot show; the message says what to do."""
-
-
-def join(base: str, *parts: str) -> str:
-    base = base.rstrip("/")
-    return posixpath.join(base, *parts) if "://" in base else "/".join([base, *parts])
 
 
 def read_json(path: str) -> dict[str, Any]:
