@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from model.serving.contract import DEFAULT_HEALTH_ROUTE, DEFAULT_PORT, DEFAULT_PREDICT_ROUTE
 from model.serving.deploy.errors import DeployError
 from model.serving.deploy.pricing import PRICE_REGION, PRICE_SOURCE, PRICES_AS_OF, CostEstimate, estimate_cost
 from model.serving.deploy.snippets import javascript_snippet, python_snippet
@@ -38,9 +39,9 @@ LABELS = {"managed-by": "terrabeam"}
 
 DEFAULT_MACHINE_TYPE = "n1-standard-4"
 # What the project's own server image (model/serving/Dockerfile.serve, model.serving.serve) listens on and answers.
-SERVE_PORT = 8080
-SERVE_HEALTH_ROUTE = "/health"
-SERVE_PREDICT_ROUTE = "/predict"
+SERVE_PORT = DEFAULT_PORT
+SERVE_HEALTH_ROUTE = DEFAULT_HEALTH_ROUTE
+SERVE_PREDICT_ROUTE = DEFAULT_PREDICT_ROUTE
 
 
 @dataclasses.dataclass(frozen=True)
