@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import textwrap
 import warnings
 from collections.abc import Sequence
@@ -289,11 +290,26 @@ class CommandParser(argparse.ArgumentParser):
             if flag.startswith("--") and action.help != argparse.SUPPRESS
         )
 
+    def unknown_options(self, argv: Sequence[str]) -> list[str]:
+        """The long options of `argv` this parser does not know, as typed (an abbreviation counts as
+        known where the parser allows them; argparse itself reports an ambiguous one)."""
+        known = self._option_string_actions
+        unknown = []
+        for arg in argv:
+            if arg == "--":  # the end of the options
+                break
+            option = arg.split("=", 1)[0]
+            if not option.startswith("--") or len(option) < 3 or option in known:
+                continue
+            if self.allow_abbrev and any(flag.startswith(option) for flag in known):
+                continue
+            unknown.append(option)
+        return unknown
+
     def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:
-        parsed, extras = self.parse_known_args(args, namespace)
-        unknown = [arg.split("=", 1)[0] for arg in extras if arg.startswith("--") and len(arg) > 2]
+        argv = list(sys.argv[1:] if args is None else args)
+        # Before argparse's own checks: a misspelt --project would otherwise read "--project is required".
+        unknown = self.unknown_options(argv)
         if unknown:
             self.exit(2, f"error: {unknown_options_message(unknown, self.long_options())}\n")
-        if extras:
-            self.error(f"unrecognized arguments: {' '.join(extras)}")
-        return parsed
+        return super().parse_args(argv, namespace)

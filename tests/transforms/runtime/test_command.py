@@ -71,6 +71,15 @@ def test_options_are_not_abbreviated_unless_the_command_allows_it(capsys):
     assert lenient.parse_args(["--por", "1"]).port == 1
 
 
+def test_a_misspelt_required_option_is_named_before_it_is_missed(capsys):
+    strict = CommandParser("tests.example", "A required option.")
+    strict.add_argument("--project", required=True)
+    with pytest.raises(SystemExit) as stop:
+        strict.parse_args(["--prjoect", "p"])
+    assert stop.value.code == 2
+    assert "--prjoect (did you mean --project?)" in capsys.readouterr().err
+
+
 def test_a_surplus_argument_is_still_argparses_usage_error(capsys):
     with pytest.raises(SystemExit) as stop:
         parser().parse_args(["a", "b"])
