@@ -28,75 +28,89 @@ from model.serving.deploy.pricing import estimate_cost
 from model.serving.deploy.storage import Storage
 from model.serving.deploy.vertex import Waiting, check_region, connect, load_credentials
 from transforms.io.files import join
-from transforms.runtime.command import HelpFormatter, prog
+from transforms.runtime.command import CommandParser, quiet_start
 
 PROJECT_ID = re.compile(r"([a-z0-9.-]+:)?[a-z][-a-z0-9]{4,28}[a-z0-9]")
 GCS_FOLDER = re.compile(r"gs://[a-z0-9][-_.a-z0-9]{1,61}[a-z0-9](/[^\r\n]*)?")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog("model.serving.deploy"),
-        formatter_class=HelpFormatter,
-        description="Deploy a model folder to a Vertex AI endpoint for ee.Model.fromVertexAi, list deployments "
-        "and their cost, undeploy.",
+    parser = CommandParser(
+        "model.serving.deploy",
+        "Deploy a model folder to a Vertex AI endpoint for ee.Model.fromVertexAi, list deployments and "
+        "their cost, undeploy.",
+        usage="%(prog)s MODEL_DIR --project P --region R [--staging gs://BUCKET/FOLDER] [options]\n"
+        "       %(prog)s --list --project P --region R\n"
+        "       %(prog)s --undeploy MODEL_DIR|ENDPOINT --project P --region R [--delete-endpoint]",
+        allow_abbrev=True,
     )
-    parser.add_argument(
-        "model_dir", nargs="?", help="Model folder (local or gs://) with eeified/ and earthengine.json."
+    what = parser.add_argument_group("what to do (one of)")
+    what.add_argument(
+        "model_dir",
+        metavar="MODEL_DIR",
+        nargs="?",
+        help="Deploy this model folder (local or gs://) with eeified/ and earthengine.json.",
     )
-    parser.add_argument("--project", required=True, help="Google Cloud project id.")
-    parser.add_argument("--region", required=True, help="Vertex AI region, e.g. us-central1.")
-    parser.add_argument(
-        "--staging", help="gs:// folder a local model folder is copied to (required for local folders)."
+    what.add_argument(
+        "--list", action="store_true", help="List deployed models and their estimated monthly cost."
     )
-    parser.add_argument(
-        "--name",
-        help="Display name of the model and endpoint; an endpoint of that name is reused (default: terrabeam-<folder>).",
-    )
-    parser.add_argument(
-        "--machine-type",
-        default=DEFAULT_MACHINE_TYPE,
-        help="Machine type of the serving nodes (default %(default)s).",
-    )
-    parser.add_argument(
-        "--min-replicas", type=int, default=1, help="Nodes kept running (default %(default)s)."
-    )
-    parser.add_argument(
-        "--max-replicas", type=int, default=None, help="Nodes under load (default: --min-replicas)."
-    )
-    parser.add_argument(
-        "--serving-image",
-        metavar="IMAGE_URI",
-        help="Serve with this image built from model/serving/Dockerfile.serve (model.serving.serve) instead of Google's prebuilt "
-        "TensorFlow container.",
-    )
-    parser.add_argument(
-        "--keep-previous", action="store_true", help="Leave models already deployed on the endpoint deployed."
-    )
-    parser.add_argument(
-        "--hourly-price", type=float, help="USD per node hour, for a machine type the table lacks."
-    )
-    parser.add_argument("--yes", action="store_true", help="Deploy without asking (scripts).")
-    parser.add_argument(
+    what.add_argument(
         "--undeploy",
         metavar="MODEL_DIR|ENDPOINT",
         help="Undeploy every model of this endpoint (billing stops).",
     )
-    parser.add_argument(
+    what.add_argument(
         "--delete-endpoint", action="store_true", help="With --undeploy: delete the endpoint too."
     )
-    parser.add_argument(
-        "--list", action="store_true", help="List deployed models and their estimated monthly cost."
-    )
-    parser.add_argument(
+    cloud = parser.add_argument_group("Google Cloud")
+    cloud.add_argument("--project", required=True, help="Google Cloud project id.")
+    cloud.add_argument("--region", required=True, help="Vertex AI region, e.g. us-central1.")
+    cloud.add_argument(
         "--key-file", help="Service-account JSON key (default: application default credentials)."
     )
-    parser.add_argument(
+    cloud.add_argument(
         "--api-endpoint",
-        help="Vertex AI API endpoint (default REGION-aiplatform.googleapis.com), e.g. for Private Service Connect.",
+        help="Vertex AI API endpoint (default: REGION-aiplatform.googleapis.com), e.g. for Private Service "
+        "Connect.",
     )
-    parser.add_argument("--poll-interval", type=float, default=10.0, help="Seconds between operation polls.")
-    parser.add_argument(
+    deployment = parser.add_argument_group("deployment")
+    deployment.add_argument(
+        "--staging",
+        metavar="GCS_FOLDER",
+        help="gs:// folder a local model folder is copied to (required for local folders).",
+    )
+    deployment.add_argument(
+        "--name",
+        help="Display name of the model and endpoint; an endpoint of that name is reused (default: "
+        "terrabeam-<folder>).",
+    )
+    deployment.add_argument(
+        "--machine-type", default=DEFAULT_MACHINE_TYPE, help="Machine type of the serving nodes."
+    )
+    deployment.add_argument("--min-replicas", type=int, default=1, help="Nodes kept running.")
+    deployment.add_argument(
+        "--max-replicas", type=int, default=None, help="Nodes under load (default: --min-replicas)."
+    )
+    deployment.add_argument(
+        "--serving-image",
+        metavar="IMAGE_URI",
+        help="Serve with this image built from model/serving/Dockerfile.serve (model.serving.serve) instead "
+        "of Google's prebuilt TensorFlow container.",
+    )
+    deployment.add_argument(
+        "--keep-previous", action="store_true", help="Leave models already deployed on the endpoint deployed."
+    )
+    deployment.add_argument("--yes", action="store_true", help="Deploy without asking (scripts).")
+    cost = parser.add_argument_group("cost")
+    cost.add_argument(
+        "--hourly-price",
+        type=float,
+        metavar="USD",
+        help="USD per node hour, for a machine type the price table lacks.",
+    )
+    waiting = parser.add_argument_group("waiting for Vertex AI")
+    waiting.add_argument("--poll-interval", type=float, default=10.0, help="Seconds between operation polls.")
+    waiting.add_argument(
         "--timeout", type=float, default=3600.0, help="Give up waiting for one operation after this."
     )
     return parser
@@ -169,6 +183,8 @@ def main(
     ask: Callable[[str], str] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
+    argv = list(argv if argv is not None else sys.argv[1:])
+    quiet_start(argv)
     args = _parser().parse_args(argv)
     waiting = Waiting(
         poll_interval=args.poll_interval,
