@@ -45,6 +45,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from model.errors import ModelError
 from model.serving.contract import (
     DEFAULT_HEALTH_ROUTE,
     DEFAULT_MAX_CONCURRENT_REQUESTS,
@@ -155,8 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {MISSING_EXTRA} ({e})", file=sys.stderr)
         return 2
-    from model.errors import ModelError
-    from model.export import load_model_metadata
+    from model.export import load_model_metadata  # TensorFlow: only to serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server.tune_malloc()
