@@ -10,30 +10,23 @@ the labels or the predictions (a class absent from both has no IoU, reported as 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
-import tensorflow as tf
 
-from model.dataset import (
-    PatchReader,
-    check_data_matches_model,
-    load_data_manifest,
-    make_batches,
-    manifest_compression,
-    read_patches,
-)
 from model.errors import ModelError
-from model.export import load_keras_model, load_model_metadata, write_json
 from transforms.contracts.label_scheme import LabelScheme
 from transforms.contracts.schema import LABEL_NODATA
-from transforms.geometry.tta import predict_with_tta
-from transforms.runtime.command import HelpFormatter, add_verbose_flag, fill, prog, quiet_start
+from transforms.io.files import write_json
+from transforms.runtime.command import CommandParser, quiet_start
+
+# TensorFlow and Keras load when the evaluation runs, not for --help.
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
 
 
 def confusion_matrix(
@@ -43,6 +36,10 @@ def confusion_matrix(
 
     With `tta`, each prediction is the mean over the 8 flips/rotations of the input (transforms.geometry.tta).
     """
+    import tensorflow as tf
+
+    from transforms.geometry.tta import predict_with_tta
+
     matrix = np.zeros((num_classes, num_classes), np.int64)
     probabilities = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     for element in batches:
@@ -89,6 +86,7 @@ def summarize(matrix: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
 
 def plot_confusion_matrix(matrix: np.ndarray, scheme: LabelScheme, path: str, title: str = "") -> None:
     """A PNG of the matrix: cells shaded by row share (recall), counts written in, class colours on the axes."""
+    import tensorflow as tf
     from PIL import Image, ImageDraw, ImageFont
 
     classes = scheme.names
@@ -137,6 +135,16 @@ def evaluate_model_dir(
 
     `tta` averages each prediction over the 8 flips/rotations of the input (8 model calls per batch).
     """
+    from model.dataset import (
+        PatchReader,
+        check_data_matches_model,
+        load_data_manifest,
+        make_batches,
+        manifest_compression,
+        read_patches,
+    )
+    from model.export import load_keras_model, load_model_metadata
+
     info = load_model_metadata(model_dir)
     manifest = load_data_manifest(data)
     schema = check_data_matches_model(info, manifest)
@@ -156,25 +164,27 @@ def evaluate_model_dir(
 def run(argv: Sequence[str] | None = None) -> int:
     argv = list(argv if argv is not None else sys.argv[1:])
     quiet_start(argv)
-    parser = argparse.ArgumentParser(
-        prog=prog("model.evaluate"),
-        description=fill(
-            "Evaluate a model folder on a split of an extraction: pixel confusion matrix, overall "
-            "accuracy, per-class and mean IoU (printed as JSON; all of it with --output)."
-        ),
-        formatter_class=HelpFormatter,
-        allow_abbrev=False,
+    parser = CommandParser(
+        "model.evaluate",
+        "Evaluate a model folder on a split of an extraction: pixel confusion matrix, overall accuracy, "
+        "per-class and mean IoU (printed as JSON; all of it with --output).",
+        usage="%(prog)s --model MODEL_DIR --data DATA [options]",
     )
-    parser.add_argument("--model", required=True, help="Model folder written by `python -m model.train`.")
-    parser.add_argument("--data", required=True, help="Folder with manifest.json (local or gs://).")
-    parser.add_argument("--split", default="validation", help="Split of the manifest to evaluate on.")
-    parser.add_argument("--output", default=None, help="Write the metrics JSON here (default: stdout only).")
-    parser.add_argument(
+    inputs = parser.add_argument_group("model and data")
+    inputs.add_argument(
+        "--model", metavar="MODEL_DIR", required=True, help="Model folder written by `python -m model.train`."
+    )
+    inputs.add_argument("--data", required=True, help="Folder with manifest.json (local or gs://).")
+    inputs.add_argument("--split", default="validation", help="Split of the manifest to evaluate on.")
+    evaluation = parser.add_argument_group("evaluation")
+    evaluation.add_argument(
         "--tta",
         action="store_true",
         help="Average each prediction over the 8 flips/rotations of the input (8x the model calls).",
     )
-    add_verbose_flag(parser)
+    evaluation.add_argument(
+        "--output", default=None, help="Write the metrics JSON here (default: stdout only)."
+    )
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0), or a bad option that argparse reported (2)

@@ -31,6 +31,10 @@ from model.errors import ModelError, ModelNotFoundError
 from model.serving import eeify
 from transforms.contracts.label_scheme import scheme_from_metadata
 
+# Imported under the names model.train and model.evaluate use.
+from transforms.io.files import join as join_path
+from transforms.io.files import write_json
+
 MODEL_FORMAT = "terrabeam-model/1"
 MODEL_JSON = "model.json"
 SAVED_MODEL_DIR = "saved_model"
@@ -48,17 +52,6 @@ decode_ee_tensor = eeify.decode_ee_tensor
 encode_ee_tensor = eeify.encode_ee_tensor
 
 REQUIRED_METADATA = ("mode", "bands", "classes", "patch_size", "crs", "scale")
-
-
-def join_path(*parts: str) -> str:
-    """Join path parts of a local or gs:// location."""
-    return posixpath.join(*parts) if "://" in parts[0] else "/".join(p.rstrip("/") for p in parts)
-
-
-def write_json(path: str, value: Any) -> None:
-    """Write `value` as indented JSON (local or gs://)."""
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 def export_model(keras_model: keras.Model, model_dir: str, metadata: Mapping[str, Any]) -> None:

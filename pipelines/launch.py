@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from transforms.runtime.command import HelpFormatter, add_verbose_flag, fill, prog, quiet_start
+from transforms.runtime.command import CommandParser, quiet_start
 
 JOB_PARAMETER = "terrabeam_job"
 # Set in the image by templates/Dockerfile: the image's own name, used as the workers' container image.
@@ -342,56 +342,57 @@ def default_job_name(job: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog("pipelines.launch"),
+    parser = CommandParser(
+        "pipelines.launch",
+        "Launch a terrabeam Dataflow Flex Template (built and staged by `make template`): checks the "
+        "parameters against templates/<job>/metadata.json, sends the launch request with your application "
+        "default credentials, prints the job id and console URL, and with --wait follows the job to its "
+        'end. Examples: README.md, "Launching a template".',
         usage="%(prog)s {" + ",".join(JOBS) + "} --project P --region R --template-path gs://... [options]",
-        description=fill(
-            "Launch a terrabeam Dataflow Flex Template (built and staged by `make template`): checks the "
-            "parameters against templates/<job>/metadata.json, sends the launch request with your "
-            "application default credentials, prints the job id and console URL, and with --wait follows "
-            'the job to its end. Examples: README.md, "Launching a template".'
-        ),
-        formatter_class=HelpFormatter,
-        allow_abbrev=False,
     )
-    parser.add_argument("job", help=f"Which job: {', '.join(JOBS)}.")
-    parser.add_argument("--project", required=True, help="Google Cloud project id.")
-    parser.add_argument("--region", required=True, help="Dataflow region, e.g. us-central1.")
-    parser.add_argument(
-        "--template-path", required=True, help="The template spec, e.g. gs://my-bucket/templates/train.json."
+    template = parser.add_argument_group("the template and its parameters")
+    template.add_argument("job", metavar="JOB", help=f"Which job: {', '.join(JOBS)}.")
+    template.add_argument(
+        "--template-path",
+        metavar="GCS_PATH",
+        required=True,
+        help="The template spec, e.g. gs://my-bucket/templates/train.json.",
     )
-    parser.add_argument(
+    template.add_argument(
         "--param",
         action="append",
         default=[],
         metavar="NAME=VALUE",
         help="A template parameter (repeatable); see templates/<job>/metadata.json.",
     )
-    parser.add_argument("--job-name", help="Dataflow job name (default: terrabeam-<job>-<UTC time>).")
-    parser.add_argument("--temp-location", help="gs:// folder for temporary files.")
-    parser.add_argument("--staging-location", help="gs:// folder for staged files.")
-    parser.add_argument("--machine-type", help="Worker machine type, e.g. n1-standard-8.")
-    parser.add_argument("--max-workers", type=int, help="Maximum number of workers.")
-    parser.add_argument("--service-account-email", help="Worker service account.")
-    parser.add_argument(
+    cloud = parser.add_argument_group("Google Cloud")
+    cloud.add_argument("--project", required=True, help="Google Cloud project id.")
+    cloud.add_argument("--region", required=True, help="Dataflow region, e.g. us-central1.")
+    cloud.add_argument("--job-name", help="Dataflow job name (default: terrabeam-<job>-<UTC time>).")
+    cloud.add_argument("--temp-location", metavar="GCS_FOLDER", help="gs:// folder for temporary files.")
+    cloud.add_argument("--staging-location", metavar="GCS_FOLDER", help="gs:// folder for staged files.")
+    workers = parser.add_argument_group("workers")
+    workers.add_argument("--machine-type", help="Worker machine type, e.g. n1-standard-8.")
+    workers.add_argument("--max-workers", type=int, help="Maximum number of workers.")
+    workers.add_argument("--service-account-email", metavar="EMAIL", help="Worker service account.")
+    workers.add_argument(
         "--sdk-container-image",
+        metavar="IMAGE_URI",
         help="Worker container image (default: the template's own image, which the image knows).",
     )
-    parser.add_argument(
+    workers.add_argument(
         "--gpu",
         metavar="TYPE[:COUNT]",
         help="Attach GPUs to the workers, e.g. nvidia-tesla-t4 (use an image built with GPU=true and an "
         "N1 machine type for T4s).",
     )
-    parser.add_argument(
+    run = parser.add_argument_group("launching and waiting")
+    run.add_argument(
         "--validate-only", action="store_true", help="Ask Dataflow to validate the launch without running it."
     )
-    parser.add_argument(
-        "--wait", action="store_true", help="Wait until the job finishes; exit 1 if it fails."
-    )
-    parser.add_argument("--poll-interval", type=float, default=30.0, help="Seconds between --wait polls.")
-    parser.add_argument("--timeout", type=float, default=None, help="Give up --wait after this many seconds.")
-    add_verbose_flag(parser)
+    run.add_argument("--wait", action="store_true", help="Wait until the job finishes; exit 1 if it fails.")
+    run.add_argument("--poll-interval", type=float, default=30.0, help="Seconds between --wait polls.")
+    run.add_argument("--timeout", type=float, default=None, help="Give up --wait after this many seconds.")
     return parser
 
 
@@ -455,10 +456,11 @@ def main(
     http: Any = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
+    argv = list(argv if argv is not None else sys.argv[1:])
+    quiet_start(argv)
+    args = _parser().parse_args(argv)
     from googleapiclient.errors import HttpError
 
-    quiet_start(argv if argv is not None else sys.argv[1:])
-    args = _parser().parse_args(argv)
     try:
         request = build_request(args)
         client = dataflow_client(credentials=credentials, http=http)

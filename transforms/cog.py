@@ -43,6 +43,7 @@ from transforms.contracts.label_scheme import LabelScheme, classes_tag
 from transforms.contracts.schema import CLASS_NODATA
 from transforms.geometry.grid import PixelGrid
 from transforms.inference import TilePrediction
+from transforms.io.files import join
 from transforms.runtime import progress
 
 PROBABILITIES = ("none", "uint8", "float32")
@@ -125,11 +126,6 @@ class OutputSpec:
 
     def tile_path(self, kind: str, tile_id: str) -> str:
         return self.path(TILES_DIR, kind, f"{tile_id}.tif")
-
-
-def join(base: str, *parts: str) -> str:
-    base = base.rstrip("/")
-    return posixpath.join(base, *parts) if "://" in base else os.path.join(base, *parts)
 
 
 # --- encoding rasters -----------------------------------------------------------------------------

@@ -24,15 +24,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
-import posixpath
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
-
-import keras
-import tensorflow as tf
+from typing import TYPE_CHECKING, Any
 
 from model.errors import ModelError
 from transforms.contracts.label_scheme import (
@@ -42,7 +37,13 @@ from transforms.contracts.label_scheme import (
     resolve_label_scheme,
     scheme_from_metadata,
 )
-from transforms.runtime.command import HelpFormatter, prog
+from transforms.io.files import join, read_json, write_json
+from transforms.runtime.command import CommandParser, quiet_start
+
+# TensorFlow and Keras load when a model is read or written, not for --help.
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
 
 # Earth Engine sends an image made with `toArray()` as one array band, named `array`, and reads each
 # output of the signature into the `outputBands` entry of the same name.
@@ -57,19 +58,9 @@ VERTEX_AI_MAX_REQUEST_BYTES = 1_500_000
 # Tile sides are kept to multiples of this, a common U-Net pooling factor.
 EE_TILE_MULTIPLE = 16
 
-# TensorProto dtype enum values (tensorflow/core/framework/types.proto) of the pixel types Earth Engine
-# can send; decoded tensors of any of them are cast to float32.
-EE_INPUT_DTYPES = (
-    tf.float32,
-    tf.float64,
-    tf.int32,
-    tf.uint8,
-    tf.int16,
-    tf.int8,
-    tf.int64,
-    tf.uint16,
-    tf.uint32,
-)
+# The TensorProto dtypes (tensorflow/core/framework/types.proto) of the pixel types Earth Engine can
+# send; decoded tensors of any of them are cast to float32.
+EE_INPUT_DTYPES = ("float32", "float64", "int32", "uint8", "int16", "int8", "int64", "uint16", "uint32")
 
 
 class EEifyError(ModelError):
@@ -85,24 +76,29 @@ def decode_ee_tensor(encoded: tf.Tensor, shape: Sequence[int | None]) -> tf.Tens
     parse_tensor needs the dtype up front, so it is read from the proto: a serialized TensorProto
     starts with field 1 (dtype) as tag byte 0x08 then the enum value (one byte for all pixel types).
     """
+    import tensorflow as tf
+
     proto = tf.io.decode_base64(encoded)
     dtype_enum = tf.cast(tf.io.decode_raw(tf.strings.substr(proto, 1, 1), tf.uint8)[0], tf.int32)
     # switch_case wants branch indices 0..n-1: map each enum value to its position (others to n, the
     # default branch, which parses as float32 and so reports the type mismatch).
-    positions = [len(EE_INPUT_DTYPES)] * 256
-    for i, dtype in enumerate(EE_INPUT_DTYPES):
+    dtypes = [tf.as_dtype(name) for name in EE_INPUT_DTYPES]
+    positions = [len(dtypes)] * 256
+    for i, dtype in enumerate(dtypes):
         positions[dtype.as_datatype_enum] = i
 
     def parser(dtype: tf.DType):
         return lambda: tf.cast(tf.io.parse_tensor(proto, dtype), tf.float32)
 
     branch = tf.gather(tf.constant(positions, tf.int32), dtype_enum)
-    tile = tf.switch_case(branch, [parser(d) for d in EE_INPUT_DTYPES], default=parser(tf.float32))
+    tile = tf.switch_case(branch, [parser(d) for d in dtypes], default=parser(tf.float32))
     return tf.ensure_shape(tile, tuple(shape))
 
 
 def encode_ee_tensor(tensor: tf.Tensor) -> tf.Tensor:
     """The inverse for outputs: a float32 tensor -> web-safe Base64 of its serialized TensorProto."""
+    import tensorflow as tf
+
     return tf.io.encode_base64(tf.io.serialize_tensor(tensor))
 
 
@@ -167,6 +163,8 @@ def from_keras(model: keras.Model, source: str = "") -> ImageModel:
 
 def from_saved_model(path: str, output: str | None = None, signature: str = SIGNATURE) -> ImageModel:
     """An ImageModel of a SavedModel signature with one rank-4 image input (local or gs:// path)."""
+    import tensorflow as tf
+
     try:
         loaded = tf.saved_model.load(path)
     except (OSError, ValueError, tf.errors.OpError) as e:
@@ -233,6 +231,9 @@ def _checked(model: ImageModel) -> ImageModel:
 
 def load_image_model(src: str, output: str | None = None, signature: str = SIGNATURE) -> ImageModel:
     """A `.keras` file, a SavedModel folder, or a terrabeam model folder (its `saved_model/`)."""
+    import keras
+    import tensorflow as tf
+
     if src.endswith(".keras"):
         if not tf.io.gfile.exists(src):
             raise EEifyError(f"No Keras model file at {src!r}.")
@@ -245,10 +246,10 @@ def load_image_model(src: str, output: str | None = None, signature: str = SIGNA
                 f"Cannot load the Keras model {src!r} ({e}). A model with custom layers loads where they "
                 "are registered; export it as a SavedModel (`model.export(path)`) and pass that folder."
             ) from None
-    terrabeam = _join(src, "saved_model")
-    if tf.io.gfile.exists(_join(terrabeam, "saved_model.pb")):
+    terrabeam = join(src, "saved_model")
+    if tf.io.gfile.exists(join(terrabeam, "saved_model.pb")):
         return from_saved_model(terrabeam, output, signature)
-    if tf.io.gfile.exists(_join(src, "saved_model.pb")):
+    if tf.io.gfile.exists(join(src, "saved_model.pb")):
         return from_saved_model(src, output, signature)
     raise EEifyError(
         f"{src!r} is neither a SavedModel folder (with saved_model.pb), a .keras file nor a terrabeam model "
@@ -265,6 +266,9 @@ def write_eeified(model: ImageModel, path: str, class_names: Sequence[str], num_
     Each output is named after its class and holds, per tile, the class's scores as a float32 (H', W')
     TensorProto ((1, 1) for a patch classifier), so `predictImage` gives one band per class.
     """
+    import keras
+    import tensorflow as tf
+
     names = list(class_names)
     if model.num_classes is not None and model.num_classes != len(names):
         raise EEifyError(
@@ -456,22 +460,6 @@ def parse_classes(spec: str | None, count: int | None) -> LabelScheme:
     return scheme_from_metadata({"classes": [f"class_{i}" for i in range(count)]})
 
 
-def _join(base: str, *parts: str) -> str:
-    return posixpath.join(base, *parts) if "://" in base else "/".join([base.rstrip("/"), *parts])
-
-
-def _write_json(path: str, value: Any) -> None:
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
-
-
-def _read_json(path: str) -> dict[str, Any] | None:
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path, "r") as f:
-        return json.loads(f.read())
-
-
 def eeify(
     src: str,
     out: str,
@@ -490,7 +478,9 @@ def eeify(
 
     Bands, classes, grid and receptive field default to a terrabeam model folder's model.json.
     """
-    info = _read_json(_join(src, "model.json")) or {}
+    import tensorflow as tf
+
+    info = read_json(join(src, "model.json")) or {}
     model = load_image_model(src, output, signature)
     band_names = list(bands or info.get("bands") or [])
     if not band_names:
@@ -514,7 +504,7 @@ def eeify(
         raise EEifyError("Give --crs and --scale together (the grid the model was trained on), or neither.")
     crs = crs or info.get("crs")
     scale = scale or info.get("scale")
-    target = _join(out, EEIFIED_DIR)
+    target = join(out, EEIFIED_DIR)
     if tf.io.gfile.exists(target):
         if not overwrite:
             raise EEifyError(f"{target!r} exists; pass --overwrite to replace it.")
@@ -530,53 +520,63 @@ def eeify(
         crs=crs,
         scale=scale,
     )
-    _write_json(_join(out, EARTHENGINE_JSON), config)
+    write_json(join(out, EARTHENGINE_JSON), config)
     return config
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog("model.serving.eeify"),
-        formatter_class=HelpFormatter,
-        description="Wrap an image model in the Base64 TensorProto I/O Earth Engine sends (ee.Model.fromVertexAi) "
-        "and write its earthengine.json.",
+    parser = CommandParser(
+        "model.serving.eeify",
+        "Wrap an image model in the Base64 TensorProto I/O Earth Engine sends (ee.Model.fromVertexAi) and "
+        "write its earthengine.json.",
+        usage="%(prog)s SRC OUT [options]",
+        allow_abbrev=True,
     )
-    parser.add_argument(
-        "src", help="SavedModel folder, .keras file or terrabeam model folder (local or gs://)."
+    folders = parser.add_argument_group("model in and out")
+    folders.add_argument(
+        "src",
+        metavar="SRC",
+        help="SavedModel folder, .keras file or terrabeam model folder (local or gs://).",
     )
-    parser.add_argument("out", help="Output folder: eeified/ and earthengine.json are written there.")
-    parser.add_argument(
+    folders.add_argument(
+        "out", metavar="OUT", help="Output folder: eeified/ and earthengine.json are written there."
+    )
+    folders.add_argument("--signature", default=SIGNATURE, help="SavedModel signature.")
+    folders.add_argument(
+        "--output", help="The signature output holding the class scores (when it has several)."
+    )
+    folders.add_argument("--overwrite", action="store_true", help="Replace an existing OUT/eeified/.")
+    names = parser.add_argument_group("bands and classes")
+    names.add_argument(
         "--bands", help="Input band names in input order, comma-separated (default: model.json's)."
     )
-    parser.add_argument(
+    names.add_argument(
         "--classes",
         help="Output classes in output order: comma-separated names, a preset (dynamic-world, worldcover, nlcd), "
         "binary:NAME=V or a classes file (.json). Default: model.json's, else class_0, class_1, ...",
     )
-    parser.add_argument(
+    tiles = parser.add_argument_group("Earth Engine tiles and grid")
+    tiles.add_argument(
         "--tile-size",
         type=int,
         help="Tile side Earth Engine sends (default: the model's input size, else the "
         "largest that fits a Vertex AI request).",
     )
-    parser.add_argument(
+    tiles.add_argument(
         "--overlap",
         type=int,
         help="Total overlap between tiles in pixels, even (default: the receptive field where it can be derived).",
     )
-    parser.add_argument(
+    tiles.add_argument(
         "--crs", help="CRS of the grid the model expects, e.g. EPSG:32632 (sets proj and fixInputProj)."
     )
-    parser.add_argument("--scale", type=float, help="Pixel size of that grid in CRS units (with --crs).")
-    parser.add_argument(
-        "--output", help="The signature output holding the class scores (when it has several)."
-    )
-    parser.add_argument("--signature", default=SIGNATURE, help="SavedModel signature (default %(default)s).")
-    parser.add_argument("--overwrite", action="store_true", help="Replace an existing OUT/eeified/.")
+    tiles.add_argument("--scale", type=float, help="Pixel size of that grid in CRS units (with --crs).")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(argv if argv is not None else sys.argv[1:])
+    quiet_start(argv)
     args = _parser().parse_args(argv)
     bands = [b.strip() for b in args.bands.split(",") if b.strip()] if args.bands else None
     try:
@@ -601,9 +601,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     vertex = config["fromVertexAi"]
     print(
-        f"Earth-Engine-ready model in {_join(args.out, EEIFIED_DIR)}: bands {', '.join(config['inputBands'])} -> "
+        f"Earth-Engine-ready model in {join(args.out, EEIFIED_DIR)}: bands {', '.join(config['inputBands'])} -> "
         f"{len(config['classes'])} class bands; tiles {vertex['inputTileSize']}, overlap "
-        f"{vertex['inputOverlapSize']}. Arguments in {_join(args.out, EARTHENGINE_JSON)}; deploy with "
+        f"{vertex['inputOverlapSize']}. Arguments in {join(args.out, EARTHENGINE_JSON)}; deploy with "
         f"`python -m model.serving.deploy {args.out} --project P --region R`."
     )
     return 0

@@ -19,10 +19,9 @@ import webbrowser
 from collections.abc import Sequence
 from typing import Any
 
-from transforms.runtime.command import HelpFormatter
-from transforms.runtime.command import prog as command_prog
+from pipelines.view.defaults import DEFAULT_PORT, DEFAULT_PREDICTIONS, MAX_POINTS
+from transforms.runtime.command import CommandParser, quiet_start
 
-DEFAULT_PORT = 8000
 OSM = {
     "url": "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
     "attribution": '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors',
@@ -34,50 +33,56 @@ MISSING_EXTRA = (
 
 
 def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> argparse.Namespace:
-    from pipelines.view.maps import DEFAULT_PREDICTIONS, MAX_POINTS
-
-    p = argparse.ArgumentParser(
-        prog=prog or command_prog("pipelines.view"),
-        formatter_class=HelpFormatter,
-        description="Open a prediction (class map, probabilities, imagery, training data) on a web map.",
+    p = CommandParser(
+        "pipelines.view",
+        "Open a prediction (class map, probabilities, imagery, training data) on a web map.",
+        usage="%(prog)s [PREDICTIONS] [options]",
+        name=prog,
+        allow_abbrev=True,
     )
-    p.add_argument(
+    what = p.add_argument_group("what to show")
+    what.add_argument(
         "predictions",
+        metavar="PREDICTIONS",
         nargs="?",
         default=DEFAULT_PREDICTIONS,
         help=f"Prediction folder (local or gs://) with prediction.json (default: {DEFAULT_PREDICTIONS}).",
     )
-    p.add_argument(
-        "--port",
-        type=int,
-        default=None,
-        help=f"Port to serve on (default: {DEFAULT_PORT}, or a free one when it is taken; 0: any free port).",
-    )
-    p.add_argument("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0: every interface).")
-    p.add_argument("--no-browser", action="store_true", help="Print the URL without opening a browser.")
-    p.add_argument(
+    what.add_argument(
         "--manifest",
         default=None,
         help="Training data (folder or manifest.json) whose regions and points to show "
         "(default: the model's, found through prediction.json).",
     )
-    p.add_argument("--rgb", default=None, help="Three bands drawn as red,green,blue (default: B4,B3,B2).")
-    p.add_argument(
-        "--stretch",
-        default="2,98",
-        help="Percentiles of the imagery mapped to black and white (default: 2,98).",
-    )
-    p.add_argument(
-        "--basemap",
-        default=None,
-        help="An online basemap under the layers: 'osm', or a URL template with {z}/{x}/{y} (default: none).",
-    )
-    p.add_argument(
+    what.add_argument(
         "--max-points",
         type=int,
         default=MAX_POINTS,
         help="Training points drawn at most (default: %(default)s).",
     )
+    look = p.add_argument_group("map")
+    look.add_argument("--rgb", default=None, help="Three bands drawn as red,green,blue (default: B4,B3,B2).")
+    look.add_argument(
+        "--stretch",
+        default="2,98",
+        help="Percentiles of the imagery mapped to black and white (default: 2,98).",
+    )
+    look.add_argument(
+        "--basemap",
+        default=None,
+        help="An online basemap under the layers: 'osm', or a URL template with {z}/{x}/{y} (default: none).",
+    )
+    server = p.add_argument_group("server")
+    server.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"Port to serve on (default: {DEFAULT_PORT}, or a free one when it is taken; 0: any free port).",
+    )
+    server.add_argument(
+        "--host", default="127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."
+    )
+    server.add_argument("--no-browser", action="store_true", help="Print the URL without opening a browser.")
     return p.parse_args(argv)
 
 
@@ -113,7 +118,7 @@ def load(
     max_points: int | None = None,
 ):
     """The app for a prediction, checked (ViewError, ValueError with the message to show)."""
-    from pipelines.view.maps import MAX_POINTS, PredictionMap
+    from pipelines.view.maps import PredictionMap
     from pipelines.view.server import create_app
 
     bands = [b.strip() for b in rgb.split(",") if b.strip()] if isinstance(rgb, str) else rgb
@@ -129,7 +134,6 @@ def load(
 
 def start(predictions: str | None = None, *, port: int = 0, host: str = "127.0.0.1", **options: Any):
     """Serve a viewer from a background thread; returns it (`.url`, `.stop()`, `.show()` in a notebook)."""
-    from pipelines.view.maps import DEFAULT_PREDICTIONS
     from pipelines.view.server import Viewer
 
     return Viewer(load(predictions or DEFAULT_PREDICTIONS, **options), host, port)
@@ -137,8 +141,10 @@ def start(predictions: str | None = None, *, port: int = 0, host: str = "127.0.0
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """The command line (`prog` names it in --help, e.g. "terrabeam view"); returns the exit status."""
+    argv = list(argv if argv is not None else sys.argv[1:])
+    quiet_start(argv)
+    args = parse_args(argv, prog)
     try:
-        args = parse_args(argv if argv is not None else sys.argv[1:], prog)
         from pipelines.view.maps import ViewError
         from pipelines.view.server import bind, server_for, url_of
     except ImportError as e:

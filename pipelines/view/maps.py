@@ -19,7 +19,6 @@ import dataclasses
 import io
 import json
 import math
-import posixpath
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -33,30 +32,25 @@ from rasterio.warp import transform as transform_coords
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from pipelines.view.defaults import DEFAULT_PREDICTIONS, MAX_POINTS
 from transforms.contracts.label_scheme import LabelScheme, scheme_from_metadata
 from transforms.contracts.schema import LABEL_NODATA, META_ID, META_LAT, META_LON, META_REGION, decode_example
+from transforms.io.files import join
 
 SUMMARY_NAME = "prediction.json"
 MODEL_NAME = "model.json"
 MANIFEST_NAME = "manifest.json"
-DEFAULT_PREDICTIONS = "out/demo/predictions"
 TILE_SIZE = 256
 CLASS_NODATA = 255
 PROBABILITY_SCALE = 254  # uint8 probabilities are round(p * 254); 255 is nodata
 DEFAULT_STRETCH = (2.0, 98.0)
 STRETCH_SAMPLE_SIDE = 1024  # the percentiles are taken on a read of at most this many pixels a side
-MAX_POINTS = 20_000  # training points drawn at most (read from the records' metadata)
 # Band names tried in turn for a true-colour picture.
 RGB_CANDIDATES = (("B4", "B3", "B2"), ("red", "green", "blue"), ("R", "G", "B"))
 
 
 class ViewError(ValueError):
     """A prediction the viewer cannot show; the message says what to do."""
-
-
-def join(base: str, *parts: str) -> str:
-    base = base.rstrip("/")
-    return posixpath.join(base, *parts) if "://" in base else "/".join([base, *parts])
 
 
 def read_json(path: str) -> dict[str, Any]:

@@ -5,14 +5,18 @@ option's suggestion is one that --help lists. Also the --help of the other comma
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import re
+import subprocess
+import sys
 
 import pytest
 from apache_beam.options.pipeline_options import _BeamArgumentParser
 
 from pipelines import launch
 from pipelines.options import RUNNER_FLAGS
+from tests.helpers.environment import ROOT, env
 
 JOBS = sorted(launch.JOBS)  # extract, predict, train: every job with a PipelineOptions class
 
@@ -170,3 +174,96 @@ def test_the_other_commands_help_is_laid_out_the_same_way(module, entry, expecte
     assert out.startswith(f"usage: python -m {module}")
     for text in expected:
         assert text in out, (module, text)
+
+
+# --- the commands with a parser of their own: one look, --verbose, did-you-mean, quick --help ---------
+
+
+@dataclasses.dataclass(frozen=True)
+class Tool:
+    module: str  # what `python -m` runs
+    entry: str  # its function taking argv
+    command: str  # the module that parses the command line
+    option: str  # one of its options
+    misspelt: str  # and a misspelling of it
+
+
+TOOLS = {
+    "serve": Tool("model.serving.serve", "main", "model.serving.serve", "--port", "--prot"),
+    "evaluate": Tool("model.evaluate", "run", "model.evaluate", "--split", "--splt"),
+    "view": Tool("pipelines.view", "main", "pipelines.view.cli", "--port", "--prot"),
+    "eeify": Tool("model.serving.eeify", "main", "model.serving.eeify", "--tile-size", "--tile-szie"),
+    "deploy": Tool("model.serving.deploy", "main", "model.serving.deploy.command", "--project", "--prjoect"),
+    "launch": Tool("pipelines.launch", "main", "pipelines.launch", "--project", "--projcet"),
+}
+
+
+def status_of(tool: Tool, argv: list[str]) -> int:
+    try:
+        return getattr(importlib.import_module(tool.module), tool.entry)(argv)
+    except SystemExit as e:
+        return e.code
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_each_commands_help_is_grouped_as_the_jobs_help_is(name, capsys, columns):
+    tool = TOOLS[name]
+    assert status_of(tool, ["--help"]) == 0
+    out = capsys.readouterr().out
+    usage = out.split("\n\n", 1)[0]
+    assert usage.startswith(f"usage: python -m {tool.module} ") and "[options]" in usage
+    titles = re.findall(r"^(\S[^\n]*):\n", out.split("\n\n", 2)[2], re.M)
+    assert titles[0] == "general" and len(titles) >= 3, titles
+    assert not {"options", "optional arguments", "positional arguments"} & set(titles)
+    general = out[out.index("\ngeneral:\n") : out.index(f"\n{titles[1]}:\n")]
+    assert "-h, --help" in general and "--verbose" in general
+    assert re.search(rf"^\s+{re.escape(tool.option)}\b", out, re.M)
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_each_command_accepts_verbose(name, capsys):
+    assert status_of(TOOLS[name], ["--verbose", "--help"]) == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_each_command_suggests_the_option_a_misspelling_meant(name, capsys):
+    tool = TOOLS[name]
+    assert status_of(tool, [tool.misspelt, "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: Unknown option(s): {tool.misspelt} (did you mean {tool.option}?). "
+        "Run with --help to list the options.\n"
+    )
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_each_command_starts_quietly_before_anything_else(name, monkeypatch):
+    """main() calls the quiet start first, with the command line (it decides on --verbose)."""
+    tool = TOOLS[name]
+
+    class Started(Exception):
+        pass
+
+    def quiet_start(argv):
+        raise Started(list(argv))
+
+    monkeypatch.setattr(importlib.import_module(tool.command), "quiet_start", quiet_start)
+    with pytest.raises(Started) as started:
+        status_of(tool, ["--verbose", "--help"])
+    assert started.value.args[0] == ["--verbose", "--help"]
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_help_loads_no_tensorflow(name):
+    """--help answers at once: TensorFlow (seconds to import) loads only when the command runs."""
+    code = (
+        "import sys; from pipelines.cli import main; status = main([sys.argv[1], '--help']); "
+        "print(status, 'tensorflow' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, name], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: terrabeam {name} ")
+    assert result.stdout.splitlines()[-1] == "0 False", result.stdout[-300:]

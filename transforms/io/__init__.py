@@ -5,4 +5,5 @@
 - `tfrecords`: TFRecord shards written and read fast (`WriteRecords`, `read_records`).
 - `earthengine`: the Earth Engine client, its image recipes and asset registration.
 - `retry`: the backoff policy for transient failures (`RetryConfig`).
+- `files`: paths and JSON files of local and gs:// folders alike (`join`, `read_json`, `write_json`).
 """

@@ -1,4 +1,5 @@
-"""What every terrabeam command shares: a quiet start, its program name, and the help layout.
+"""What every terrabeam command shares: a quiet start, its program name, the help layout, and the
+did-you-mean for a misspelt option (`CommandParser` puts the last two together for a command's parser).
 
 A command starts quietly: TensorFlow's C++ start-up lines (CPU features, oneDNN), absl's and other
 libraries' log lines and warnings that say nothing about the user's data are hidden, unless the user
@@ -17,13 +18,16 @@ This module imports nothing heavy: it runs before TensorFlow and Beam load.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
 import re
 import shutil
+import sys
 import textwrap
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from transforms.runtime.quiet_tensorflow import QUIET_ENV, hide_notice_while_tensorflow_loads, remove_finder
 
@@ -217,3 +221,95 @@ def _shown(value) -> str:
     if isinstance(value, (list, tuple)):
         return " ".join(str(v) for v in value)
     return str(value).replace("%", "%%")
+
+
+# --- one parser for every command: grouped help, --verbose, did-you-mean ------------------------------
+
+
+def closest_option(typed: str, *candidates: Sequence[str]) -> str | None:
+    """The known option a misspelt one most likely meant, or None.
+
+    `candidates` are tried in turn (e.g. the options --help lists, then every option), each with the
+    option as typed and with its underscores as hyphens (`--patch_size` finds `--patch-size`).
+    """
+    for options in candidates:
+        options = list(options)
+        close = difflib.get_close_matches(typed, options, n=1) or difflib.get_close_matches(
+            typed.replace("_", "-"), options, n=1
+        )
+        if close:
+            return close[0]
+    return None
+
+
+def unknown_options_message(unknown: Sequence[str], *candidates: Sequence[str]) -> str:
+    """One line naming each unknown option as typed, with the closest known one (`closest_option`)."""
+    parts = []
+    for typed in unknown:
+        close = closest_option(typed, *candidates)
+        parts.append(f"{typed} (did you mean {close}?)" if close else typed)
+    return f"Unknown option(s): {', '.join(parts)}. Run with --help to list the options."
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of a command, with the look every terrabeam command shares.
+
+    A short usage line (`PROG [options]` unless the command spells out its own), the description
+    wrapped to the terminal, the options in titled groups (`add_argument_group`) after "general" (help
+    and `--verbose`), each with its default and accepted values (HelpFormatter), and an unknown option
+    answered as the Beam jobs answer it: one `error:` line with the closest option, exit status 2.
+    """
+
+    def __init__(
+        self,
+        module: str,
+        description: str,
+        *,
+        usage: str = "%(prog)s [options]",
+        epilog: str | None = None,
+        name: str | None = None,
+        allow_abbrev: bool = False,
+    ) -> None:
+        """`module` names the command in usage lines (`prog`), unless the caller passes its `name`."""
+        super().__init__(
+            prog=name or prog(module),
+            usage=usage,
+            description=fill(description),
+            epilog=fill(epilog) if epilog else None,
+            formatter_class=HelpFormatter,
+            allow_abbrev=allow_abbrev,
+        )
+        self._optionals.title = "general"
+        add_verbose_flag(self)
+
+    def long_options(self) -> list[str]:
+        """The long options --help lists."""
+        return sorted(
+            flag
+            for flag, action in self._option_string_actions.items()
+            if flag.startswith("--") and action.help != argparse.SUPPRESS
+        )
+
+    def unknown_options(self, argv: Sequence[str]) -> list[str]:
+        """The long options of `argv` this parser does not know, as typed (an abbreviation counts as
+        known where the parser allows them; argparse itself reports an ambiguous one)."""
+        known = self._option_string_actions
+        unknown = []
+        for arg in argv:
+            if arg == "--":  # the end of the options
+                break
+            option = arg.split("=", 1)[0]
+            if not option.startswith("--") or len(option) < 3 or option in known:
+                continue
+            if self.allow_abbrev and any(flag.startswith(option) for flag in known):
+                continue
+            unknown.append(option)
+        return unknown
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:
+        argv = list(sys.argv[1:] if args is None else args)
+        # Before argparse's own checks: a misspelt --project would otherwise read "--project is required".
+        unknown = self.unknown_options(argv)
+        if unknown:
+            self.exit(2, f"error: {unknown_options_message(unknown, self.long_options())}\n")
+        return super().parse_args(argv, namespace)

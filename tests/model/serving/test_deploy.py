@@ -19,7 +19,10 @@ from google.auth.credentials import AnonymousCredentials
 
 from model.architecture import build_model
 from model.export import export_model
-from model.serving import deploy
+from model.serving.deploy.command import main
+from model.serving.deploy.errors import DeployError
+from model.serving.deploy.pricing import PRICE_SOURCE
+from model.serving.deploy.vertex import Waiting, connect, wait_for
 from tests.helpers.fake_earthengine import FakeEarthEngine
 from tests.helpers.fake_vertex import (
     CREATE_ENDPOINT,
@@ -78,7 +81,7 @@ def run(fake: FakeVertexAI, *argv: str, ask=None) -> int:
         "--poll-interval",
         "0",
     ]
-    return deploy.main(args, credentials=AnonymousCredentials(), ask=ask, sleep=lambda seconds: None)
+    return main(args, credentials=AnonymousCredentials(), ask=ask, sleep=lambda seconds: None)
 
 
 def deploy_local(fake: FakeVertexAI, folder: Path, *extra: str) -> int:
@@ -118,7 +121,7 @@ def test_deploy_list_undeploy_cycle(fake, model_dir, capsys):
     assert record["endpoint"] == endpoint_name and record["deployed_model_id"] == deployed["id"]
     assert record["model"] == deployed["model"] and record["machine_type"] == "n1-standard-4"
     assert record["cost_estimate"]["monthly_usd"] == pytest.approx(0.2190 * 24 * 30)
-    assert record["cost_estimate"]["prices"].startswith(deploy.PRICE_SOURCE)
+    assert record["cost_estimate"]["prices"].startswith(PRICE_SOURCE)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", record["deployed_at"])
 
     # The cost before, the snippets after, and how to turn it off.
@@ -286,9 +289,7 @@ def test_bad_input_stops_before_any_request(fake, model_dir, capsys, argv, messa
     args = [str(model_dir), "--yes", *argv]
     if "--region" not in argv:
         args += ["--region", REGION]
-    code = deploy.main(
-        [*args, "--project", PROJECT, "--api-endpoint", fake.url], credentials=AnonymousCredentials()
-    )
+    code = main([*args, "--project", PROJECT, "--api-endpoint", fake.url], credentials=AnonymousCredentials())
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
@@ -352,7 +353,7 @@ def test_the_snippets_are_earthengine_json_for_this_endpoint(fake, model_dir, ti
 def test_long_operations_report_progress_until_done(fake):
     """Waiting polls the operation (the client's own GET) and says every half minute how long it took."""
     fake.polls = 8  # answered at 0, 10, ... 70 s: done on the eighth
-    vertex = deploy.connect(PROJECT, REGION, AnonymousCredentials(), fake.url)
+    vertex = connect(PROJECT, REGION, AnonymousCredentials(), fake.url)
     from google.cloud import aiplatform_v1
 
     operation = vertex.endpoints.create_endpoint(
@@ -364,10 +365,10 @@ def test_long_operations_report_progress_until_done(fake):
     def advance(seconds: float) -> None:
         now[0] += seconds
 
-    waiting = deploy.Waiting(
+    waiting = Waiting(
         poll_interval=10, report_every=30, report=lines.append, sleep=advance, clock=lambda: now[0]
     )
-    endpoint = deploy.wait_for(operation, "creating endpoint 'slow'", waiting, vertex)
+    endpoint = wait_for(operation, "creating endpoint 'slow'", waiting, vertex)
     assert endpoint.display_name == "slow" and endpoint.name in fake.endpoints
     assert lines[0].startswith("Creating endpoint 'slow' ... (operation projects/")
     assert lines[1:] == [
@@ -381,8 +382,8 @@ def test_long_operations_report_progress_until_done(fake):
         parent=vertex.parent, endpoint=aiplatform_v1.Endpoint(display_name="stuck")
     )
     waiting.timeout = 120
-    with pytest.raises(deploy.DeployError, match=r"still running after 120 s; Vertex AI goes on with it"):
-        deploy.wait_for(operation, "creating endpoint 'stuck'", waiting, vertex)
+    with pytest.raises(DeployError, match=r"still running after 120 s; Vertex AI goes on with it"):
+        wait_for(operation, "creating endpoint 'stuck'", waiting, vertex)
 
 
 def test_an_unwritable_staging_bucket_is_one_error_line(fake, model_dir, capsys):
@@ -397,7 +398,7 @@ def test_an_unwritable_staging_bucket_is_one_error_line(fake, model_dir, capsys)
 def test_an_unreachable_api_endpoint_is_one_error_line(capsys):
     with FakeVertexAI(PROJECT, REGION) as gone:
         url = gone.url  # nothing listens there once the fake stops
-    code = deploy.main(
+    code = main(
         ["--list", "--project", PROJECT, "--region", REGION, "--api-endpoint", url],
         credentials=AnonymousCredentials(),
     )

@@ -6,10 +6,13 @@ import base64
 import concurrent.futures
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -23,7 +26,10 @@ import tensorflow as tf
 from model.architecture import build_model
 from model.export import export_model
 from model.serving import serve
+from model.serving import server as prediction_server
 from tests.helpers.environment import ROOT as REPO
+from tests.helpers.environment import env
+from tests.helpers.imports import hiding, only_installed
 
 BANDS = ["red", "nir", "elevation"]
 CLASSES = ["water", "trees", "crops", "built"]
@@ -61,9 +67,9 @@ def direct(model_dir):
 
 @pytest.fixture(scope="module")
 def server(model_dir):
-    app = serve.create_app(lambda: serve.Predictor.load(str(model_dir)))
-    with serve.running_server(app) as url:
-        info = serve.wait_until_ready(url, timeout=60)
+    app = prediction_server.create_app(lambda: prediction_server.Predictor.load(str(model_dir)))
+    with prediction_server.running_server(app) as url:
+        info = prediction_server.wait_until_ready(url, timeout=60)
         with httpx.Client(base_url=url, timeout=30) as client:
             yield client, info
 
@@ -84,7 +90,7 @@ def ee_encode(array: np.ndarray, *, pad: bool = True) -> str:
 def decode_prediction(prediction: dict, classes=CLASSES) -> np.ndarray:
     """One tile's answer in Earth Engine's format, one (H, W) band per class -> (H, W, classes)."""
     assert list(prediction) == list(classes)
-    return np.stack([serve.decode_tensor(prediction[name]) for name in classes], axis=-1)
+    return np.stack([prediction_server.decode_tensor(prediction[name]) for name in classes], axis=-1)
 
 
 def decode_predictions(response: httpx.Response, classes=CLASSES) -> np.ndarray:
@@ -146,14 +152,14 @@ def test_answers_say_where_the_time_went(server):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
 def test_malloc_tuning_applies_on_linux():
-    assert serve.tune_malloc() is True
+    assert prediction_server.tune_malloc() is True
 
 
 def test_encode_tensor_matches_tensorflows_serialize_and_encode_base64():
     array = tiles(1, 7)[0]
     expected = tf.io.encode_base64(tf.io.serialize_tensor(tf.constant(array))).numpy().decode()
-    assert serve.encode_tensor(array) == expected
-    np.testing.assert_array_equal(serve.decode_tensor(expected), array)
+    assert prediction_server.encode_tensor(array) == expected
+    np.testing.assert_array_equal(prediction_server.decode_tensor(expected), array)
 
 
 def test_earthengine_json_agrees_with_what_the_server_accepts(server, model_dir, direct):
@@ -176,7 +182,7 @@ def test_earthengine_json_agrees_with_what_the_server_accepts(server, model_dir,
     height, width = args["inputTileSize"]
     tile = tiles(1, height, seed=2)[0][:, :width]
     body = json.dumps({"instances": [{input_names[0]: ee_encode(tile)}]}).encode()
-    assert len(body) <= args["maxPayloadBytes"] + serve.ENVELOPE_BYTES <= info["maxRequestBytes"]
+    assert len(body) <= args["maxPayloadBytes"] + prediction_server.ENVELOPE_BYTES <= info["maxRequestBytes"]
     response = client.post("/predict", content=body, headers={"content-type": "application/json"})
     got = decode_predictions(response, config["classes"])
     out_height, out_width = args.get("outputTileSize", args["inputTileSize"])
@@ -207,11 +213,11 @@ def test_an_earth_engine_request_gets_the_expected_class_probabilities(tmp_path)
     expected = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
     # What Earth Engine posts: one instance per tile, the tile of image.toArray() under the input name.
     body = json.dumps({"instances": [{"array": ee_encode(tile)}]}).encode()
-    assert len(body) <= args["maxPayloadBytes"] + serve.ENVELOPE_BYTES
+    assert len(body) <= args["maxPayloadBytes"] + prediction_server.ENVELOPE_BYTES
 
-    app = serve.create_app(lambda: serve.Predictor.load(str(folder)))
-    with serve.running_server(app) as url:
-        serve.wait_until_ready(url, timeout=60)
+    app = prediction_server.create_app(lambda: prediction_server.Predictor.load(str(folder)))
+    with prediction_server.running_server(app) as url:
+        prediction_server.wait_until_ready(url, timeout=60)
         response = httpx.post(
             url + "/predict", content=body, headers={"content-type": "application/json"}, timeout=30
         )
@@ -221,7 +227,9 @@ def test_an_earth_engine_request_gets_the_expected_class_probabilities(tmp_path)
 
     eeified = tf.saved_model.load(str(folder / "eeified")).signatures["serving_default"]
     answer = eeified(array=tf.constant([ee_encode(tile)]))
-    by_class = np.stack([serve.decode_tensor(answer[name].numpy()[0]) for name in CLASSES], axis=-1)
+    by_class = np.stack(
+        [prediction_server.decode_tensor(answer[name].numpy()[0]) for name in CLASSES], axis=-1
+    )
     np.testing.assert_allclose(by_class, expected, atol=1e-6)
 
 
@@ -233,9 +241,9 @@ def test_a_classification_model_answers_one_pixel_per_tile(tmp_path):
     args = json.loads((folder / "earthengine.json").read_text())["fromVertexAi"]
     signature = tf.saved_model.load(str(folder / "saved_model")).signatures["serving_default"]
     batch = tiles(2, args["inputTileSize"][0], seed=10)
-    app = serve.create_app(lambda: serve.Predictor.load(str(folder)))
-    with serve.running_server(app) as url:
-        serve.wait_until_ready(url, timeout=60)
+    app = prediction_server.create_app(lambda: prediction_server.Predictor.load(str(folder)))
+    with prediction_server.running_server(app) as url:
+        prediction_server.wait_until_ready(url, timeout=60)
         response = httpx.post(
             url + "/predict", json={"instances": [{"array": ee_encode(t)} for t in batch]}, timeout=30
         )
@@ -299,13 +307,13 @@ def plain(value):
 )
 def test_parse_request_agrees_with_a_json_parser(request_):
     body = json.dumps(request_).encode()
-    assert plain(serve.parse_request(body)) == json.loads(body)
+    assert plain(prediction_server.parse_request(body)) == json.loads(body)
     spaced = json.dumps(request_, indent=2).encode()
-    assert plain(serve.parse_request(spaced)) == json.loads(spaced)
+    assert plain(prediction_server.parse_request(spaced)) == json.loads(spaced)
 
 
 def test_long_base64_strings_are_read_in_place():
-    request = serve.parse_request(json.dumps({"instances": [{"array": _LONG}]}).encode())
+    request = prediction_server.parse_request(json.dumps({"instances": [{"array": _LONG}]}).encode())
     assert isinstance(request["instances"][0]["array"], memoryview)
 
 
@@ -318,8 +326,8 @@ def test_long_base64_strings_are_read_in_place():
     ],
 )
 def test_malformed_bodies_with_long_strings_are_not_json(body):
-    with pytest.raises(serve.BadRequest, match="not JSON"):
-        serve.parse_request(body)
+    with pytest.raises(prediction_server.BadRequest, match="not JSON"):
+        prediction_server.parse_request(body)
 
 
 # -- Bad requests ----------------------------------------------------------------------------------
@@ -399,9 +407,11 @@ def test_oversized_requests_get_413(server):
 
 
 def test_limits_can_be_set_per_server(model_dir):
-    app = serve.create_app(lambda: serve.Predictor.load(str(model_dir)), max_request_bytes=2000)
-    with serve.running_server(app) as url:
-        assert serve.wait_until_ready(url, timeout=60)["maxRequestBytes"] == 2000
+    app = prediction_server.create_app(
+        lambda: prediction_server.Predictor.load(str(model_dir)), max_request_bytes=2000
+    )
+    with prediction_server.running_server(app) as url:
+        assert prediction_server.wait_until_ready(url, timeout=60)["maxRequestBytes"] == 2000
         body = {"instances": [{"array": ee_encode(tiles(1, 16)[0])}]}
         response = httpx.post(url + "/predict", json=body, timeout=30)
         assert response.status_code == 413 and "--max-request-bytes" in response.json()["error"]
@@ -413,18 +423,18 @@ def test_limits_can_be_set_per_server(model_dir):
 def test_health_answers_only_once_the_model_is_loaded(model_dir):
     release = threading.Event()
 
-    def slow_load() -> serve.Predictor:
+    def slow_load() -> prediction_server.Predictor:
         assert release.wait(timeout=60)
-        return serve.Predictor.load(str(model_dir))
+        return prediction_server.Predictor.load(str(model_dir))
 
-    app = serve.create_app(slow_load, health_route="/ping", predict_route="/v1/models/m:predict")
-    with serve.running_server(app) as url:
+    app = prediction_server.create_app(slow_load, health_route="/ping", predict_route="/v1/models/m:predict")
+    with prediction_server.running_server(app) as url:
         loading = httpx.get(url + "/ping", timeout=10)
         assert loading.status_code == 503 and loading.json() == {"status": "loading"}
         early = httpx.post(url + "/v1/models/m:predict", json={"instances": [_GOOD.tolist()]}, timeout=10)
         assert early.status_code == 503 and "not loaded" in early.json()["error"]
         release.set()
-        assert serve.wait_until_ready(url, "/ping", timeout=60)["status"] == "ready"
+        assert prediction_server.wait_until_ready(url, "/ping", timeout=60)["status"] == "ready"
         response = httpx.post(url + "/v1/models/m:predict", json={"instances": [_GOOD.tolist()]}, timeout=30)
         assert response.status_code == 200
 
@@ -436,10 +446,12 @@ def test_a_model_that_fails_to_load_is_reported(tmp_path):
         )
     )
     errors = []
-    app = serve.create_app(lambda: serve.Predictor.load(str(tmp_path)), on_load_error=errors.append)
-    with serve.running_server(app) as url:
+    app = prediction_server.create_app(
+        lambda: prediction_server.Predictor.load(str(tmp_path)), on_load_error=errors.append
+    )
+    with prediction_server.running_server(app) as url:
         with pytest.raises(RuntimeError, match="SavedModel"):
-            serve.wait_until_ready(url, timeout=60)
+            prediction_server.wait_until_ready(url, timeout=60)
         assert httpx.get(url + "/health", timeout=10).json()["status"] == "failed"
     assert len(errors) == 1 and "re-export" in str(errors[0])
 
@@ -521,7 +533,7 @@ def test_python_dash_m_model_serve_under_vertex_ai_variables(model_dir, direct):
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        serve.wait_until_ready(url, env["AIP_HEALTH_ROUTE"], timeout=90)
+        prediction_server.wait_until_ready(url, env["AIP_HEALTH_ROUTE"], timeout=90)
         response = httpx.post(
             url + env["AIP_PREDICT_ROUTE"], json={"instances": [{"array": ee_encode(_GOOD)}]}, timeout=30
         )
@@ -532,3 +544,94 @@ def test_python_dash_m_model_serve_under_vertex_ai_variables(model_dir, direct):
     # uvicorn shuts down gracefully, then lets the signal end the process (as Cloud Run expects).
     assert process.returncode in (0, -signal.SIGTERM), output
     assert "loaded in" in output and "Prediction server stopped." in output
+
+
+def test_the_command_keeps_the_servers_names():
+    """`serve.Predictor` and the rest still work (benchmarks and scripts use them), loaded on first use."""
+    assert serve.Predictor is prediction_server.Predictor and serve.create_app is prediction_server.create_app
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        serve.nothing  # noqa: B018
+
+
+def test_without_the_serve_extra_help_works_and_serving_says_what_to_install():
+    code = hiding(["orjson"]) + textwrap.dedent(
+        """
+        from pipelines.cli import main
+        print("help:", main(["serve", "--help"]))
+        print("serve:", main(["serve", "--model", "nowhere"]))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env(), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: terrabeam serve") and "help: 0" in result.stdout
+    assert "serve: 2" in result.stdout
+    assert result.stderr.startswith(
+        "error: the prediction server needs starlette, uvicorn, pybase64 and orjson"
+    )
+    assert "pip install 'terrabeam[serve]'" in result.stderr and "'orjson'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+SERVING_IMAGE = REPO / "model" / "serving" / "Dockerfile.serve"
+
+
+def serving_image() -> tuple[list[str], list[str]]:
+    """(packages its pip line installs, repository folders it copies) of model/serving/Dockerfile.serve."""
+    text = SERVING_IMAGE.read_text()
+    pip = re.search(r"pip install -c requirements\.txt ([^\\&\n]+)", text)
+    assert pip, "no 'pip install -c requirements.txt ...' line in Dockerfile.serve"
+    return pip.group(1).split(), re.findall(r"^COPY (\w+) \1$", text, re.M)
+
+
+@pytest.mark.slow
+def test_the_serving_image_holds_everything_the_server_imports(model_dir, tmp_path):
+    """The server runs from a copy of the folders the image copies, with only the packages its pip line
+    installs (and their dependencies): every other package is hidden, Beam and rasterio included."""
+    packages, folders = serving_image()
+    assert sorted(folders) == ["model", "transforms"]
+    assert {"tensorflow-cpu", "orjson", "pybase64", "starlette", "uvicorn"} <= set(packages)
+    app = tmp_path / "app"
+    for folder in folders:
+        shutil.copytree(REPO / folder, app / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    body = json.dumps({"instances": [{"array": ee_encode(tiles(1, 32)[0])}]})
+    code = only_installed(packages, folders) + textwrap.dedent(
+        f"""
+        import json, sys, time, urllib.error, urllib.request
+        from model.serving import serve
+
+        args = serve.parse_args(["--model", {str(model_dir)!r}])
+        app = serve.create_app(lambda: serve.Predictor.load(args.model))
+        with serve.running_server(app) as url:
+            for _ in range(600):
+                try:
+                    urllib.request.urlopen(url + args.health_route)
+                    break
+                except urllib.error.HTTPError as e:  # 503 while the model loads
+                    health = json.loads(e.read())
+                    if health["status"] == "failed":
+                        sys.exit(health["error"])
+                    time.sleep(0.1)
+            request = urllib.request.Request(url + args.predict_route, {body!r}.encode(), method="POST")
+            answer = json.loads(urllib.request.urlopen(request).read())
+        loaded = sorted(sys.modules)
+        for absent in ("apache_beam", "rasterio", "google.cloud.storage", "pipelines"):  # the test hides them
+            try:
+                __import__(absent)
+                sys.exit(absent + " is not hidden")
+            except ModuleNotFoundError:
+                pass
+        print(json.dumps({{"file": serve.__file__, "predictions": len(answer["predictions"]), "modules": loaded}}))
+        """
+    )
+    environment = {k: v for k, v in env().items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=app, env=environment, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    seen = json.loads(result.stdout.splitlines()[-1])
+    assert seen["file"].startswith(str(app)) and seen["predictions"] == 1
+    tops = {name.split(".")[0] for name in seen["modules"]}
+    assert {"model", "transforms", "tensorflow", "starlette", "uvicorn", "orjson"} <= tops
+    assert not tops & {"apache_beam", "rasterio", "pipelines", "httpx", "ee"}
