@@ -81,6 +81,7 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.3",
+            "pytest-xdist>=3.5",  # make test runs the suite on every core (-n auto)
             "ruff>=0.5",
             "httpx>=0.27",  # HTTP client of the serving tests and benchmark
             "rio-cogeo>=5",  # validates the prediction COGs (GDAL's own COG rules)
