@@ -36,9 +36,11 @@ def write_extraction(
     patch_size: int = 8,
     scheme: LabelScheme | None = None,
     compression: str = "gzip",
+    metadata: bool = True,
 ) -> str:
     """An extraction of one patch per centre (lon, lat), per split ("train", "validation"): zero bands,
-    label 0 everywhere; returns the folder."""
+    label 0 everywhere; without `metadata`, the records carry no point id, lon/lat or region (as Earth
+    Engine's own exports); returns the folder."""
     scheme = scheme or PRESETS["dynamic-world"]
     schema = PatchSchema(BANDS, patch_size)
     folder.mkdir(parents=True, exist_ok=True)
@@ -50,7 +52,7 @@ def write_extraction(
         (folder / split).mkdir(exist_ok=True)
         writer = ShardWriter(path, compression)
         for number, (lon, lat) in enumerate(points):
-            metadata = {
+            point = {
                 META_ID: f"{split}-{number}",
                 META_LON: lon,
                 META_LAT: lat,
@@ -58,7 +60,8 @@ def write_extraction(
                 META_PADDED: 0,
             }
             image = np.zeros((patch_size, patch_size, len(BANDS)), np.float32)
-            writer.write(schema.encode(image, np.zeros((patch_size, patch_size), np.float32), metadata))
+            label = np.zeros((patch_size, patch_size), np.float32)
+            writer.write(schema.encode(image, label, point if metadata else None))
         writer.close()
         files[split] = [path]
         patches = [0] * scheme.num_classes

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zlib
 
 import numpy as np
 
@@ -122,12 +123,14 @@ def _centres(data_dir: str, manifest: dict) -> tuple[np.ndarray, np.ndarray]:
                 if len(meta.get(META_LON, ())) != 1 or len(meta.get(META_LAT, ())) != 1:
                     raise AssessmentError(
                         f"--exclude-training {data_dir!r}: record {number} of {path} has no {META_LON}/"
-                        f"{META_LAT} of its centre (records that `terrabeam extract` writes carry them); "
-                        "without them its patch cannot be placed on the map."
+                        f"{META_LAT} of its centre, so its patch cannot be placed on the map; pass the "
+                        "folder that `terrabeam extract` wrote (its records carry them)."
                     )
                 lons.append(float(meta[META_LON][0]))
                 lats.append(float(meta[META_LAT][0]))
-        except (OSError, ValueError) as e:
+        except AssessmentError:
+            raise
+        except (OSError, ValueError, zlib.error) as e:
             raise AssessmentError(
                 f"--exclude-training {data_dir!r}: cannot read {path} ({e}); run the extraction again."
             ) from None

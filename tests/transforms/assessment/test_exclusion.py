@@ -171,3 +171,11 @@ def test_bad_training_data_is_an_error_that_says_what_to_pass(tiny, tmp_path):
     )
     with pytest.raises(AssessmentError, match="every mapped pixel .* lies in a training patch"):
         make_design(tiny.map, exclude_training=everything)
+    bare = write_extraction(tmp_path / "bare", {"train": centres([(60, 50)])}, metadata=False)
+    with pytest.raises(AssessmentError, match=r"record 1 of .*train/data.* has no lon/lat of its centre"):
+        make_design(tiny.map, exclude_training=bare)
+    damaged = write_extraction(tmp_path / "damaged", {"train": centres([(60, 50)] * 5)})
+    (shard,) = (tmp_path / "damaged" / "train").iterdir()
+    shard.write_bytes(shard.read_bytes()[:-30])
+    with pytest.raises(AssessmentError, match=r"cannot read .*train/data.*; run the extraction again"):
+        make_design(tiny.map, exclude_training=damaged)
