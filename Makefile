@@ -18,10 +18,12 @@ $(STAMP): requirements.txt setup.py
 
 install: $(STAMP) ## Create .venv with the pinned dependencies and terrabeam itself
 
-demo: $(STAMP) ## Extract, train and predict on the generated demo scene (map: out/demo/predictions/classes.tif, .png)
+demo: $(STAMP) ## Extract, train, predict and assess on the generated demo scene (out/demo/predictions: classes.tif, .png; accuracy off the training patches: assessment/)
 	$(PY) -m pipelines.extract --output out/demo/data --overwrite --points-per-class 50
 	$(PY) -m model.train --epochs 3 --max-minutes 6
 	$(PY) -m pipelines.predict --mosaic --overwrite
+	$(PY) -m pipelines.assess design out/demo/predictions --exclude-training out/demo/data --overwrite
+	$(PY) -m pipelines.assess estimate out/demo/predictions/assessment --reference-raster demo
 
 test: $(STAMP) ## Run the test suite
 	$(PY) -m pytest -q -ra

@@ -6,14 +6,19 @@ protocol of Olofsson et al. (2014).
     python -m pipelines.assess estimate out/demo/predictions/assessment --labels points.csv
     python -m pipelines.assess estimate out/demo/predictions/assessment --reference-raster truth.tif
 
+    # what `make demo` runs: the map outside the training patches, against the demo scene's truth
+    python -m pipelines.assess design out/demo/predictions --exclude-training out/demo/data --overwrite
+    python -m pipelines.assess estimate out/demo/predictions/assessment --reference-raster demo
+
 `design` draws a stratified random sample of the class map (strata = map classes), sized for a target
 standard error of overall accuracy, with a minimum per class and the rest in proportion, and writes
-design.json, points.csv and points.geojson (and, with --ee-table, an Earth Engine table asset).
+design.json, points.csv and points.geojson (and, with --ee-table, an Earth Engine table asset); with
+--exclude-training DATA, the pixels inside DATA's training patches are left out of the population.
 `estimate` reads the reference labels (a filled-in points file, or a reference raster read at each
 point) and writes assessment.json, assessment.md and assessment.html: overall, user's and producer's
 accuracy and the error-adjusted area of each class, each with its standard error and 95 % interval,
 beside the mapped area. The work is in transforms/assessment; this module imports neither TensorFlow
-nor Beam, so it starts at once.
+nor Beam (only --exclude-training reads TFRecords, with Beam's file systems), so it starts at once.
 """
 
 from __future__ import annotations
@@ -40,6 +45,14 @@ ASSESSMENT_DIR = "assessment"
 REFERENCE_CSV = "reference.csv"
 # Class maps that `terrabeam predict` writes into its output folder: the mosaic, else the VRT of tiles.
 PREDICTION_MAPS = ("classes.tif", "classes.vrt")
+# The files that link a prediction to its training data: pipelines.predict.SUMMARY_NAME (its "model"),
+# model.export.MODEL_JSON (its "training": {"data"}), transforms.contracts.manifest.MANIFEST_NAME. Named
+# here, not imported: those modules import TensorFlow or Beam, and this command starts without them.
+PREDICTION_JSON = "prediction.json"
+MODEL_JSON = "model.json"
+MANIFEST_JSON = "manifest.json"
+# --reference-raster's preset for the demo scene's truth labels.
+DEMO_REFERENCE = "demo"
 
 DESCRIPTION = """\
 Map accuracy and area with 95 % confidence intervals (Olofsson et al. 2014, "Good practices for
@@ -91,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
         "classes.tif or classes.vrt.",
     )
     group.add_argument("--band", type=int, default=1, help="Band of the map that holds the classes.")
+    group.add_argument(
+        "--exclude-training",
+        metavar="DATA",
+        help="Leave every map pixel inside a training patch of this extraction (the folder `terrabeam "
+        "extract` wrote: manifest.json and TFRecords, e.g. out/demo/data) out of the population: no "
+        "stratum, no point, no area. A model scores well on the pixels it was trained on, so points there "
+        "inflate its accuracy.",
+    )
     group.add_argument(
         "--label-scheme",
         metavar="SPEC",
@@ -186,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     labels.add_argument(
         "--reference-raster",
         metavar="RASTER",
-        help="Read each point's reference class from this raster (the demo's truth, a rasterised field "
-        "survey, another agency's map), in any CRS.",
+        help="Read each point's reference class from this raster (a rasterised field survey, another "
+        f"agency's map), in any CRS; `{DEMO_REFERENCE}`: the demo scene's truth labels (the scene the demo "
+        f"jobs run on, in their default cache; a file named {DEMO_REFERENCE} is ./{DEMO_REFERENCE}).",
     )
     group.add_argument("--reference-band", type=int, default=1, help="Band of --reference-raster.")
     group.add_argument(
@@ -318,10 +340,20 @@ def run_design(args: argparse.Namespace) -> int:
         min_per_class=args.min_per_class,
         total=args.sample_size,
         seed=args.seed,
+        exclude_training=args.exclude_training,
     )
     paths = write_design(design, output)
     print(describe_design(design))
     print(f"\nWritten: {', '.join(paths.values())}.")
+    if args.exclude_training is None:
+        trained = training_data_of(map_path)
+        if trained is not None:
+            model, data = trained
+            print(
+                f"note: the map's model {model} was trained on {data}, and points in its training patches "
+                f"inflate its accuracy; pass --exclude-training {data} to leave them out.",
+                file=sys.stderr,
+            )
     if table is not None:
         from transforms.io.earthengine.tables import upload_points
 
@@ -344,6 +376,31 @@ def run_design(args: argparse.Namespace) -> int:
     return 0
 
 
+def training_data_of(map_path: str) -> tuple[str, str] | None:
+    """(model, training data) behind a map that `terrabeam predict` wrote: its folder's prediction.json
+    names the model, whose model.json names the extraction it was trained on. None where a link is
+    missing, remote or unreadable, or the extraction is not on this machine."""
+    if "://" in map_path:
+        return None
+
+    def read(path: str) -> dict[str, Any]:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        return doc if isinstance(doc, dict) else {}
+
+    try:
+        model = read(os.path.join(os.path.dirname(map_path), PREDICTION_JSON)).get("model")
+        if not isinstance(model, str) or "://" in model:
+            return None
+        training = read(os.path.join(model, MODEL_JSON)).get("training")
+        data = training.get("data") if isinstance(training, dict) else None
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(data, str) or "://" in data or not os.path.exists(os.path.join(data, MANIFEST_JSON)):
+        return None
+    return model, data
+
+
 def describe_design(design: Any) -> str:
     width = max(len(n) for n in design.classes) + 2
     lines = [
@@ -362,6 +419,17 @@ def describe_design(design: Any) -> str:
         f"  {'total':<{width}}{design.total_pixels:>12,}{design.total_area_ha:>14,.2f}{len(design.points):>8}"
     )
     lines.append(f"  pixel area: {design.area_method}")
+    exclusion = design.exclusion
+    if exclusion is not None:
+        mapped = design.total_area_ha + exclusion.total_area_ha
+        share = exclusion.total_area_ha / mapped if mapped else 0.0
+        off_map = exclusion.patches - exclusion.patches_on_map
+        lines.append(f"  population: {exclusion.describe(design.total_area_ha)}")
+        lines.append(
+            f"  left out: {exclusion.total_pixels:,} pixels, {100 * share:.1f} % of the mapped area, inside the "
+            f"training patches of {exclusion.source}"
+            + (f" ({off_map} of them off the map)" if off_map else "")
+        )
     if design.nodata_pixels or design.unknown_values:
         unknown = ", ".join(f"{v} ({n:,} px)" for v, n in sorted(design.unknown_values.items()))
         lines.append(
@@ -397,7 +465,11 @@ def run_estimate(args: argparse.Namespace) -> int:
             from transforms.contracts.label_scheme import resolve_label_scheme
 
             scheme = resolve_label_scheme(args.reference_scheme)
-        labels = labels_from_raster(args.reference_raster, design, args.reference_band, scheme)
+        raster = args.reference_raster
+        if raster == DEMO_REFERENCE:
+            raster = demo_truth()
+            print(f"Reference raster {DEMO_REFERENCE!r}: the demo scene's truth labels, {raster}.")
+        labels = labels_from_raster(raster, design, args.reference_band, scheme)
     _, doc = assess(design, labels)
     os.makedirs(output, exist_ok=True)
     if args.reference_raster:
@@ -424,6 +496,14 @@ def run_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_truth() -> str:
+    """The truth labels of the demo scene that extract and predict run on by default (generated into
+    their default cache if it is not there yet)."""
+    from pipelines.demo.scene import ensure_demo_scene
+
+    return ensure_demo_scene().labels
+
+
 def _write(path: str, text: str) -> str:
     partial = f"{path}.partial-{os.getpid()}"
     with open(partial, "w", encoding="utf-8", newline="") as f:
@@ -433,7 +513,13 @@ def _write(path: str, text: str) -> str:
 
 
 def describe_assessment(doc: dict[str, Any]) -> str:
-    from transforms.assessment.report import CLASS_HEADER, class_rows, estimate_of, plus_minus
+    from transforms.assessment.report import (
+        CLASS_HEADER,
+        class_rows,
+        estimate_of,
+        plus_minus,
+        population_line,
+    )
 
     sample = doc["sample"]
     lines = [
@@ -441,6 +527,9 @@ def describe_assessment(doc: dict[str, Any]) -> str:
         f"{sample['labelled']} labelled points of {sample['design_points']}; left out: {sample['missing']} "
         f"without a label, {sample['unknown']} unknown)."
     ]
+    population = population_line(doc)
+    if population:
+        lines.append(population)
     if doc["reference"]["notes"]:
         lines.append("Reference raster: " + "; ".join(doc["reference"]["notes"]) + ".")
     rows = [CLASS_HEADER, *class_rows(doc)]

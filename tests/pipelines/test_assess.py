@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 
@@ -16,11 +18,18 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 
 from pipelines import assess, cli
-from tests.helpers.class_maps import CLASSES, write_map_and_truth
+from pipelines.demo import scene as demo_scene
+from pipelines.demo.scene import ensure_demo_scene
+from tests.helpers.class_maps import CLASSES, CRS, ORIGIN, SCALE, write_class_map, write_map_and_truth
 from tests.helpers.environment import ROOT, env
+from tests.helpers.extractions import lonlat_of_pixel, write_extraction
 from tests.helpers.fake_earthengine_tables import TABLE_EXPORT, FakeEarthEngineTables
 from tests.helpers.scenes import shared_data
+from transforms.contracts.label_scheme import PRESETS
 from transforms.io.earthengine import client as earthengine
+
+DEMO_CLASSES = PRESETS["dynamic-world"].names
+DEMO_COLORS = PRESETS["dynamic-world"].colors
 
 
 @pytest.fixture(scope="module")
@@ -226,10 +235,12 @@ def test_help_is_grouped_and_named_as_terrabeam_names_it(capsys, monkeypatch):
     titles = ["map:", "sample size and allocation:", "output:", "Earth Engine (optional):"]
     assert [out.index(f"\n{t}\n") for t in titles] == sorted(out.index(f"\n{t}\n") for t in titles)
     assert "(default: 0.01)" in out and "(default: 75)" in out and "(default: 0.8)" in out
+    assert out.index("--exclude-training DATA") < out.index("\nsample size and allocation:\n")
     assert cli.main(["assess", "estimate", "--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: terrabeam assess estimate")
     assert "\nreference labels (one of):\n" in out and "--reference-raster RASTER" in out
+    assert "`demo`: the demo scene's truth labels" in " ".join(out.split())  # lines wrap
 
 
 def test_the_command_starts_without_tensorflow_or_beam():
@@ -242,6 +253,212 @@ def test_the_command_starts_without_tensorflow_or_beam():
     )
     assert done.returncode == 0, done.stderr
     assert "usage: python -m pipelines.assess" in done.stdout
+
+
+# --- training patches left out, and the note that suggests it ----------------------------------------------
+
+TRAIN_CENTRES = [(30, 20), (60, 70)]  # (row, col) of the training patches' centres on the tiny map
+PATCH = 10
+
+
+def training_mask(shape, centres, size) -> np.ndarray:
+    """The pixels of size x size patches around `centres`, the centre pixel at index size // 2."""
+    mask = np.zeros(shape, bool)
+    for row, col in centres:
+        top, left = row - size // 2, col - size // 2
+        mask[max(top, 0) : top + size, max(left, 0) : left + size] = True
+    return mask
+
+
+@pytest.fixture(scope="module")
+def training_data(scene, tmp_path_factory):
+    train = [lonlat_of_pixel(r, c, CRS, ORIGIN, SCALE) for r, c in TRAIN_CENTRES]
+    validation = [lonlat_of_pixel(100, 10, CRS, ORIGIN, SCALE)]
+    folder = tmp_path_factory.mktemp("extraction") / "data"
+    return write_extraction(folder, {"train": train, "validation": validation}, patch_size=PATCH)
+
+
+def test_design_leaves_the_training_patches_out_and_the_report_says_so(
+    scene, training_data, tmp_path, capsys
+):
+    folder = str(tmp_path / "design")
+    argv = ["--output", folder, "--min-per-class", "30", "--exclude-training", training_data]
+    status, out, err = run(capsys, "design", scene.map, *argv)
+    assert status == 0, err
+    inside = training_mask(scene.map_pixels.shape, TRAIN_CENTRES, PATCH) & (scene.map_pixels != 255)
+    mapped_ha = np.count_nonzero(scene.map_pixels != 255) * 0.01
+    left_ha = inside.sum() * 0.01
+    assert (
+        f"  population: the map outside the 2 training patches: {mapped_ha - left_ha:,.2f} ha of {mapped_ha:,.2f} ha\n"
+        in out
+    )
+    assert (
+        f"  left out: {inside.sum():,} pixels, {100 * left_ha / mapped_ha:.1f} % of the mapped area, inside the training patches of {training_data}\n"
+        in out
+    )
+    assert "note:" not in err
+    design = json.loads(open(f"{folder}/design.json").read())
+    assert design["exclusion"]["pixels"] == inside.sum() and design["exclusion"]["source"] == training_data
+    assert design["total"]["pixels"] == np.count_nonzero(scene.map_pixels != 255) - inside.sum()
+    assert not any(inside[int(p["row"]), int(p["col"])] for p in read_points(f"{folder}/points.csv"))
+
+    status, out, err = run(capsys, "estimate", folder, "--reference-raster", scene.truth)
+    assert status == 0, err
+    population = f"Population: the map outside the 2 training patches: {mapped_ha - left_ha:,.0f} ha of {mapped_ha:,.0f} ha"
+    assert out.splitlines()[1].startswith(population)
+    assert population in open(f"{folder}/assessment.md").read()
+    assert json.loads(open(f"{folder}/assessment.json").read())["population"]["pixels"] == inside.sum()
+
+
+def write_prediction_chain(root, model: str, data: str | None) -> str:
+    """A prediction folder whose prediction.json names `model`, whose model.json names `data` (as
+    pipelines/predict.py and model/train.py write them, reduced to the links)."""
+    predictions = root / "predictions"
+    predictions.mkdir(parents=True)
+    write_map_and_truth(predictions)
+    (predictions / "prediction.json").write_text(
+        json.dumps({"model": model, "files": {"classes": "classes.tif"}})
+    )
+    model_dir = root / "model"
+    model_dir.mkdir(exist_ok=True)
+    training = {"data": data, "patches": 2} if data is not None else None
+    (model_dir / "model.json").write_text(json.dumps({"format": "terrabeam-model/1", "training": training}))
+    return str(predictions)
+
+
+def test_a_prediction_whose_training_data_is_at_hand_gets_a_note(
+    training_data, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # the paths that prediction.json and model.json hold are relative here
+    link = tmp_path / "out" / "data"
+    link.parent.mkdir()
+    link.symlink_to(training_data)
+    predictions = write_prediction_chain(tmp_path / "out", "out/model", "out/data")
+    status, out, err = run(capsys, "design", predictions, "--sample-size", "50", "--min-per-class", "5")
+    assert status == 0, err
+    note = (
+        "note: the map's model out/model was trained on out/data, and points in its training patches inflate "
+        "its accuracy; pass --exclude-training out/data to leave them out.\n"
+    )
+    assert err == note
+    argv = ["--sample-size", "50", "--min-per-class", "5", "--overwrite", "--exclude-training", "out/data"]
+    status, out, err = run(capsys, "design", predictions, *argv)
+    assert status == 0 and "note:" not in err
+
+
+@pytest.mark.parametrize(
+    "model, data",
+    [
+        ("elsewhere/model", "out/data"),  # no model.json there
+        ("out/model", None),  # model.json names no training data
+        ("out/model", "out/missing"),  # the training data is not on this machine
+        ("gs://bucket/model", "out/data"),  # not looked up remotely
+    ],
+)
+def test_without_the_whole_chain_there_is_no_note(tmp_path, capsys, monkeypatch, model, data):
+    monkeypatch.chdir(tmp_path)
+    predictions = write_prediction_chain(tmp_path / "out", model, data)
+    status, out, err = run(capsys, "design", predictions, "--sample-size", "50", "--min-per-class", "5")
+    assert status == 0 and err == ""
+
+
+def test_the_file_names_of_the_chain_are_those_the_jobs_write():
+    from model import export
+    from pipelines import predict
+    from transforms.contracts import manifest
+
+    assert assess.PREDICTION_JSON == predict.SUMMARY_NAME
+    assert assess.MODEL_JSON == export.MODEL_JSON
+    assert assess.MANIFEST_JSON == manifest.MANIFEST_NAME
+
+
+# --- the demo: `make demo` ends with an assessment -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_demo_scene(tmp_path_factory):
+    return ensure_demo_scene(tmp_path_factory.mktemp("demo-cache"), size=64, seed=0)
+
+
+@pytest.fixture
+def demo_preset(tiny_demo_scene, monkeypatch):
+    """`--reference-raster demo` resolves to the tiny demo scene; returns the calls it received."""
+    calls = []
+
+    def ensure(cache_dir=None, size=2048, seed=0):
+        calls.append((cache_dir, size, seed))
+        return tiny_demo_scene
+
+    monkeypatch.setattr(demo_scene, "ensure_demo_scene", ensure)
+    return calls
+
+
+def makefile_assess_commands() -> list[list[str]]:
+    """The arguments of the `pipelines.assess` lines of the Makefile's demo target, after prediction."""
+    lines = (ROOT / "Makefile").read_text().split("\ndemo:", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    commands = [line.strip() for line in lines]
+    prefix = "$(PY) -m pipelines.assess "
+    assess_lines = [i for i, c in enumerate(commands) if c.startswith(prefix)]
+    predict_line = next(i for i, c in enumerate(commands) if c.startswith("$(PY) -m pipelines.predict"))
+    assert len(assess_lines) == 2 and min(assess_lines) > predict_line
+    return [shlex.split(commands[i][len(prefix) :]) for i in assess_lines]
+
+
+def test_the_demo_target_assesses_the_map_outside_the_training_patches(
+    tiny_demo_scene, demo_preset, tmp_path, capsys, monkeypatch
+):
+    """The Makefile's two assess commands, as they are, on a tiny demo scene: a map of its truth with
+    one pixel in ten wrong, and an extraction of two training patches."""
+    import rasterio
+
+    with rasterio.open(tiny_demo_scene.labels) as src:
+        truth = src.read(1)
+    rng = np.random.default_rng(0)
+    mapped = truth.copy()
+    wrong = rng.random(truth.shape) < 0.1
+    mapped[wrong] = rng.integers(0, len(DEMO_CLASSES), size=int(wrong.sum()))
+    monkeypatch.chdir(tmp_path)
+    predictions = tmp_path / "out" / "demo" / "predictions"
+    predictions.mkdir(parents=True)
+    write_class_map(predictions / "classes.tif", mapped, DEMO_CLASSES, DEMO_COLORS)
+    centres = [(20, 20), (40, 44)]
+    train = [lonlat_of_pixel(r, c, CRS, ORIGIN, SCALE) for r, c in centres]
+    write_extraction(tmp_path / "out" / "demo" / "data", {"train": train}, patch_size=16)
+
+    design_argv, estimate_argv = makefile_assess_commands()
+    assert design_argv[0] == "design" and estimate_argv[0] == "estimate"
+    status, out, err = run(capsys, *design_argv)
+    assert status == 0, err
+    assert "population: the map outside the 2 training patches:" in out
+    inside = training_mask(truth.shape, centres, 16)
+    points = read_points("out/demo/predictions/assessment/points.csv")
+    assert points and not any(inside[int(p["row"]), int(p["col"])] for p in points)
+
+    status, out, err = run(capsys, *estimate_argv)
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"Reference raster 'demo': the demo scene's truth labels, {tiny_demo_scene.labels}."
+    assert lines[1].startswith("Overall accuracy: 0.") and lines[2].startswith(
+        "Population: the map outside the 2 training patches:"
+    )
+    assert demo_preset == [(None, 2048, 0)]  # the scene the demo jobs use, in their default cache
+    doc = json.loads(open("out/demo/predictions/assessment/assessment.json").read())
+    assert doc["reference"]["source"] == tiny_demo_scene.labels
+    # About nine in ten of the population's pixels are mapped right (a random wrong class is right 1/9).
+    assert (
+        abs(doc["overall_accuracy"]["estimate"] - (1 - 0.1 * 8 / 9))
+        < 4 * doc["overall_accuracy"]["se"] + 0.01
+    )
+
+
+def test_a_file_named_demo_is_read_as_dot_slash_demo(scene, demo_preset, tmp_path, capsys, monkeypatch):
+    folder = design_folder(tmp_path, scene, capsys, "--sample-size", "60", "--min-per-class", "5")
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(scene.truth, tmp_path / "demo")
+    status, out, err = run(capsys, "estimate", folder, "--reference-raster", "./demo")
+    assert status == 0, err
+    assert demo_preset == [] and not out.startswith("Reference raster 'demo'")
+    assert json.loads(open(f"{folder}/assessment.json").read())["overall_accuracy"]["estimate"] < 1
 
 
 # --- Earth Engine ---------------------------------------------------------------------------------------
@@ -377,3 +594,52 @@ def test_the_output_folder_of_terrabeam_predict_is_assessed(viewer_prediction, t
     doc = json.loads(open(f"{folder}/assessment.json").read())
     assert doc["sample"]["labelled"] == 200
     assert doc["overall_accuracy"]["estimate"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_the_real_jobs_chain_gives_the_note_and_the_training_patches_are_left_out(
+    viewer_prediction, tmp_path, capsys
+):
+    """prediction.json -> model.json -> the extraction, as the real jobs write them: the note names the
+    training data; with it left out, no point lies in a training patch (cut as extraction cuts it, on the
+    label raster's grid) and the population loses exactly the mapped pixels of those patches."""
+    import rasterio
+    from pyproj import Transformer
+
+    from tests.helpers.records import read_all
+    from tests.helpers.viewer_scene import CRS as SCENE_CRS
+    from tests.helpers.viewer_scene import ORIGIN as SCENE_ORIGIN
+    from tests.helpers.viewer_scene import SCALE as SCENE_SCALE
+    from transforms.geometry.grid import GridSpec
+
+    _, predictions = viewer_prediction
+    data = str(predictions.parent / "data")
+    argv = ["--sample-size", "300", "--min-per-class", "20"]
+    status, _, err = run(capsys, "design", str(predictions), "--output", str(tmp_path / "a"), *argv)
+    assert status == 0, err
+    assert f"pass --exclude-training {data} to leave them out" in err and err.startswith("note: ")
+
+    folder = str(tmp_path / "b")
+    status, out, err = run(
+        capsys, "design", str(predictions), "--output", folder, "--exclude-training", data, *argv
+    )
+    assert status == 0 and "note:" not in err, err
+    train = [lonlat for split, *lonlat in read_all(predictions.parent / "data") if split == "train"]
+    to_utm = Transformer.from_crs("EPSG:4326", SCENE_CRS, always_xy=True)
+    lattice = GridSpec(SCENE_CRS, SCENE_SCALE, *SCENE_ORIGIN)
+    patches = [lattice.patch_around(*to_utm.transform(lon, lat), 16).bounds for lon, lat in train]
+    assert f"population: the map outside the {len(train)} training patches:" in out
+
+    def in_a_patch(x, y):
+        return any(left < x < right and bottom < y < top for left, bottom, right, top in patches)
+
+    design = json.loads(open(f"{folder}/design.json").read())
+    fields = design["points"]["fields"]
+    xy = [(row[fields.index("x")], row[fields.index("y")]) for row in design["points"]["rows"]]
+    assert len(xy) == 300 and not any(in_a_patch(x, y) for x, y in xy)
+    with rasterio.open(str(predictions / "classes.vrt")) as src:
+        classes, transform = src.read(1), src.transform
+    rows, cols = np.nonzero(classes != 255)
+    xs, ys = transform * (cols + 0.5, rows + 0.5)
+    left_out = sum(in_a_patch(x, y) for x, y in zip(xs.tolist(), ys.tolist()))
+    assert left_out > 0 and design["exclusion"]["pixels"] == left_out

@@ -8,6 +8,7 @@ error-adjusted class area, each with its standard error and 95 % confidence inte
   (a minimum per class, the rest in proportion).
 - `areas`: the ground area of a grid's pixels (projected: pixel area; geographic: per row, on the
   ellipsoid).
+- `exclusion`: an extraction's training patches as rectangles of map pixels, left out of the population.
 - `sampling`: a class map's strata counted and a stratified random sample drawn, window by window.
 - `design`: the design (design.json, points.csv, points.geojson).
 - `reference`: reference labels from a filled-in points file or a reference raster, checked.
@@ -20,6 +21,7 @@ from transforms.assessment.areas import PixelAreas, pixel_areas
 from transforms.assessment.design import (
     Design,
     DesignOptions,
+    Exclusion,
     SamplePoint,
     Stratum,
     make_design,
@@ -38,6 +40,7 @@ from transforms.assessment.estimators import (
     stratified_estimates,
     users_accuracy,
 )
+from transforms.assessment.exclusion import TrainingFootprints, training_footprints
 from transforms.assessment.reference import ReferenceLabels, class_of, labels_from_raster, read_labels
 from transforms.assessment.report import area_plot_svg, assess, html_page, markdown
 from transforms.assessment.sample_size import allocate, sample_size
@@ -50,12 +53,14 @@ __all__ = [
     "Design",
     "DesignOptions",
     "Estimate",
+    "Exclusion",
     "PixelAreas",
     "ReferenceLabels",
     "SamplePoint",
     "StrataCounts",
     "StratifiedEstimates",
     "Stratum",
+    "TrainingFootprints",
     "allocate",
     "area_plot_svg",
     "area_proportions",
@@ -76,6 +81,7 @@ __all__ = [
     "read_labels",
     "sample_size",
     "stratified_estimates",
+    "training_footprints",
     "users_accuracy",
     "write_design",
 ]

@@ -12,6 +12,10 @@ A design folder holds:
 
 x and y are the pixel centre in the map's CRS, lon and lat the same point in WGS 84, row and col the
 pixel in the map.
+
+With `exclude_training`, the population is the map outside the training patches of an extraction:
+design.json's `exclusion` says which (the folder, the patches, how they were placed) and how much was
+left out (pixels and hectares per class and in all, and their share of the mapped area).
 """
 
 from __future__ import annotations
@@ -107,6 +111,65 @@ def _coordinate(value: float) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
+class Exclusion:
+    """The map's pixels left out of the population: those inside an extraction's training patches."""
+
+    source: str  # the extraction folder
+    patches: int  # training patches in it
+    patches_on_map: int  # of which cover at least one map pixel
+    placement: str  # how a patch's footprint was placed on the map
+    pixels: tuple[int, ...]  # per class, pixels left out
+    area_ha: tuple[float, ...]  # per class
+
+    @property
+    def total_pixels(self) -> int:
+        return sum(self.pixels)
+
+    @property
+    def total_area_ha(self) -> float:
+        return sum(self.area_ha)
+
+    def describe(self, population_ha: float) -> str:
+        """One line: which population the design describes."""
+        return (
+            f"the map outside the {self.patches} training patches: {population_ha:,.2f} ha of "
+            f"{population_ha + self.total_area_ha:,.2f} ha"
+        )
+
+    def to_json(self, classes: Sequence[str], population_ha: float) -> dict[str, Any]:
+        mapped_ha = population_ha + self.total_area_ha
+        return {
+            "why": "a model scores well on the pixels it was trained on: sample points in its training "
+            "patches would inflate its accuracy",
+            "source": self.source,
+            "split": "train",
+            "patches": self.patches,
+            "patches_on_map": self.patches_on_map,
+            "footprint": self.placement,
+            "pixels": self.total_pixels,
+            "area_ha": self.total_area_ha,
+            "mapped_area_ha": mapped_ha,
+            "share_of_mapped_area": self.total_area_ha / mapped_ha if mapped_ha else 0.0,
+            "population": self.describe(population_ha),
+            "per_class": {
+                name: {"pixels": n, "area_ha": ha} for name, n, ha in zip(classes, self.pixels, self.area_ha)
+            },
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any], classes: Sequence[str]) -> Exclusion:
+        per_class = doc["per_class"]
+        return cls(
+            source=doc["source"],
+            patches=int(doc["patches"]),
+            patches_on_map=int(doc["patches_on_map"]),
+            placement=doc["footprint"],
+            pixels=tuple(int(per_class[n]["pixels"]) for n in classes),
+            area_ha=tuple(float(per_class[n]["area_ha"]) for n in classes),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class DesignOptions:
     target_se: float = DEFAULT_TARGET_SE
     anticipated_users_accuracy: tuple[float, ...] = ()  # per class, in scheme order
@@ -134,6 +197,7 @@ class Design:
     nodata_pixels: int
     unknown_values: dict[int, int]
     points: tuple[SamplePoint, ...]
+    exclusion: Exclusion | None = None  # training patches left out of the population
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -155,6 +219,7 @@ class Design:
     def to_json(self) -> dict[str, Any]:
         names = self.classes
         total_area = self.total_area_ha
+        exclusion = {} if self.exclusion is None else {"exclusion": self.exclusion.to_json(names, total_area)}
         return {
             "format": FORMAT,
             "map": {
@@ -199,6 +264,7 @@ class Design:
                 "nodata_or_ignored": self.nodata_pixels,
                 "unknown_values": {str(v): n for v, n in sorted(self.unknown_values.items())},
             },
+            **exclusion,
             "total": {"pixels": self.total_pixels, "area_ha": total_area},
             "points": {
                 "fields": [f for f in POINT_FIELDS if f not in ("map_class", REFERENCE)],
@@ -248,6 +314,7 @@ class Design:
                 nodata_pixels=int(doc["excluded_pixels"]["nodata_or_ignored"]),
                 unknown_values={int(k): int(v) for k, v in doc["excluded_pixels"]["unknown_values"].items()},
                 points=points,
+                exclusion=Exclusion.from_json(doc["exclusion"], names) if doc.get("exclusion") else None,
             )
         except (KeyError, TypeError, ValueError, LabelSchemeError) as e:
             raise AssessmentError(
@@ -281,15 +348,30 @@ def make_design(
     min_per_class: int = DEFAULT_MIN_PER_CLASS,
     total: int | None = None,
     seed: int = 0,
+    exclude_training: str | None = None,
 ) -> Design:
-    """Count the map's strata, size and allocate the sample, and draw it."""
+    """Count the map's strata, size and allocate the sample, and draw it. With `exclude_training` (an
+    extraction folder), the pixels inside its training patches are left out of the population."""
     from pyproj import Transformer
 
+    from transforms.assessment.exclusion import training_footprints
     from transforms.assessment.sampling import count_strata, draw_sample, open_class_map
 
     class_map = open_class_map(map_path, band, scheme)
     scheme = class_map.scheme
-    counts = count_strata(class_map)
+    footprints = None
+    if exclude_training is not None:
+        footprints = training_footprints(
+            exclude_training, class_map.crs, class_map.transform, class_map.width, class_map.height
+        )
+    counts = count_strata(class_map, footprints)
+    if footprints is not None and sum(counts.pixels) == 0 and sum(counts.excluded_pixels) > 0:
+        raise AssessmentError(
+            f"every mapped pixel of {map_path} lies in a training patch of {exclude_training} "
+            f"({sum(counts.excluded_pixels):,} pixels): nothing is left to assess the map on. Assess a map "
+            "of other ground than the training data's, or leave out --exclude-training (its accuracy will "
+            "then be inflated)."
+        )
     if sum(counts.pixels) == 0:
         raise AssessmentError(
             f"the map {map_path} has no pixel of any class of its label scheme {scheme.name!r} "
@@ -305,7 +387,7 @@ def make_design(
     if total is not None and total < 1:
         raise AssessmentError(f"--sample-size must be at least 1 point, got {total}.")
     allocation = allocate(total or formula_n, counts.pixels, min_per_class)
-    pixels = draw_sample(class_map, counts.pixels, allocation, seed)
+    pixels = draw_sample(class_map, counts.pixels, allocation, seed, footprints)
     a, b, c, d, e, f = class_map.transform
     xs = [c + a * (p.col + 0.5) + b * (p.row + 0.5) for p in pixels]
     ys = [f + d * (p.col + 0.5) + e * (p.row + 0.5) for p in pixels]
@@ -346,6 +428,16 @@ def make_design(
         nodata_pixels=counts.nodata_pixels,
         unknown_values=counts.unknown_values,
         points=points,
+        exclusion=None
+        if footprints is None
+        else Exclusion(
+            source=footprints.source,
+            patches=footprints.patches,
+            patches_on_map=footprints.on_map,
+            placement=footprints.placement,
+            pixels=counts.excluded_pixels,
+            area_ha=tuple(a / M2_PER_HA for a in counts.excluded_area_m2),
+        ),
     )
 
 

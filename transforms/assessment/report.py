@@ -101,6 +101,8 @@ def assess(design: Design, labels: ReferenceLabels) -> tuple[StratifiedEstimates
         },
         "warnings": list(estimates.warnings),
     }
+    if design.exclusion is not None:
+        doc["population"] = design.exclusion.to_json(design.classes, design.total_area_ha)
     return estimates, doc
 
 
@@ -156,9 +158,24 @@ CLASS_HEADER = [
 ]
 
 
+def population_line(doc: dict[str, Any]) -> str | None:
+    """What the estimates describe, when the design left training patches out of the map; else None."""
+    population = doc.get("population")
+    if not population:
+        return None
+    inside = population["mapped_area_ha"] - population["area_ha"]
+    return (
+        f"Population: the map outside the {population['patches']} training patches: {_ha(inside)} ha of "
+        f"{_ha(population['mapped_area_ha'])} ha ({100 * population['share_of_mapped_area']:.1f} % of the "
+        f"mapped area left out; training data {population['source']})."
+    )
+
+
 def _measured(doc: dict[str, Any]) -> list[str]:
     sample = doc["sample"]
+    population = population_line(doc)
     lines = [
+        *([population] if population else []),
         f"Sample: {sample['labelled']} labelled points of the design's {sample['design_points']} "
         f"(stratified random sample, strata = map classes, seed {doc['design']['seed']}); "
         f"{sample['missing']} without a label and {sample['unknown']} labelled unknown were left out.",

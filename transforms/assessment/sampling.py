@@ -11,6 +11,10 @@ A pixel's class comes from the label scheme: its value is looked up among the cl
 numbers, also when a raster stores them as floats); the
 map's nodata (255 in a terrabeam class map: no prediction) and ignored values belong to no stratum,
 and values that no class lists are counted apart (and reported).
+
+Pixels of a class that lie in a training patch (`exclude`: the footprints of
+`transforms.assessment.exclusion`) are left out of the population: they belong to no stratum, are never
+drawn, and are counted apart per class. Each strip marks only the footprints that cross it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from rasterio.windows import Window
 
 from transforms.assessment.areas import PixelAreas, pixel_areas
 from transforms.assessment.errors import AssessmentError
+from transforms.assessment.exclusion import TrainingFootprints
 from transforms.contracts.label_scheme import UNKNOWN_INDEX, LabelScheme, scheme_from_raster
 
 # Pixels per strip read from the map (~4 M: 4 MB of uint8 values and a few times that in indices).
@@ -88,9 +93,20 @@ def open_class_map(path: str, band: int = 1, scheme: LabelScheme | None = None) 
     return ClassMap(path, band, scheme, crs, transform, width, height, nodata)
 
 
-def _read_classes(src: rasterio.DatasetReader, class_map: ClassMap, row: int, rows: int) -> tuple:
+def _read_classes(
+    src: rasterio.DatasetReader,
+    class_map: ClassMap,
+    row: int,
+    rows: int,
+    exclude: TrainingFootprints | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(values, class indices, which pixels of a class lie in a training patch, or None for none)."""
     values = src.read(class_map.band, window=Window(0, row, class_map.width, rows))
-    return values, class_map.scheme.remap(values, class_map.nodata)
+    classes = class_map.scheme.remap(values, class_map.nodata)
+    left_out = exclude.strip_mask(row, rows, class_map.width) if exclude is not None else None
+    if left_out is not None:
+        left_out &= classes < class_map.scheme.num_classes
+    return values, classes, left_out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,33 +118,55 @@ class StrataCounts:
     nodata_pixels: int  # nodata and ignored values
     unknown_values: dict[int, int]  # value no class lists -> pixels
     area_method: str
+    excluded_pixels: tuple[int, ...] = ()  # per class: pixels in training patches, in no stratum
+    excluded_area_m2: tuple[float, ...] = ()  # per class
 
 
-def count_strata(class_map: ClassMap) -> StrataCounts:
-    """Count each class's pixels and sum their ground area (per row in a geographic CRS)."""
+def count_strata(class_map: ClassMap, exclude: TrainingFootprints | None = None) -> StrataCounts:
+    """Count each class's pixels and sum their ground area (per row in a geographic CRS); pixels in the
+    footprints of `exclude` are counted apart, in no stratum."""
     k = class_map.scheme.num_classes
     areas = class_map.pixel_areas()
     pixels = np.zeros(k, np.int64)
     area = np.zeros(k, np.float64)
+    excluded = np.zeros(k, np.int64)
+    excluded_area = np.zeros(k, np.float64)
     unknown: dict[int, int] = {}
     nodata = 0
     with rasterio.open(class_map.path) as src:
         for row, rows in class_map.strips():
-            values, classes = _read_classes(src, class_map, row, rows)
+            values, classes, left_out = _read_classes(src, class_map, row, rows, exclude)
             known = classes < k
             nodata += int(np.count_nonzero(classes >= UNKNOWN_INDEX + 1))
             if np.any(classes == UNKNOWN_INDEX):
                 found, n = np.unique(values[classes == UNKNOWN_INDEX], return_counts=True)
                 for v, c in zip(found.tolist(), n.tolist()):
                     unknown[int(v)] = unknown.get(int(v), 0) + int(c)
-            # Pixels per (row, class), so that each row's pixel area weighs its own pixels.
-            row_index = np.broadcast_to(np.arange(rows)[:, None], classes.shape)[known]
-            by_row = np.bincount(row_index * k + classes[known], minlength=rows * k).reshape(rows, k)
+            row_area = areas.per_row[row : row + rows]
+            if left_out is not None:
+                known &= ~left_out
+                by_row = _per_row_and_class(classes, left_out, k)
+                excluded += by_row.sum(axis=0)
+                excluded_area += by_row.T.astype(np.float64) @ row_area
+            by_row = _per_row_and_class(classes, known, k)
             pixels += by_row.sum(axis=0)
-            area += by_row.T.astype(np.float64) @ areas.per_row[row : row + rows]
+            area += by_row.T.astype(np.float64) @ row_area
     return StrataCounts(
-        tuple(int(v) for v in pixels), tuple(float(v) for v in area), nodata, unknown, areas.method
+        tuple(int(v) for v in pixels),
+        tuple(float(v) for v in area),
+        nodata,
+        unknown,
+        areas.method,
+        tuple(int(v) for v in excluded) if exclude is not None else (),
+        tuple(float(v) for v in excluded_area) if exclude is not None else (),
     )
+
+
+def _per_row_and_class(classes: np.ndarray, where: np.ndarray, k: int) -> np.ndarray:
+    """(rows, k) pixels per row and class among `where`, so that each row's pixel area weighs its own."""
+    rows = classes.shape[0]
+    row_index = np.broadcast_to(np.arange(rows)[:, None], classes.shape)[where]
+    return np.bincount(row_index * k + classes[where], minlength=rows * k).reshape(rows, k)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,11 +178,17 @@ class SamplePixel:
 
 
 def draw_sample(
-    class_map: ClassMap, pixels: Sequence[int], allocation: Sequence[int], seed: int
+    class_map: ClassMap,
+    pixels: Sequence[int],
+    allocation: Sequence[int],
+    seed: int,
+    exclude: TrainingFootprints | None = None,
 ) -> list[SamplePixel]:
     """A stratified random sample without replacement: `allocation[h]` of the `pixels[h]` pixels of
     class h, each equally likely; deterministic for `seed`. Returned in a random order (also from the
-    seed), so that labelling them in file order does not go class by class."""
+    seed), so that labelling them in file order does not go class by class. With `exclude`, `pixels`
+    are the counts outside its footprints (`count_strata(class_map, exclude)`), and no point falls
+    inside one."""
     k = class_map.scheme.num_classes
     if len(pixels) != k or len(allocation) != k:
         raise ValueError(f"pixels and allocation need one entry per class ({k}).")
@@ -160,14 +204,18 @@ def draw_sample(
         for row, rows in class_map.strips():
             if all(offsets[h] > (ranks[h][-1] if len(ranks[h]) else -1) for h in range(k)):
                 break  # every drawn rank lies in a strip already read
-            values, classes = _read_classes(src, class_map, row, rows)
+            values, classes, left_out = _read_classes(src, class_map, row, rows, exclude)
             flat = classes.ravel()
-            counts = np.bincount(flat[flat < k], minlength=k)
+            in_strata = flat < k
+            if left_out is not None:
+                in_strata &= ~left_out.ravel()
+            counts = np.bincount(flat[in_strata], minlength=k)
             for h in range(k):
                 low, high = offsets[h], offsets[h] + counts[h]
                 wanted = ranks[h][(ranks[h] >= low) & (ranks[h] < high)]
                 if len(wanted):
-                    for position in np.flatnonzero(flat == h)[wanted - low]:
+                    members = flat == h if left_out is None else (flat == h) & in_strata
+                    for position in np.flatnonzero(members)[wanted - low]:
                         r, c = divmod(int(position), class_map.width)
                         found.append(SamplePixel(row + r, c, h, int(values[r, c])))
             offsets += counts

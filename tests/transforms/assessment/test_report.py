@@ -3,14 +3,16 @@ the same path as a labels file (points with a map and a reference class), and th
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import json
 import re
 
 import pytest
 
-from transforms.assessment.design import Design, DesignOptions, SamplePoint, Stratum
+from transforms.assessment.design import Design, DesignOptions, Exclusion, SamplePoint, Stratum
 from transforms.assessment.reference import ReferenceLabels
-from transforms.assessment.report import area_plot_svg, assess, html_page, markdown
+from transforms.assessment.report import area_plot_svg, assess, html_page, markdown, population_line
 from transforms.contracts.label_scheme import LabelClass, LabelScheme
 
 # mapaccuracy 0.1.2, `olofsson` help page, "Example of table 8 in Olofsson et al. (2014)": the reference
@@ -158,3 +160,20 @@ def test_a_class_without_labels_is_reported_not_estimated():
     assert any("'forest_gain' has no labelled sample point" in w for w in doc["warnings"])
     assert "not estimated" in area_plot_svg(doc)
     assert "The estimates describe 98.50 % of the mapped area" in markdown(doc)
+
+
+def test_a_design_without_the_training_patches_says_which_population_the_estimates_describe(example):
+    left_out = Exclusion("/data/demo", 12, 12, "test", (300, 0, 1_000, 700), (270.0, 0.0, 900.0, 630.0))
+    design = dataclasses.replace(example_design(), exclusion=left_out)
+    labels = ReferenceLabels({number: r - 1 for number, r in enumerate(R, start=1)}, (), (), "example")
+    _, doc = assess(design, labels)
+    # Same estimates: the strata are the population's; the report says what that population is.
+    assert doc["overall_accuracy"] == example["overall_accuracy"]
+    assert doc["population"]["patches"] == 12 and doc["population"]["area_ha"] == pytest.approx(1_800)
+    line = (
+        "Population: the map outside the 12 training patches: 900,000 ha of 901,800 ha (0.2 % of the "
+        "mapped area left out; training data /data/demo)."
+    )
+    assert population_line(doc) == line
+    assert f"- {line}" in markdown(doc) and html.escape(line) in html_page(doc)
+    assert population_line(example) is None and "Population:" not in markdown(example)
