@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from transforms.assessment.errors import AssessmentError
+from transforms.assessment.report import ASSESSMENT_DIR
 from transforms.assessment.sample_size import (
     DEFAULT_ANTICIPATED_ACCURACY,
     DEFAULT_MIN_PER_CLASS,
@@ -41,7 +42,6 @@ from transforms.io.earthengine.assets import AssetError
 from transforms.runtime.command import HelpFormatter, add_verbose_flag, fill, prog, quiet_start
 
 MODULE = "pipelines.assess"
-ASSESSMENT_DIR = "assessment"
 REFERENCE_CSV = "reference.csv"
 # Class maps that `terrabeam predict` writes into its output folder: the mosaic, else the VRT of tiles.
 PREDICTION_MAPS = ("classes.tif", "classes.vrt")

@@ -33,6 +33,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from pipelines.view.defaults import DEFAULT_PREDICTIONS, MAX_POINTS
+from transforms.assessment.report import ASSESSMENT_DIR, ASSESSMENT_JSON
 from transforms.contracts.label_scheme import LabelScheme, scheme_from_metadata
 from transforms.contracts.schema import LABEL_NODATA, META_ID, META_LAT, META_LON, META_REGION, decode_example
 from transforms.io.files import join
@@ -238,6 +239,7 @@ class PredictionMap:
         self.stretch_percentiles = stretch
         self._stretch: list[tuple[float, float]] | None = None
         self.manifest_path, self.manifest_note = self._find_manifest(manifest)
+        self.assessment = self._find_assessment()
         self.max_points = max_points
         # Separate locks: reading thousands of points must not hold up the imagery tiles.
         self._stretch_lock = threading.Lock()
@@ -293,6 +295,51 @@ class PredictionMap:
             return None, f"the training data {data!r} is not at hand; pass --manifest to show it"
         return join(data, MANIFEST_NAME), ""
 
+    def _find_assessment(self) -> dict[str, Any] | None:
+        """The assessment written beside the map (`terrabeam assess` into <folder>/assessment), if any:
+        its estimated areas replace the pixel shares in the legend, as the better figure."""
+        path = join(self.folder, ASSESSMENT_DIR, ASSESSMENT_JSON)
+        if not exists(path):
+            return None
+        try:
+            doc = read_json(path)
+        except (OSError, ValueError):
+            return None
+        if [c.get("class") for c in doc.get("per_class", [])] != list(self.scheme.names):
+            return None  # an assessment of another map or scheme: not this legend's
+        return doc
+
+    def _assessed_area(self, index: int) -> dict[str, Any] | None:
+        if not self.assessment:
+            return None
+        row = self.assessment["per_class"][index]
+        area = row.get("area_ha") or {}
+        return {
+            "estimate_ha": area.get("estimate"),
+            "ci95_ha": area.get("ci95"),
+            "mapped_ha": (row.get("mapped") or {}).get("area_ha"),
+            "n": row.get("n"),
+        }
+
+    def _assessment_summary(self) -> dict[str, Any] | None:
+        if not self.assessment:
+            return None
+        doc = self.assessment
+        overall = doc.get("overall_accuracy") or {}
+        population = doc.get("population")
+        return {
+            "path": join(self.folder, ASSESSMENT_DIR, ASSESSMENT_JSON),
+            "overall_accuracy": overall.get("estimate"),
+            "overall_ci95": overall.get("ci95"),
+            "labelled": (doc.get("sample") or {}).get("labelled"),
+            "total_area_ha": doc.get("total_area_ha"),
+            "population": (
+                f"the map outside the {population['patches']} training patches"
+                if population
+                else "the whole map"
+            ),
+        }
+
     # --- what the page needs first ---------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
@@ -308,6 +355,7 @@ class PredictionMap:
                     "color": color,
                     "pixels": pixels,
                     "share": pixels / total if total else None,
+                    "assessed": self._assessed_area(i),
                 }
             )
         west, south, east, north = self.bounds
@@ -321,6 +369,7 @@ class PredictionMap:
             "size": [self.width, self.height],
             "scheme": self.scheme.name,
             "classes": classes,
+            "assessment": self._assessment_summary(),
             "imagery": (
                 {"bands": list(self.imagery.bands), "true_colour": self.imagery.true_colour}
                 if self.imagery

@@ -18,6 +18,8 @@ from transforms.assessment.estimators import Z_95, Estimate, StratifiedEstimates
 from transforms.assessment.reference import ReferenceLabels
 
 FORMAT = "terrabeam-assessment/1"
+# Where `terrabeam assess` writes by default: this folder beside the map (the viewer looks there too).
+ASSESSMENT_DIR = "assessment"
 ASSESSMENT_JSON = "assessment.json"
 ASSESSMENT_MD = "assessment.md"
 ASSESSMENT_HTML = "assessment.html"

@@ -40,18 +40,43 @@
     apply();
   }
 
+  function hectares(value) {
+    return value === null || value === undefined ? "–" : Math.round(value).toLocaleString("en-US") + " ha";
+  }
+
+  // An assessment beside the map: the estimated area ± its 95 % interval, instead of the pixel share.
+  function assessedArea(a) {
+    if (!a || a.estimate_ha === null || a.estimate_ha === undefined) return "no estimate";
+    const half = a.ci95_ha ? (a.ci95_ha[1] - a.ci95_ha[0]) / 2 : null;
+    return hectares(a.estimate_ha) + (half === null ? "" : " ± " + hectares(half).replace(" ha", ""));
+  }
+
   function legend(info) {
     const list = $("legend");
     list.innerHTML = "";
+    const assessment = info.assessment;
     for (const c of info.classes) {
       const item = document.createElement("li");
       item.dataset.class = c.name;
+      const figure = assessment ? assessedArea(c.assessed) : percent(c.share, 1);
       item.innerHTML =
         '<span class="swatch" style="background:' + c.color + '"></span>' +
         '<span class="name">' + escapeHtml(c.name) + "</span>" +
-        '<span class="share">' + percent(c.share, 1) + "</span>";
-      item.title = c.pixels.toLocaleString() + " pixels";
+        '<span class="share">' + escapeHtml(figure) + "</span>";
+      item.title = c.pixels.toLocaleString() + " pixels (" + percent(c.share, 1) + " of the map)" +
+        (assessment && c.assessed ? "; mapped " + hectares(c.assessed.mapped_ha) + ", " + c.assessed.n + " reference points" : "");
       list.appendChild(item);
+    }
+    const note = $("legend-note");
+    if (assessment) {
+      note.textContent = "Estimated area ± 95 % interval from " + assessment.labelled + " reference points " +
+        "(stratified estimators, Olofsson et al. 2014) over " + assessment.population +
+        "; overall accuracy " + percent(assessment.overall_accuracy, 1) +
+        (assessment.overall_ci95 ? " ± " + percent((assessment.overall_ci95[1] - assessment.overall_ci95[0]) / 2, 1) : "") + ".";
+      note.hidden = false;
+    } else {
+      note.textContent = "Share of the map's pixels (run terrabeam assess for areas with confidence intervals).";
+      note.hidden = false;
     }
   }
 

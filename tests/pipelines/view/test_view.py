@@ -87,6 +87,7 @@ def test_info_lists_classes_with_colours_and_area_shares(viewer_prediction, clie
         assert west < lon < east and south < lat < north
     assert info["imagery"] == {"bands": ["B4", "B3", "B2"], "true_colour": True}
     assert info["probabilities"] and info["training"] and info["size"] == [SIZE, SIZE]
+    assert info["assessment"] is None and all(c["assessed"] is None for c in info["classes"])
 
 
 @pytest.mark.parametrize("zoom", [13, 15, 17])
@@ -371,3 +372,27 @@ def _pixel_xy(x: int, y: int, z: int, row: int, col: int) -> tuple[float, float]
         bounds.left + (col + 0.5) / 256 * (bounds.right - bounds.left),
         bounds.top - (row + 0.5) / 256 * (bounds.top - bounds.bottom),
     )
+
+
+def test_the_legend_shows_estimated_areas_when_an_assessment_sits_beside_the_map(assessed_prediction):
+    info = PredictionMap(str(assessed_prediction)).info()
+    doc = json.loads((assessed_prediction / "assessment" / "assessment.json").read_text())
+    assert info["assessment"]["overall_accuracy"] == doc["overall_accuracy"]["estimate"]
+    assert info["assessment"]["labelled"] == doc["sample"]["labelled"] > 0
+    assert info["assessment"]["population"] == "the whole map"
+    for c, row in zip(info["classes"], doc["per_class"]):
+        assert c["assessed"]["estimate_ha"] == row["area_ha"]["estimate"]
+        assert c["assessed"]["ci95_ha"] == row["area_ha"]["ci95"]
+        assert c["assessed"]["mapped_ha"] == row["mapped"]["area_ha"]
+        assert c["share"] is not None  # the pixel share stays, beside the estimate
+
+
+def test_an_assessment_of_another_scheme_is_not_shown(assessed_prediction, tmp_path):
+    folder = tmp_path / "predictions"
+    shutil.copytree(assessed_prediction, folder)
+    path = folder / "assessment" / "assessment.json"
+    doc = json.loads(path.read_text())
+    doc["per_class"] = doc["per_class"][::-1]
+    path.write_text(json.dumps(doc))
+    info = PredictionMap(str(folder)).info()
+    assert info["assessment"] is None and all(c["assessed"] is None for c in info["classes"])

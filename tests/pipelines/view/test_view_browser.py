@@ -241,3 +241,18 @@ def test_the_demo_prediction_opens_by_default(browser, monkeypatch):
             page.screenshot(README_SCREENSHOT)
         assert page.errors == [] and page.failed == []
         page.close()
+
+
+def test_the_legend_shows_estimated_areas_with_their_intervals(browser, assessed_prediction):
+    with start(str(assessed_prediction)) as running:
+        page = Page(browser, running.url)
+        try:
+            items = page.page.locator("#legend li")
+            page.page.wait_for_selector("#legend li")
+            water = items.nth(0).inner_text()
+            assert "water" in water and " ha ± " in water, water
+            note = page.page.inner_text("#legend-note")
+            assert "95 %" in note and "reference points" in note and "overall accuracy" in note, note
+            assert page.errors == []
+        finally:
+            page.close()
