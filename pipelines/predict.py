@@ -19,7 +19,6 @@ with `error: <what to change>` (exit status 2) and writes nothing.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -28,92 +27,56 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any
-
-import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
-from apache_beam.pvalue import AsList, AsSingleton
+from typing import TYPE_CHECKING, Any
 
 from model.errors import ModelError
-from model.export import load_model_metadata
 from pipelines.options import (
     SharedArgumentGroup,
+    add_demo_cache_option,
     add_earthengine_options,
+    add_grid_options,
+    add_imagery_options,
     add_local_runner_options,
+    add_max_attempts_option,
+    add_output_options,
     available_cpus,
-    help_flags,
-    help_parser,
     local_runner,
-    parse_job_flags,
-    runner_help,
-    unknown_flags_message,
     use_local_cores,
     worker_environment,
     worker_processes,
 )
-from pipelines.progress import PREDICTION, run_job
-from transforms.cog import (
+from pipelines.shell import JobShell, UsageError, comma_list, earthengine_sources, prepare_output
+from transforms.contracts.label_scheme import LabelScheme, LabelSchemeError, scheme_from_metadata
+from transforms.contracts.prediction import (
     CLASSES_NAME,
     POSITIVE_NAME,
     PROBABILITIES,
     PROBABILITIES_NAME,
     QUICKLOOK_NAME,
     TILES_DIR,
-    OutputSpec,
-    WriteTiles,
-    build_vrt,
-    join,
-    quicklook_png,
-    vrt_to_cog,
-    write_bytes,
 )
-from transforms.contracts.label_scheme import LabelScheme, LabelSchemeError, scheme_from_metadata
 from transforms.geometry.grid import GridSpec, grid_spec_of
-from transforms.geometry.sampling import RegionsError, parse_regions
-from transforms.geometry.tiling import (
-    RegionMask,
-    TilePlan,
-    TilingError,
-    TilingSpec,
-    plan_for_bounds,
-    tiles_of_row,
-)
-from transforms.inference import (
-    ERRORS,
-    FetchTiles,
-    ModelSignatureError,
-    SavedModelHandler,
-    inference_dead_letters,
-    load_saved_model,
-    to_tile_prediction,
-)
-from transforms.io.earthengine.assets import AssetError, AssetRequest, asset_request, register_prediction
-from transforms.io.rasters import LocalRasterSource, SourceError
-from transforms.io.retry import RetryConfig
-from transforms.resume import (
-    PLAN_NAME,
-    REUSED,
-    ReuseTiles,
-    differences,
-    existing_tiles,
-    model_fingerprint,
-    read_record,
-    run_record,
-)
-from transforms.runtime.command import prog, quiet_start, strip_verbose
+from transforms.runtime.command import quiet_start
 from transforms.runtime.outcome import (
     DEFAULT_MAX_ERROR_FRACTION,
-    CountReasons,
-    JobFailed,
     Outcome,
     check_max_error_fraction,
-    check_outcome,
     warning_lines,
 )
 
+# Beam, TensorFlow, rasterio and the Beam steps load when the job runs, not for --help (pipelines.shell).
+if TYPE_CHECKING:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from transforms.cog import OutputSpec
+    from transforms.geometry.tiling import RegionMask, TilePlan, TilingSpec
+    from transforms.io.earthengine.assets import AssetRequest
+    from transforms.io.retry import RetryConfig
+
 DEFAULT_MODEL = "out/demo/model"
+# What marks a model folder (model.export.MODEL_JSON, which loads TensorFlow to be imported).
+MODEL_JSON = "model.json"
 DEFAULT_OUTPUT = "out/demo/predictions"
 SUMMARY_NAME = "prediction.json"
 # One worker writes the --mosaic COG; above this many pixels, per-tile COGs + VRT are the way (a
@@ -140,117 +103,70 @@ it predicts the generated demo scene with the demo model (out/demo/model) into o
 Examples: README.md, "Batch prediction"."""
 
 
-class UsageError(ValueError):
-    """Bad command-line input; the message says what to change."""
-
-
-class PredictOptions(PipelineOptions):
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:
-        group = SharedArgumentGroup(parser, "model and imagery (default: the demo model and scene)")
-        group.add_argument(
-            "--model",
-            default=DEFAULT_MODEL,
-            help="Model folder (local or gs://) written by `python -m model.train`.",
-        )
-        group.add_argument(
-            "--inputs",
-            nargs="+",
-            default=None,
-            help="Input rasters: one multi-band file or one per band (default: the demo scene).",
-        )
-        group.add_argument(
-            "--band-names",
-            dest="band_names",
-            default=None,
-            help="Comma-separated names for all input bands, in file order (default: band descriptions, else file names).",
-        )
-        group.add_argument(
-            "--aoi",
-            default=None,
-            help="Area to predict: a GeoJSON file of lon/lat (multi)polygons, or a lon/lat box W,S,E,N "
-            "(default: the whole imagery). `--region <geojson or W,S,E,N>` is accepted too.",
-        )
-        group.add_argument(
-            "--demo-cache",
-            dest="demo_cache",
-            default=None,
-            help="Folder for the generated demo scene (default: $TERRABEAM_CACHE or ~/.cache/terrabeam).",
-        )
-        group = SharedArgumentGroup(parser, "output grid and tiles")
-        group.add_argument(
-            "--crs", default=None, help="CRS of the output grid (default: the model's, from model.json)."
-        )
-        group.add_argument(
-            "--scale",
-            type=float,
-            default=None,
-            help="Pixel size of the output grid in CRS units (default: the model's).",
-        )
-        group.add_argument(
-            "--tile-size", dest="tile_size", type=int, default=256, help="Input tile side in pixels."
-        )
-        group.add_argument(
-            "--overlap",
-            type=int,
-            default=64,
-            help="Total overlap between neighbouring tiles in pixels (even; 2N trims an N-pixel border). "
-            "At least the model's receptive field avoids seams.",
-        )
-        group = SharedArgumentGroup(parser, "reads and inference")
-        group.add_argument(
-            "--batch-size", dest="batch_size", type=int, default=8, help="Tiles per model call."
-        )
-        group.add_argument(
-            "--max-attempts",
-            dest="max_attempts",
-            type=int,
-            default=5,
-            help="Tries per tile read before it is dead-lettered.",
-        )
-        group.add_argument(
-            "--tta",
-            action="store_true",
-            help="Average each tile's prediction over its 8 flips/rotations (8x the model's cost).",
-        )
-        group = SharedArgumentGroup(parser, "output")
-        group.add_argument(
-            "--probabilities",
-            choices=PROBABILITIES,
-            default="none",
-            help="Also write per-class probabilities: uint8 (p x 254, nodata 255) or float32 (nodata NaN).",
-        )
-        group.add_argument(
-            "--mosaic",
-            action="store_true",
-            help="Write one COG for the whole region (classes.tif) instead of per-tile COGs + VRT.",
-        )
-        group.add_argument(
-            "--max-error-fraction",
-            dest="max_error_fraction",
-            type=float,
-            default=DEFAULT_MAX_ERROR_FRACTION,
-            help="Fail (exit status 1) when more than this fraction of the tiles fail; 1.0 turns the check off.",
-        )
-        group.add_argument(
-            "--resume",
-            action="store_true",
-            help="Finish an earlier, stopped prediction in --output (same model and options): keep its "
-            "complete tiles, predict the rest, rebuild the mosaic.",
-        )
-        group.add_argument("--output", default=DEFAULT_OUTPUT, help="Output folder (local or gs://).")
-        group.add_argument(
-            "--overwrite", action="store_true", help="Replace an earlier prediction in --output."
-        )
-        group.add_argument(
-            "--ee-asset",
-            dest="ee_asset",
-            default=None,
-            help="Register the class map as this Earth Engine image asset (projects/P/assets/NAME), backed by "
-            "the mosaic COG; needs a gs:// --output and implies --mosaic.",
-        )
-        add_earthengine_options(parser, with_labels=False)
-        add_local_runner_options(parser)
+def add_options(parser) -> None:
+    """The prediction's options, grouped (PredictOptions and --help are made of them)."""
+    group = SharedArgumentGroup(parser, "model and imagery (default: the demo model and scene)")
+    group.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="Model folder (local or gs://) written by `python -m model.train`.",
+    )
+    add_imagery_options(group)
+    group.add_argument(
+        "--aoi",
+        default=None,
+        help="Area to predict: a GeoJSON file of lon/lat (multi)polygons, or a lon/lat box W,S,E,N "
+        "(default: the whole imagery). `--region <geojson or W,S,E,N>` is accepted too.",
+    )
+    add_demo_cache_option(group)
+    group = SharedArgumentGroup(parser, "output grid and tiles")
+    add_grid_options(group, "output grid", "the model's, from model.json", "the model's")
+    group.add_argument(
+        "--tile-size", dest="tile_size", type=int, default=256, help="Input tile side in pixels."
+    )
+    group.add_argument(
+        "--overlap",
+        type=int,
+        default=64,
+        help="Total overlap between neighbouring tiles in pixels (even; 2N trims an N-pixel border). "
+        "At least the model's receptive field avoids seams.",
+    )
+    group = SharedArgumentGroup(parser, "reads and inference")
+    group.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="Tiles per model call.")
+    add_max_attempts_option(group, "tile read")
+    group.add_argument(
+        "--tta",
+        action="store_true",
+        help="Average each tile's prediction over its 8 flips/rotations (8x the model's cost).",
+    )
+    group = SharedArgumentGroup(parser, "output")
+    group.add_argument(
+        "--probabilities",
+        choices=PROBABILITIES,
+        default="none",
+        help="Also write per-class probabilities: uint8 (p x 254, nodata 255) or float32 (nodata NaN).",
+    )
+    group.add_argument(
+        "--mosaic",
+        action="store_true",
+        help="Write one COG for the whole region (classes.tif) instead of per-tile COGs + VRT.",
+    )
+    group.add_argument(
+        "--resume",
+        action="store_true",
+        help="Finish an earlier, stopped prediction in --output (same model and options): keep its "
+        "complete tiles, predict the rest, rebuild the mosaic.",
+    )
+    add_output_options(group, DEFAULT_OUTPUT, "tiles", "prediction")
+    group.add_argument(
+        "--ee-asset",
+        dest="ee_asset",
+        default=None,
+        help="Register the class map as this Earth Engine image asset (projects/P/assets/NAME), backed by "
+        "the mosaic COG; needs a gs:// --output and implies --mosaic.",
+    )
+    add_earthengine_options(parser, with_labels=False)
+    add_local_runner_options(parser)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,12 +197,15 @@ class PredictJob:
 # --- validation -----------------------------------------------------------------------------------
 
 
-def _csv(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
-def validate(opts: PredictOptions) -> PredictJob:
+def validate(opts: PipelineOptions) -> PredictJob:
     """Check every input and return the job, or raise UsageError (or a ValueError subclass)."""
+    from transforms.cog import OutputSpec
+    from transforms.geometry.tiling import TilingSpec, plan_for_bounds
+    from transforms.io.earthengine.assets import asset_request
+    from transforms.io.rasters import SourceError
+    from transforms.io.retry import RetryConfig
+    from transforms.resume import model_fingerprint, run_record
+
     if opts.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {opts.batch_size}.")
     if opts.max_attempts < 1:
@@ -374,14 +293,25 @@ def validate(opts: PredictOptions) -> PredictJob:
 
 
 def _model_info(model_dir: str) -> dict[str, Any]:
-    try:
-        info = load_model_metadata(model_dir)
-    except ModelError as e:
+    """The model folder's model.json, checked (TensorFlow loads only once there is one to read)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    if not FileSystems.exists(f"{model_dir}/{MODEL_JSON}"):
         if model_dir == DEFAULT_MODEL:
             raise UsageError(
                 f"No demo model at {DEFAULT_MODEL!r}: run `python -m pipelines.extract` and "
                 "`python -m model.train` first (`make demo` runs all three), or pass --model."
-            ) from None
+            )
+        raise UsageError(
+            f"--model {model_dir!r} holds no model (no {MODEL_JSON} in it). Train one into it with "
+            f"`terrabeam train --output {model_dir}` (`terrabeam train --help` lists the training "
+            "options), or point --model at a folder that `terrabeam train` wrote."
+        )
+    from model.export import load_model_metadata
+
+    try:
+        info = load_model_metadata(model_dir)
+    except ModelError as e:
         raise UsageError(str(e)) from None
     missing = [k for k in ("mode", "bands", "classes", "crs", "scale") if k not in info]
     if missing:
@@ -405,6 +335,8 @@ def _check_mode(info: dict[str, Any], spec: TilingSpec) -> None:
 
 
 def _check_signature(model_dir: str, info: dict[str, Any], spec: TilingSpec) -> None:
+    from transforms.inference import ModelSignatureError, load_saved_model
+
     try:
         model = load_saved_model(model_dir)
     except ModelSignatureError as e:
@@ -451,9 +383,11 @@ def _warn_receptive_field(info: dict[str, Any], spec: TilingSpec) -> None:
         )
 
 
-def _source(opts: PredictOptions, spec: TilingSpec, num_bands: int) -> tuple[Any, dict[str, Any]]:
+def _source(opts: PipelineOptions, spec: TilingSpec, num_bands: int) -> tuple[Any, dict[str, Any]]:
     if opts.source == "earthengine":
         return _earthengine_source(opts, spec, num_bands)
+    from transforms.io.rasters import LocalRasterSource, SourceError
+
     inputs = opts.inputs
     kind = "local"
     if not inputs:
@@ -461,7 +395,7 @@ def _source(opts: PredictOptions, spec: TilingSpec, num_bands: int) -> tuple[Any
 
         inputs = [ensure_demo_scene(opts.demo_cache).image]
         kind = "demo"
-    source = LocalRasterSource(inputs, _csv(opts.band_names))
+    source = LocalRasterSource(inputs, comma_list(opts.band_names))
     try:
         source.check_files()  # a broken or cut-short file stops the job here, not on the workers
         source.native_grid()
@@ -470,10 +404,11 @@ def _source(opts: PredictOptions, spec: TilingSpec, num_bands: int) -> tuple[Any
     return source, {"kind": kind, "inputs": list(inputs)}
 
 
-def _earthengine_source(opts: PredictOptions, spec: TilingSpec, num_bands: int) -> tuple[Any, dict[str, Any]]:
+def _earthengine_source(
+    opts: PipelineOptions, spec: TilingSpec, num_bands: int
+) -> tuple[Any, dict[str, Any]]:
     """An Earth Engine image recipe as the source; the session starts here, so bad credentials stop early."""
-    from transforms.io.earthengine import client as earthengine
-    from transforms.io.earthengine.recipes import DEFAULT_INPUTS, RecipeError
+    from transforms.io.earthengine.recipes import DEFAULT_INPUTS
 
     if opts.inputs or opts.band_names:
         raise UsageError(
@@ -481,24 +416,7 @@ def _earthengine_source(opts: PredictOptions, spec: TilingSpec, num_bands: int) 
         )
     if not opts.aoi:
         raise UsageError("--source earthengine needs --aoi: a GeoJSON file of lon/lat polygons, or W,S,E,N.")
-    if opts.max_requests < 1:
-        raise UsageError(f"--max-requests must be at least 1, got {opts.max_requests}.")
-    per_process, processes = earthengine.requests_per_process(opts.max_requests, opts)
-    if not processes:
-        raise UsageError(
-            "With --source earthengine on a distributed runner, set --max_num_workers: each worker sends "
-            "at most --max-requests / --max_num_workers requests at a time."
-        )
-    try:
-        config = earthengine.EarthEngineConfig(
-            project=opts.ee_project,
-            endpoint=opts.ee_endpoint or earthengine.HIGH_VOLUME_URL,
-            key_file=opts.ee_key_file,
-            max_in_flight=per_process,
-        )
-        source = earthengine.EarthEngineSource(opts.ee_image or DEFAULT_INPUTS, config, opts.ee_fetch)
-    except (RecipeError, ValueError) as e:
-        raise UsageError(str(e)) from None
+    config, (source,) = earthengine_sources(opts, opts.ee_image or DEFAULT_INPUTS)
     source.connect()
     source.check_request(spec.tile_size, spec.tile_size, num_bands, "float32")
     info = {
@@ -511,7 +429,7 @@ def _earthengine_source(opts: PredictOptions, spec: TilingSpec, num_bands: int) 
     return source, info
 
 
-def _lattice(opts: PredictOptions, info: dict[str, Any], source: Any) -> GridSpec:
+def _lattice(opts: PipelineOptions, info: dict[str, Any], source: Any) -> GridSpec:
     """The model's grid (or --crs/--scale), on the imagery's own lattice when it is the same grid."""
     import rasterio.crs
 
@@ -538,8 +456,12 @@ def _lattice(opts: PredictOptions, info: dict[str, Any], source: Any) -> GridSpe
 
 def _region(aoi: str, crs: str) -> tuple[tuple[float, float, float, float], RegionMask | None]:
     """Bounds in `crs` and, for polygons, the mask of pixels outside them."""
+    from apache_beam.io.filesystems import FileSystems
     from rasterio.features import bounds as geometry_bounds
     from rasterio.warp import transform_bounds, transform_geom
+
+    from transforms.geometry.sampling import RegionsError, parse_regions
+    from transforms.geometry.tiling import RegionMask
 
     box = _bbox(aoi)
     if box is not None:
@@ -592,31 +514,31 @@ def _fmt(bounds: Sequence[float]) -> str:
 
 def _prepare_output(output: str, overwrite: bool) -> None:
     """Fail early if the output is not writable or holds an earlier prediction (unless --overwrite)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from transforms.cog import join
+
     earlier = [join(output, name) for name in (SUMMARY_NAME, f"{CLASSES_NAME}.tif", f"{CLASSES_NAME}.vrt")]
     found = [path for path in earlier if FileSystems.exists(path)]
     tiles = join(output, TILES_DIR)
     if FileSystems.exists(tiles):
         found.append(tiles)
-    if found and not overwrite:
-        raise UsageError(
-            f"{output!r} already holds a prediction ({found[0]}); pass --overwrite to replace it, or "
-            "--resume to finish a stopped one."
-        )
-    probe = join(output, ".terrabeam-write-test")
-    try:
-        if "://" not in output:
-            os.makedirs(output, exist_ok=True)
-        with FileSystems.create(probe) as f:
-            f.write(b"ok")
-        FileSystems.delete([probe])
-    except Exception as e:
-        raise UsageError(f"Output {output!r} is not writable: {e}") from None
-    if found:
-        _delete_finished_outputs(output, found)
+    prepare_output(
+        output,
+        found,
+        overwrite,
+        "a prediction",
+        lambda found: _delete_finished_outputs(output, found),
+        or_else=", or --resume to finish a stopped one",
+    )
 
 
 def _delete_finished_outputs(output: str, also: Sequence[str] = ()) -> None:
     """Remove what the end of a prediction writes (mosaics, quick-look, summary, dead letters)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from transforms.cog import join
+
     kinds = (CLASSES_NAME, PROBABILITIES_NAME, POSITIVE_NAME)
     stale = [join(output, f"{kind}{ext}") for kind in kinds for ext in (".tif", ".vrt")]
     stale.append(join(output, SUMMARY_NAME))
@@ -628,6 +550,10 @@ def _delete_finished_outputs(output: str, also: Sequence[str] = ()) -> None:
 
 def _prepare_resume(output: OutputSpec, record: dict[str, Any]) -> frozenset[str]:
     """Check that --output holds this same prediction; returns the ids of the tiles it already has."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from transforms.resume import PLAN_NAME, differences, existing_tiles, read_record
+
     recorded = read_record(output.output)
     if recorded is None:
         raise UsageError(
@@ -661,6 +587,22 @@ def build_pipeline(pipeline: beam.Pipeline, job: PredictJob, fail_in_pipeline: b
     step checks the outcome; with `fail_in_pipeline` (a runner that does not run in this process, e.g.
     Dataflow) a failed prediction fails the job itself, after prediction.json is written.
     """
+    import apache_beam as beam
+    from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+    from apache_beam.pvalue import AsSingleton
+
+    from pipelines.tail import DeadLetters, Finish
+    from transforms.cog import WriteTiles
+    from transforms.geometry.tiling import tiles_of_row
+    from transforms.inference import (
+        ERRORS,
+        FetchTiles,
+        SavedModelHandler,
+        inference_dead_letters,
+        to_tile_prediction,
+    )
+    from transforms.resume import REUSED, ReuseTiles
+
     spec = job.plan.spec
     tiles = (
         pipeline
@@ -697,39 +639,22 @@ def build_pipeline(pipeline: beam.Pipeline, job: PredictJob, fail_in_pipeline: b
         inference_dead_letters
     )
     errors = (fetched[ERRORS], inference_errors) | "AllErrors" >> beam.Flatten()
-    error_files = errors | "WriteErrors" >> beam.io.WriteToText(
-        job.output.path("errors", "errors"), file_name_suffix=".jsonl", num_shards=1
-    )
-    error_count = errors | "CountErrors" >> beam.combiners.Count.Globally()
-    reasons = errors | "CountReasons" >> CountReasons()
+    letters = errors | "DeadLetters" >> DeadLetters(job.output.path("errors", "errors"))
     records = written | "CollectTiles" >> beam.combiners.ToList()
-    _ = (
-        pipeline
-        | "FinishTrigger" >> beam.Create([None])
-        | "Finish"
-        >> beam.Map(
-            finish,
-            job,
-            AsSingleton(records),
-            AsList(error_files),
-            AsSingleton(error_count),
-            AsList(reasons),
-        )
-        # A retry of the check must not redo the finish (with --mosaic its tiles are gone).
-        | "AfterSummary" >> beam.Reshuffle()
-        | "CheckOutcome" >> beam.Map(_check_summary, fail_in_pipeline)
+    _ = pipeline | "Finish" >> Finish(
+        "prediction", finish, letters, job, AsSingleton(records), fail_in_pipeline=fail_in_pipeline
     )
-
-
-def _check_summary(summary_path: str, enabled: bool) -> None:
-    with FileSystems.open(summary_path) as f:
-        check_outcome(json.loads(f.read())["outcome"], "prediction", enabled)
 
 
 def finish(
-    _, job: PredictJob, records: list[dict], error_files: list[str], error_count: int, reasons=()
-) -> str:
-    """Mosaic (VRT, or one COG), quick-look PNG and prediction.json, once every tile is written."""
+    _, job: PredictJob, records: list[dict], *, error_files: list[str], error_count: int, reasons
+) -> dict[str, Any]:
+    """Mosaic (VRT, or one COG), quick-look PNG and prediction.json, once every tile is written; returns
+    the outcome."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from transforms.cog import build_vrt, quicklook_png, vrt_to_cog, write_bytes
+
     output, plan = job.output, job.plan
     kinds = output.kinds
     files: dict[str, str] = {}
@@ -781,9 +706,8 @@ def finish(
         "errors": [os.path.basename(p) for p in error_files] if error_count else [],
         "outcome": Outcome.of("tiles", len(records), reasons, job.max_error_fraction).to_json(),
     }
-    path = output.path(SUMMARY_NAME)
-    write_bytes(path, (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
-    return path
+    write_bytes(output.path(SUMMARY_NAME), (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+    return summary["outcome"]
 
 
 def region_alias(argv: Sequence[str]) -> list[str]:
@@ -805,11 +729,6 @@ def region_alias(argv: Sequence[str]) -> list[str]:
     return args
 
 
-def job_help_parser() -> argparse.ArgumentParser:
-    """--help: the job's options as PredictOptions groups them, then Beam's runner options."""
-    return help_parser(prog("pipelines.predict"), DESCRIPTION, [PredictOptions], runner_help("prediction"))
-
-
 def worker_bytes(job: PredictJob) -> int:
     """Estimated memory of one local worker process: runtime and model, and the batch in flight."""
     pixels = job.batch_size * job.plan.spec.tile_size**2
@@ -823,23 +742,47 @@ def tensorflow_threads(workers: int, cpus: int) -> dict[str, str]:
     return {"TF_NUM_INTRAOP_THREADS": share, "TF_NUM_INTEROP_THREADS": share}
 
 
+def input_errors() -> tuple[type[Exception], ...]:
+    """The errors besides UsageError that mean bad input (exit status 2, or an AssetError's own)."""
+    from transforms.geometry.sampling import RegionsError
+    from transforms.geometry.tiling import TilingError
+    from transforms.io.earthengine.assets import AssetError
+    from transforms.io.rasters import SourceError
+
+    return (SourceError, TilingError, ModelError, RegionsError, AssetError)
+
+
+SHELL = JobShell(
+    module="pipelines.predict",
+    options_name="PredictOptions",
+    add_options=add_options,
+    description=DESCRIPTION,
+    job="prediction",
+    aliases=region_alias,
+    input_errors=input_errors,
+)
+
+
+def __getattr__(name: str) -> type:
+    """`PredictOptions`: the options as Beam's PipelineOptions class, made when first asked for."""
+    return SHELL.module_attribute(name)
+
+
 def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> dict[str, Any]:
     """Parse flags, validate, run the pipeline to completion; returns prediction.json's content."""
-    args, _ = strip_verbose(region_alias(argv or []))
-    parser = job_help_parser()
-    parse_job_flags(args, parser)
-    options = PipelineOptions(args)
-    options.view_as(SetupOptions).save_main_session = save_main_session
-    problem = unknown_flags_message(options, help_flags(parser))
-    if problem:
-        raise UsageError(problem)
-    opts = options.view_as(PredictOptions)
-    if opts.max_memory is not None and not opts.max_memory > 0:
-        raise UsageError(f"--max-memory must be a positive number of GiB, got {opts.max_memory}.")
+    command = SHELL.parse(argv, save_main_session)  # --help ends here, before the job's imports
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines.progress import PREDICTION, run_job
+    from transforms.cog import write_bytes
+    from transforms.io.earthengine.assets import register_prediction
+    from transforms.resume import PLAN_NAME
+
+    opts, options = command.job, command.options
     job = validate(opts)
     use_local_cores(
         options,
-        args,
+        command.args,
         worker_bytes(job),
         opts.max_memory,
         len(job.plan),
@@ -875,23 +818,8 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> d
     return summary
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(argv if argv is not None else sys.argv[1:])
-    verbose = quiet_start(argv)
-    logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
-    try:
-        summary = run(argv)
-    except (UsageError, SourceError, TilingError, ModelError, RegionsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except JobFailed as e:
-        print(e.report(), file=sys.stderr)
-        return 1
-    except AssetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.status
-    except SystemExit as e:  # --help (0), or a badly typed option that argparse reported (2)
-        return e.code if isinstance(e.code, int) else 2
+def report(summary: dict[str, Any]) -> None:
+    """What a finished prediction wrote, on stdout; its warnings on stderr."""
     files = summary["files"]
     where = summary["output"]
     positive = (
@@ -907,7 +835,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{summary['tiles_reused']} of them were kept from the earlier run (--resume).")
     for line in warning_lines(Outcome.from_json(summary["outcome"])):
         print(line, file=sys.stderr)
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m pipelines.predict`: 0 written, 1 failed, 2 bad input."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = quiet_start(argv)  # first: TensorFlow reads its log level once, when it loads
+    return SHELL.exit_status(run, argv, verbose, report)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import re
+import subprocess
+import sys
 
 import pytest
 from apache_beam.options.pipeline_options import _BeamArgumentParser
 
 from pipelines import launch
 from pipelines.options import RUNNER_FLAGS
+from tests.helpers.environment import ROOT, env
 
 JOBS = sorted(launch.JOBS)  # extract, predict, train: every job with a PipelineOptions class
 
@@ -170,3 +173,35 @@ def test_the_other_commands_help_is_laid_out_the_same_way(module, entry, expecte
     assert out.startswith(f"usage: python -m {module}")
     for text in expected:
         assert text in out, (module, text)
+
+
+# Prints which heavy packages a command's --help imported (on stderr, after the help on stdout).
+HEAVY_IMPORTS = """
+import sys
+from {module} import main
+status = main({argv!r})
+heavy = sorted({{name.split(".")[0] for name in sys.modules}} & {{"tensorflow", "keras", "apache_beam"}})
+print(f"heavy imports: {{heavy}}", file=sys.stderr)
+sys.exit(status)
+"""
+
+
+@pytest.mark.parametrize(
+    "module, argv",
+    [
+        ("pipelines.extract", ["--help"]),
+        ("pipelines.predict", ["--help"]),
+        ("pipelines.cli", ["extract", "--help"]),
+        ("pipelines.cli", ["predict", "--help"]),
+    ],
+)
+def test_help_imports_neither_tensorflow_nor_beam(module, argv):
+    """--help answers from the jobs' option declarations: TensorFlow and Beam (seconds to import) load
+    only when a job runs."""
+    code = HEAVY_IMPORTS.format(module=module, argv=argv)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "[runner options]" in done.stdout
+    assert done.stderr.splitlines()[-1] == "heavy imports: []", done.stderr
