@@ -19,41 +19,19 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from pipelines.checks.labels import add_label_options, class_subset
 from pipelines.options import (
-    SharedArgumentGroup,
-    add_demo_cache_option,
+    JobOptionGroup,
     add_earthengine_options,
-    add_grid_options,
-    add_imagery_options,
     add_local_runner_options,
-    add_max_attempts_option,
-    add_output_options,
-    local_runner,
     use_local_cores,
 )
-from pipelines.shell import JobShell, UsageError, comma_list, earthengine_sources, prepare_output
-from transforms.contracts.label_scheme import (
-    PRESETS,
-    UNKNOWN_ERROR,
-    UNKNOWN_POLICIES,
-    LabelScheme,
-    LabelSchemeError,
-    describe_histogram,
-    dynamic_world,
-    example_classes_file,
-    label_histogram,
-    resolve_label_scheme,
-    scheme_from_raster,
-)
+from pipelines.shell import JobShell, UsageError, check_shared_options
+from transforms.contracts.label_scheme import LabelSchemeError
 from transforms.contracts.schema import COMPRESSIONS, PatchSchema
-from transforms.geometry.grid import GridSpec, grid_spec_of
+from transforms.geometry.grid import GridSpec
 from transforms.runtime.command import quiet_start
-from transforms.runtime.outcome import (
-    DEFAULT_MAX_ERROR_FRACTION,
-    Outcome,
-    check_max_error_fraction,
-    warning_lines,
-)
+from transforms.runtime.outcome import DEFAULT_MAX_ERROR_FRACTION, Outcome, warning_lines
 
 # Beam, rasterio and the Beam steps load when the job runs, not for --help (see pipelines.shell).
 if TYPE_CHECKING:
@@ -62,7 +40,7 @@ if TYPE_CHECKING:
 
     from transforms.extract import LabelConfig, SplitConfig
     from transforms.geometry.sampling import Point, Region
-    from transforms.io.rasters import LocalRasterSource, PixelSource
+    from transforms.io.rasters import PixelSource
     from transforms.io.retry import RetryConfig
 
 DEFAULT_OUTPUT = "out/demo/data"
@@ -88,37 +66,9 @@ Examples: README.md, "Extraction"."""
 
 def add_options(parser) -> None:
     """The extraction's options, grouped (ExtractOptions and --help are made of them)."""
-    group = SharedArgumentGroup(parser, "inputs (default: the generated demo scene)")
-    add_imagery_options(group)
-    group.add_argument(
-        "--label-raster",
-        dest="label_raster",
-        default=None,
-        help="Label raster (label values per pixel, turned into classes by --label-scheme; default: the "
-        "demo scene's). `--labels PATH` is accepted too.",
-    )
-    group.add_argument(
-        "--label-scheme",
-        dest="label_scheme",
-        default=None,
-        help="Classes of the labels: a preset (" + ", ".join(PRESETS) + "), the binary shortcut "
-        "binary:NAME=VALUE[,VALUE...][:ignore=VALUE,...], or a classes file (JSON, local or gs://). "
-        "Default: dynamic-world for the demo scene and the WorldCover recipe, else the class names "
-        "the label raster carries.",
-    )
-    group.add_argument(
-        "--unknown-labels",
-        dest="unknown_labels",
-        choices=UNKNOWN_POLICIES,
-        default=UNKNOWN_ERROR,
-        help="Label values the scheme does not list: stop with an error (default) or treat them as no label.",
-    )
-    group.add_argument(
-        "--label-band",
-        dest="label_band",
-        default=None,
-        help="Name of the label band in --labels (default: its first band).",
-    )
+    group = JobOptionGroup(parser, "inputs (default: the generated demo scene)")
+    group.add_imagery()
+    add_label_options(group)
     group.add_argument(
         "--regions",
         default=None,
@@ -126,8 +76,8 @@ def add_options(parser) -> None:
         "your own label raster, its whole extent).",
     )
     group.add_argument("--bands", default=None, help="Comma-separated input bands to export (default: all).")
-    add_demo_cache_option(group)
-    group = SharedArgumentGroup(parser, "sampling")
+    group.add_demo_cache()
+    group = JobOptionGroup(parser, "sampling")
     group.add_argument(
         "--patch-size", dest="patch_size", type=int, default=128, help="Patch width/height in pixels."
     )
@@ -158,16 +108,16 @@ def add_options(parser) -> None:
     group.add_argument(
         "--seed", type=int, default=0, help="Sampling seed: the same seed gives the same points."
     )
-    group = SharedArgumentGroup(parser, "patches")
-    add_grid_options(group, "patch grid", "the label raster's", "the label raster's")
+    group = JobOptionGroup(parser, "patches")
+    group.add_grid("patch grid", "the label raster's", "the label raster's")
     group.add_argument(
         "--pad-edges",
         dest="pad_edges",
         action="store_true",
         help="Keep points whose patch runs off the raster, padded with 0 (inputs) and 255 (label), flagged padded=1. Default: dead-letter them.",
     )
-    add_max_attempts_option(group, "patch read")
-    group = SharedArgumentGroup(parser, "train/validation split")
+    group.add_max_attempts("patch read")
+    group = JobOptionGroup(parser, "train/validation split")
     group.add_argument(
         "--validation-fraction",
         dest="validation_fraction",
@@ -182,7 +132,7 @@ def add_options(parser) -> None:
         default=0.0,
         help="Split by spatial blocks of this size (CRS units) instead of per point; avoids leakage between overlapping patches.",
     )
-    group = SharedArgumentGroup(parser, "output")
+    group = JobOptionGroup(parser, "output")
     group.add_argument(
         "--compression",
         choices=COMPRESSIONS,
@@ -196,7 +146,7 @@ def add_options(parser) -> None:
         default=1,
         help="gzip level 0-9; 0-3 use the fast ISA-L deflate (see README for ratio vs. speed).",
     )
-    add_output_options(group, DEFAULT_OUTPUT, "points", "extraction")
+    group.add_output(DEFAULT_OUTPUT, "points", "extraction")
     add_earthengine_options(parser, with_labels=True)
     add_local_runner_options(parser)
 
@@ -227,147 +177,56 @@ class ExtractJob:
     options: dict[str, Any]
 
 
-def _numbers(value: str | None, kind, flag: str) -> list:
-    try:
-        return [kind(v) for v in comma_list(value) or []]
-    except ValueError:
-        raise UsageError(f"{flag} must be comma-separated numbers, got {value!r}.") from None
-
-
 def validate(opts: PipelineOptions) -> ExtractJob:
     """Check every input and return the job, or raise UsageError/SourceError/RegionsError."""
-    if opts.source == "earthengine":
-        return _earthengine_job(opts)
-    from transforms.extract import LabelConfig, raw_label_reading
-    from transforms.geometry.sampling import load_regions, region_windows, whole_raster_region
-    from transforms.io.rasters import LocalRasterSource
+    from pipelines.checks.output import extraction_output
+    from pipelines.checks.sources import extraction_sources
+    from transforms.extract import RetryConfig, SplitConfig
 
-    source = {"kind": "local"}
-    inputs, labels_path, regions_path = opts.inputs, opts.label_raster, opts.regions
-    if not (inputs and labels_path):
-        if inputs or labels_path or regions_path:
-            raise UsageError(
-                "Give both --inputs and --labels (--label-raster), with --regions optional, or none of the "
-                "three for the demo scene."
-            )
-        from pipelines.demo.scene import ensure_demo_scene
-
-        scene = ensure_demo_scene(opts.demo_cache)
-        inputs, labels_path, regions_path = [scene.image], scene.labels, scene.regions
-        source["kind"] = "demo"
     _check_numbers(opts)
-
-    input_source = LocalRasterSource(inputs, comma_list(opts.band_names))
-    label_source = LocalRasterSource([labels_path])
-    input_source.check_files()  # a broken or cut-short file stops the job here, not on the workers
-    label_source.check_files()
-    bands = comma_list(opts.bands) or list(input_source.bands)
-    input_source.check_bands(bands)
-    label_band = opts.label_band or label_source.bands[0]
-    label_source.check_bands([label_band])
-
-    crs, transform, width, height = label_source.native_grid()
+    sources = extraction_sources(opts)
+    scheme = sources.label_config.scheme
+    classes = class_subset(opts.classes, scheme)
     try:
-        grid = grid_spec_of(crs, transform)
+        split = SplitConfig(opts.validation_fraction, opts.split_block_size)
     except ValueError as e:
-        if not (opts.crs and opts.scale):
-            raise UsageError(f"Label raster {labels_path!r}: {e}") from None
-        grid = None
-    if opts.crs or opts.scale:
-        grid = GridSpec(opts.crs or crs, opts.scale or grid.scale)
-    if opts.patch_size > min(width, height) * abs(transform.a) / grid.scale:
-        raise UsageError(
-            f"--patch-size {opts.patch_size} is larger than the label raster ({width}x{height} pixels); "
-            "use a smaller patch."
-        )
-
-    if regions_path:
-        regions = tuple(load_regions(regions_path))
-        _check_regions_inside(regions, input_source, label_source)
-    else:
-        regions = (whole_raster_region(labels_path),)
-        notice(
-            f"No --regions given: sampling the whole label raster {labels_path!r} (less its nodata) as one "
-            f"region, {regions[0].name!r}."
-        )
-    band_index = label_source.band_refs[label_band].index
-    margin = math.ceil(opts.patch_size * grid.scale / abs(transform.a) / 2)
-    scheme = _local_scheme(opts, labels_path, band_index, source["kind"])
-    histogram = label_histogram(labels_path, band_index, region_windows(labels_path, regions, margin))
-    where = f"The label raster {labels_path!r}, where patches are read,"
-    _check_unknown_values(scheme, histogram, opts.unknown_labels, where)
-    dtype, nodata = label_source.band_type(label_band)
-    label_config = LabelConfig(scheme, opts.unknown_labels, **raw_label_reading(dtype, nodata))
-
-    strata_band = None
-    strata_edges = tuple(_numbers(opts.strata_edges, float, "--strata-edges"))
-    if opts.strata_band:
-        input_source.check_bands([opts.strata_band])
-        ref = input_source.band_refs[opts.strata_band]
-        strata_band = (ref.path, ref.index)
-        if not strata_edges:
-            raise UsageError("--strata-band needs --strata-edges, e.g. --strata-edges 500,1000,2000.")
-    source.update(inputs=list(inputs), labels=labels_path, regions=regions_path, label_band=label_band)
-    return _job(
-        opts,
-        input_source,
-        label_source,
-        label_band,
-        label_config,
-        regions,
-        bands,
-        grid,
-        source,
-        strata_band,
-        strata_edges,
-    )
-
-
-def notice(message: str) -> None:
-    """A line for the user about a choice the job made for them."""
-    print(f"note: {message}", file=sys.stderr)
-
-
-def _local_scheme(opts: PipelineOptions, labels_path: str, band: int, kind: str) -> LabelScheme:
-    """--label-scheme, else the demo's preset, else the classes the raster names; never a guess."""
-    if opts.label_scheme:
-        return _resolve(opts.label_scheme)
-    if kind == "demo":
-        return dynamic_world()
-    carried = scheme_from_raster(labels_path, band)
-    if carried is not None:
-        notice(
-            f"Label scheme from the label raster's own class names: "
-            f"{', '.join(f'{v}={c.name}' for c in carried.classes for v in c.values)}."
-        )
-        return carried
-    histogram = label_histogram(labels_path, band)
-    raise UsageError(
-        f"The label raster {labels_path!r} does not name its classes, and no --label-scheme was given: "
-        f"terrabeam will not guess class names. Values found: {describe_histogram(histogram)}. Write a "
-        f"classes file naming each value's class, e.g. {example_classes_file(histogram)}, and pass "
-        f"--label-scheme classes.json; or use a preset ({', '.join(PRESETS)}) or binary:NAME=VALUE. "
-        "See README, 'Your own labels'."
-    )
-
-
-def _resolve(spec: str) -> LabelScheme:
-    try:
-        return resolve_label_scheme(spec)
-    except LabelSchemeError as e:
         raise UsageError(str(e)) from None
-
-
-def _check_unknown_values(scheme: LabelScheme, histogram: dict, policy: str, where: str) -> None:
-    unknown = scheme.unknown_values(histogram)
-    if unknown and policy == UNKNOWN_ERROR:
-        raise UsageError(
-            f"{where} holds label values the label scheme {scheme.name!r} does not list: "
-            f"{describe_histogram(unknown)}. Add them to a class (or to 'ignore') in the classes file, or "
-            "pass --unknown-labels ignore to treat them as no label."
-        )
-    if unknown:
-        notice(f"Treating label values {describe_histogram(unknown)} as no label (--unknown-labels ignore).")
+    extraction_output(opts.output, opts.overwrite)
+    return ExtractJob(
+        inputs=sources.inputs,
+        labels=sources.labels,
+        label_band=sources.label_band,
+        label_config=sources.label_config,
+        regions=sources.regions,
+        schema=PatchSchema(tuple(sources.bands), opts.patch_size),
+        grid=sources.grid,
+        split=split,
+        points_per_class=opts.points_per_class,
+        seed=opts.seed,
+        classes=classes,
+        strata_band=sources.strata_band,
+        strata_edges=sources.strata_edges,
+        pad_edges=opts.pad_edges,
+        compression=opts.compression,
+        compression_level=opts.compression_level,
+        retry=RetryConfig(attempts=opts.max_attempts),
+        output=opts.output.rstrip("/"),
+        source=sources.source,
+        options={
+            "points_per_class": opts.points_per_class,
+            "seed": opts.seed,
+            "validation_fraction": opts.validation_fraction,
+            "split_block_size": opts.split_block_size,
+            "pad_edges": opts.pad_edges,
+            "classes": [scheme.names[c] for c in classes] if classes else None,
+            "unknown_labels": sources.label_config.unknown,
+            "strata_band": opts.strata_band,
+            "strata_edges": list(sources.strata_edges),
+            "compression": opts.compression,
+            "compression_level": opts.compression_level,
+            "max_error_fraction": opts.max_error_fraction,
+        },
+    )
 
 
 def _check_numbers(opts: PipelineOptions) -> None:
@@ -377,196 +236,7 @@ def _check_numbers(opts: PipelineOptions) -> None:
         raise UsageError(f"--points-per-class must be at least 1, got {opts.points_per_class}.")
     if opts.compression == "gzip" and not 0 <= opts.compression_level <= 9:
         raise UsageError(f"--compression-level must be 0-9, got {opts.compression_level}.")
-    if opts.max_attempts < 1:
-        raise UsageError(f"--max-attempts must be at least 1, got {opts.max_attempts}.")
-    try:
-        check_max_error_fraction(opts.max_error_fraction)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-
-
-def _job(
-    opts: PipelineOptions,
-    inputs: PixelSource,
-    labels: PixelSource,
-    label_band: str,
-    label_config: LabelConfig,
-    regions: tuple[Region, ...],
-    bands: Sequence[str],
-    grid: GridSpec,
-    source: dict[str, Any],
-    strata_band: tuple[str, int] | None = None,
-    strata_edges: tuple[float, ...] = (),
-) -> ExtractJob:
-    """The job from checked sources: checks the settings every source shares, the output last."""
-    from transforms.extract import RetryConfig, SplitConfig
-
-    classes = _class_subset(opts.classes, label_config.scheme)
-    try:
-        split = SplitConfig(opts.validation_fraction, opts.split_block_size)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    _prepare_output(opts.output, opts.overwrite)
-    return ExtractJob(
-        inputs=inputs,
-        labels=labels,
-        label_band=label_band,
-        label_config=label_config,
-        regions=regions,
-        schema=PatchSchema(tuple(bands), opts.patch_size),
-        grid=grid,
-        split=split,
-        points_per_class=opts.points_per_class,
-        seed=opts.seed,
-        classes=classes,
-        strata_band=strata_band,
-        strata_edges=strata_edges,
-        pad_edges=opts.pad_edges,
-        compression=opts.compression,
-        compression_level=opts.compression_level,
-        retry=RetryConfig(attempts=opts.max_attempts),
-        output=opts.output.rstrip("/"),
-        source=source,
-        options={
-            "points_per_class": opts.points_per_class,
-            "seed": opts.seed,
-            "validation_fraction": opts.validation_fraction,
-            "split_block_size": opts.split_block_size,
-            "pad_edges": opts.pad_edges,
-            "classes": [label_config.scheme.names[c] for c in classes] if classes else None,
-            "unknown_labels": label_config.unknown,
-            "strata_band": opts.strata_band,
-            "strata_edges": list(strata_edges),
-            "compression": opts.compression,
-            "compression_level": opts.compression_level,
-            "max_error_fraction": opts.max_error_fraction,
-        },
-    )
-
-
-def _class_subset(value: str | None, scheme: LabelScheme) -> tuple[int, ...] | None:
-    """--classes as class indices: names of the scheme (a class index is accepted too)."""
-    indices = []
-    for item in comma_list(value) or []:
-        if item in scheme.names:
-            indices.append(scheme.names.index(item))
-        elif item.isdigit() and int(item) < scheme.num_classes:
-            indices.append(int(item))
-        else:
-            raise UsageError(
-                f"--classes {item!r} is not a class of the label scheme {scheme.name!r}; its classes are "
-                f"{', '.join(scheme.names)}."
-            )
-    return tuple(sorted(set(indices))) or None
-
-
-def _earthengine_job(opts: PipelineOptions) -> ExtractJob:
-    """The job for --source earthengine: images by recipe, points by Earth Engine's stratifiedSample.
-
-    The session is started here, so a missing project, bad credentials or an unreachable endpoint stop
-    the job before it starts.
-    """
-    from transforms.extract import LabelConfig
-    from transforms.geometry.sampling import load_regions
-    from transforms.io.earthengine import client as earthengine
-    from transforms.io.earthengine.recipes import DEFAULT_INPUTS, DEFAULT_LABELS
-
-    if opts.inputs or opts.label_raster or opts.band_names:
-        raise UsageError(
-            "--inputs, --labels and --band-names describe local rasters; with --source earthengine use "
-            "--ee-image and --ee-labels."
-        )
-    if not opts.regions:
-        raise UsageError("--source earthengine needs --regions, a GeoJSON of lon/lat polygons to sample in.")
-    if opts.strata_band:
-        raise UsageError(
-            "--strata-band works with local rasters only; leave it out with --source earthengine."
-        )
-    _check_numbers(opts)
-    config, (inputs, raw_labels) = earthengine_sources(
-        opts, opts.ee_image or DEFAULT_INPUTS, opts.ee_labels or DEFAULT_LABELS
-    )
-    regions = tuple(load_regions(opts.regions))
-    inputs.connect()
-    raw_labels.connect()
-    bands = comma_list(opts.bands) or list(inputs.bands)
-    inputs.check_bands(bands)
-    label_band = opts.label_band or raw_labels.bands[0]
-    raw_labels.check_bands([label_band])
-    inputs.check_request(opts.patch_size, opts.patch_size, len(bands), "float32")
-    raw_labels.check_request(opts.patch_size, opts.patch_size, 1, "uint8")
-    grid = GridSpec(opts.crs or earthengine.utm_crs_of(regions), opts.scale or earthengine.DEFAULT_SCALE)
-    # The label values in the regions, counted by Earth Engine: unknown values stop the job here.
-    histogram = earthengine.label_histogram(raw_labels, label_band, regions, grid)
-    if opts.label_scheme:
-        scheme = _resolve(opts.label_scheme)
-    elif raw_labels.recipe.spec == DEFAULT_LABELS:
-        scheme = dynamic_world()
-    else:
-        raise UsageError(
-            f"--ee-labels {raw_labels.recipe.spec!r} needs --label-scheme: terrabeam will not guess class "
-            f"names. Values found in the regions: {describe_histogram(histogram)}. Write a classes file, "
-            f"e.g. {example_classes_file(histogram)}, or use a preset ({', '.join(PRESETS)}) or "
-            "binary:NAME=VALUE. See README, 'Your own labels'."
-        )
-    where = f"--ee-labels {raw_labels.recipe.spec!r}, in the regions,"
-    _check_unknown_values(scheme, histogram, opts.unknown_labels, where)
-    # Earth Engine remaps the labels to class indices on the server (ee.Image.remap).
-    labels = earthengine.EarthEngineSource(
-        raw_labels.recipe,
-        config,
-        opts.ee_fetch,
-        label_scheme=scheme,
-        label_band=label_band,
-        unknown_labels=opts.unknown_labels,
-    )
-    label_config = LabelConfig(scheme, opts.unknown_labels, remapped_by_source=True)
-    source = {
-        "kind": "earthengine",
-        "project": config.project,
-        "endpoint": config.endpoint,
-        "image": inputs.recipe.spec,
-        "labels": labels.recipe.spec,
-        "label_band": label_band,
-        "fetch": opts.ee_fetch,
-        "regions": opts.regions,
-        "max_requests": opts.max_requests,
-    }
-    return _job(opts, inputs, labels, label_band, label_config, regions, bands, grid, source)
-
-
-def _check_regions_inside(regions: Sequence[Region], *sources: LocalRasterSource) -> None:
-    from rasterio.warp import transform_bounds
-
-    from transforms.geometry.sampling import RegionsError, features
-
-    outside = []
-    for region in regions:
-        left, bottom, right, top = features.bounds(region.geometry)
-        for src in sources:
-            crs = src.native_grid()[0]
-            fl, fb, fr, ft = src.footprint(crs)
-            rl, rb, rr, rt = transform_bounds("EPSG:4326", crs, left, bottom, right, top)
-            if rl >= fr or rr <= fl or rb >= ft or rt <= fb:
-                outside.append(region.name)
-                break
-    if outside:
-        raise RegionsError(
-            f"Region(s) {', '.join(outside)} lie outside the raster footprint. Regions are lon/lat "
-            "(EPSG:4326) polygons; check the coordinates or the rasters."
-        )
-
-
-def _prepare_output(output: str, overwrite: bool) -> None:
-    """Fail early if the output is not writable or holds an earlier extraction (unless --overwrite)."""
-    from apache_beam.io.filesystems import FileSystems
-
-    from transforms.contracts.manifest import MANIFEST_NAME
-
-    base = output.rstrip("/")
-    existing = FileSystems.match([f"{base}/{MANIFEST_NAME}", f"{base}/train/*", f"{base}/validation/*"])
-    found = [m.path for result in existing for m in result.metadata_list]
-    prepare_output(output, found, overwrite, "an extraction", FileSystems.delete)
+    check_shared_options(opts)
 
 
 def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob, fail_in_pipeline: bool = False) -> None:
@@ -754,26 +424,15 @@ def input_errors() -> tuple[type[Exception], ...]:
     return (SourceError, RegionsError, LabelSchemeError)
 
 
-SHELL = JobShell(
-    module="pipelines.extract",
-    options_name="ExtractOptions",
-    add_options=add_options,
-    description=DESCRIPTION,
-    job="extraction",
-    aliases=label_raster_alias,
-    input_errors=input_errors,
-)
-
-
-def __getattr__(name: str) -> type:
-    """`ExtractOptions`: the options as Beam's PipelineOptions class, made when first asked for."""
-    return SHELL.module_attribute(name)
+SHELL = JobShell("pipelines.extract", "ExtractOptions", add_options, DESCRIPTION, "extraction")
+# ExtractOptions, the options as Beam's PipelineOptions class, is made when first asked for.
+__getattr__ = SHELL.module_attribute
 
 
 def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> Outcome | None:
     """Parse flags, validate, run the pipeline to completion; JobFailed when the result is a failure."""
-    command = SHELL.parse(argv, save_main_session)  # --help ends here, before the job's imports
-    from pipelines.progress import EXTRACTION, run_job
+    command = SHELL.parse(argv, save_main_session, label_raster_alias)  # --help ends here
+    from pipelines.progress import EXTRACTION
     from transforms.contracts.manifest import MANIFEST_NAME
 
     opts, options = command.job, command.options
@@ -782,15 +441,13 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> O
         options, command.args, WORKER_BYTES, opts.max_memory, planned_points(job), MIN_POINTS_PER_WORKER
     )
     manifest = f"{job.output}/{MANIFEST_NAME}"
-    outcome = run_job(
+    outcome = SHELL.run_pipeline(
         options,
         lambda pipeline, remote: build_pipeline(pipeline, job, remote),
         EXTRACTION,
-        outcome_path=manifest,
-        job="extraction",
-        where=job.output,
-        runner=local_runner(options),
-    )  # None where the runner returned before the job ended
+        manifest,
+        job.output,
+    )
     print(f"Extraction written to {job.output} (manifest: {manifest})")
     for line in warning_lines(outcome) if outcome else []:
         print(line, file=sys.stderr)
@@ -801,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`python -m pipelines.extract`: 0 written, 1 failed, 2 bad input."""
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = quiet_start(argv)  # first: TensorFlow reads its log level once, when it loads
-    return SHELL.exit_status(run, argv, verbose)
+    return SHELL.exit_status(run, argv, verbose, input_errors)
 
 
 if __name__ == "__main__":

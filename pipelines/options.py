@@ -258,68 +258,70 @@ def add_local_runner_options(parser) -> None:
     )
 
 
-# --- options that extraction and prediction share, each added to a group of the job's ------------------
+# --- options that extraction and prediction share ---------------------------------------------------
 
 
-def add_imagery_options(group: SharedArgumentGroup) -> None:
-    """--inputs and --band-names: local rasters to read."""
-    group.add_argument(
-        "--inputs",
-        nargs="+",
-        default=None,
-        help="Input rasters: one multi-band file or one per band (default: the demo scene).",
-    )
-    group.add_argument(
-        "--band-names",
-        dest="band_names",
-        default=None,
-        help="Comma-separated names for all input bands, in file order (default: band descriptions, else file names).",
-    )
+class JobOptionGroup(SharedArgumentGroup):
+    """A group of a job's options, with the options that extraction and prediction share, each added to
+    the group where the job lists it."""
 
+    def add_imagery(self) -> None:
+        """--inputs and --band-names: local rasters to read."""
+        self.add_argument(
+            "--inputs",
+            nargs="+",
+            default=None,
+            help="Input rasters: one multi-band file or one per band (default: the demo scene).",
+        )
+        self.add_argument(
+            "--band-names",
+            dest="band_names",
+            default=None,
+            help="Comma-separated names for all input bands, in file order (default: band descriptions, else file names).",
+        )
 
-def add_demo_cache_option(group: SharedArgumentGroup) -> None:
-    group.add_argument(
-        "--demo-cache",
-        dest="demo_cache",
-        default=None,
-        help="Folder for the generated demo scene (default: $TERRABEAM_CACHE or ~/.cache/terrabeam).",
-    )
+    def add_demo_cache(self) -> None:
+        self.add_argument(
+            "--demo-cache",
+            dest="demo_cache",
+            default=None,
+            help="Folder for the generated demo scene (default: $TERRABEAM_CACHE or ~/.cache/terrabeam).",
+        )
 
+    def add_grid(self, grid: str, crs_default: str, scale_default: str) -> None:
+        """--crs and --scale of the job's pixel grid (`grid`: "patch grid", "output grid")."""
+        self.add_argument("--crs", default=None, help=f"CRS of the {grid} (default: {crs_default}).")
+        self.add_argument(
+            "--scale",
+            type=float,
+            default=None,
+            help=f"Pixel size of the {grid} in CRS units (default: {scale_default}).",
+        )
 
-def add_grid_options(group: SharedArgumentGroup, grid: str, crs_default: str, scale_default: str) -> None:
-    """--crs and --scale of the job's pixel grid (`grid`: "patch grid", "output grid")."""
-    group.add_argument("--crs", default=None, help=f"CRS of the {grid} (default: {crs_default}).")
-    group.add_argument(
-        "--scale",
-        type=float,
-        default=None,
-        help=f"Pixel size of the {grid} in CRS units (default: {scale_default}).",
-    )
+    def add_max_attempts(self, read: str) -> None:
+        """--max-attempts of each `read` ("patch read", "tile read")."""
+        self.add_argument(
+            "--max-attempts",
+            dest="max_attempts",
+            type=int,
+            default=5,
+            help=f"Tries per {read} before it is dead-lettered.",
+        )
 
-
-def add_max_attempts_option(group: SharedArgumentGroup, read: str) -> None:
-    """--max-attempts of each `read` ("patch read", "tile read")."""
-    group.add_argument(
-        "--max-attempts",
-        dest="max_attempts",
-        type=int,
-        default=5,
-        help=f"Tries per {read} before it is dead-lettered.",
-    )
-
-
-def add_output_options(group: SharedArgumentGroup, default: str, unit: str, earlier: str) -> None:
-    """--max-error-fraction (of the job's `unit`s), --output (default `default`) and --overwrite (of an
-    `earlier` result)."""
-    group.add_argument(
-        "--max-error-fraction",
-        dest="max_error_fraction",
-        type=float,
-        default=DEFAULT_MAX_ERROR_FRACTION,
-        help=f"Fail (exit status 1) when more than this fraction of the {unit} fail; 1.0 turns the check off.",
-    )
-    group.add_argument("--output", default=default, help="Output folder (local or gs://).")
-    group.add_argument("--overwrite", action="store_true", help=f"Replace an earlier {earlier} in --output.")
+    def add_output(self, default: str, unit: str, earlier: str) -> None:
+        """--max-error-fraction (of the job's `unit`s), --output (default `default`) and --overwrite (of an
+        `earlier` result)."""
+        self.add_argument(
+            "--max-error-fraction",
+            dest="max_error_fraction",
+            type=float,
+            default=DEFAULT_MAX_ERROR_FRACTION,
+            help=f"Fail (exit status 1) when more than this fraction of the {unit} fail; 1.0 turns the check off.",
+        )
+        self.add_argument("--output", default=default, help="Output folder (local or gs://).")
+        self.add_argument(
+            "--overwrite", action="store_true", help=f"Replace an earlier {earlier} in --output."
+        )
 
 
 # --- every local core ---------------------------------------------------------------------------------

@@ -4,11 +4,13 @@ A job module (pipelines.extract, pipelines.predict) declares its options, checks
 pipeline and finishes it; the shell does the rest, the same way for every job:
 
 - `JobShell`: the job's --help, its options as a Beam `PipelineOptions` class, the command line parsed
-  and checked (did-you-mean for unknown options), and `main`'s mapping of errors to exit statuses.
-- `UsageError`, and checks of the options the jobs share (`comma_list`, `earthengine_sources`).
+  and checked (did-you-mean for unknown options), the pipeline run with progress, and main's mapping
+  of errors to exit statuses.
+- `UsageError`, `notice`, and what the jobs' checks share (`comma_list`, `check_shared_options`).
 - `prepare_output`: stop before the job starts when its output is taken or not writable.
 
-The end of a job's pipeline (dead letters, the finishing step) is in pipelines.tail.
+The checks themselves are in pipelines.checks; the end of a job's pipeline (dead letters, the finishing
+step) is in pipelines.tail.
 
 Nothing here imports Beam or TensorFlow at module level: --help answers without them (Beam alone takes
 seconds to import), and TensorFlow loads only when a job runs, after the quiet start.
@@ -26,10 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.options import help_flags, help_parser, parse_job_flags, runner_help, unknown_flags_message
 from transforms.runtime.command import prog, strip_verbose
-from transforms.runtime.outcome import JobFailed
+from transforms.runtime.outcome import JobFailed, Outcome, check_max_error_fraction
 
 if TYPE_CHECKING:
     from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.progress import Progress
 
 
 class UsageError(ValueError):
@@ -39,6 +43,21 @@ class UsageError(ValueError):
 def comma_list(value: str | None) -> list[str] | None:
     """A comma-separated option as its items (None when not given or empty)."""
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def notice(message: str) -> None:
+    """A line for the user about a choice the job made for them."""
+    print(f"note: {message}", file=sys.stderr)
+
+
+def check_shared_options(opts: Any) -> None:
+    """The numbers of the options every job shares: --max-attempts, --max-error-fraction."""
+    if opts.max_attempts < 1:
+        raise UsageError(f"--max-attempts must be at least 1, got {opts.max_attempts}.")
+    try:
+        check_max_error_fraction(opts.max_error_fraction)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,12 +83,7 @@ class JobShell:
     options_name: str  # "ExtractOptions"
     add_options: Callable[[Any], None]  # adds the job's options, grouped, to an argparse parser
     description: str  # the first paragraph of --help
-    job: str  # "extraction", in --help's paragraph on the runner options
-    # Rewrites the command line before it is parsed, for spellings the job accepts besides its own.
-    aliases: Callable[[Sequence[str]], list[str]] = list
-    # The errors besides UsageError that mean bad input (exit status 2, or the error's own `status`).
-    # Called only once an error is raised, so that the modules defining them load when the job runs.
-    input_errors: Callable[[], tuple[type[Exception], ...]] = tuple
+    job: str  # "extraction": in --help's paragraph on the runner options, and in a failure's report
 
     def options_class(self) -> type:
         """The job's options as a Beam `PipelineOptions` subclass, made on first use.
@@ -99,7 +113,7 @@ class JobShell:
         return _OPTIONS_CLASSES[key]
 
     def module_attribute(self, name: str) -> type:
-        """For the job module's `__getattr__`: its options class, by name."""
+        """The job module's `__getattr__` (PEP 562): its options class, by name."""
         if name == self.options_name:
             return self.options_class()
         raise AttributeError(f"module {self.module!r} has no attribute {name!r}")
@@ -108,10 +122,15 @@ class JobShell:
         """--help: the job's options as it groups them, then Beam's runner options."""
         return help_parser(prog(self.module), self.description, [self.add_options], runner_help(self.job))
 
-    def parse(self, argv: Sequence[str] | None, save_main_session: bool = False) -> CommandLine:
+    def parse(
+        self,
+        argv: Sequence[str] | None,
+        save_main_session: bool = False,
+        aliases: Callable[[Sequence[str]], list[str]] = list,
+    ) -> CommandLine:
         """Answer --help, or parse and check the command line (UsageError: unknown options, with the
-        closest known one)."""
-        args, _ = strip_verbose(self.aliases(argv or []))
+        closest known one). `aliases` rewrites spellings the job accepts besides its own."""
+        args, _ = strip_verbose(aliases(argv or []))
         parser = self.help_parser()
         parse_job_flags(args, parser)  # --help ends here, before Beam is imported
         from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
@@ -127,18 +146,42 @@ class JobShell:
             raise UsageError(f"--max-memory must be a positive number of GiB, got {job.max_memory}.")
         return CommandLine(args, options, job)
 
+    def run_pipeline(
+        self,
+        options: PipelineOptions,
+        build: Callable[[Any, bool], None],
+        progress: Progress,
+        outcome_path: str,
+        where: str,
+    ) -> Outcome | None:
+        """Run the pipeline that `build(pipeline, remote)` makes to its end, showing `progress`
+        (pipelines.progress), on this machine's LocalRunner where it runs here. Returns the outcome
+        recorded in `outcome_path` (None where the runner returned before the job ended); JobFailed
+        when it is a failure. `where`: what to look at then (the output folder)."""
+        from pipelines.options import local_runner
+        from pipelines.progress import run_job
+
+        runner = local_runner(options)
+        return run_job(
+            options, build, progress, outcome_path=outcome_path, job=self.job, where=where, runner=runner
+        )
+
     def exit_status(
         self,
         run: Callable[[list[str]], Any],
         argv: Sequence[str],
         verbose: bool,
+        input_errors: Callable[[], tuple[type[Exception], ...]] = tuple,
         report: Callable[[Any], None] | None = None,
     ) -> int:
         """Run the job and say how it ended: 0 done (after `report(result)`), 1 failed (its report on
         stderr), 2 bad input (`error: <what to change>`); argparse's own statuses for --help and
         badly typed values. Any other error is a bug and propagates with its traceback.
 
-        The job's main() starts quietly before it calls this (TensorFlow reads its log level once).
+        `input_errors` gives the errors besides UsageError that mean bad input (an error may carry
+        its own exit `status`); it is called only once an error is raised, so that the modules defining
+        them load when the job runs. The job's main() starts quietly before it calls this (TensorFlow
+        reads its log level once).
         """
         logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
         try:
@@ -149,18 +192,13 @@ class JobShell:
             print(e.report(), file=sys.stderr)
             return 1
         except Exception as e:
-            if not isinstance(e, (UsageError, *self.input_errors())):
+            if not isinstance(e, (UsageError, *input_errors())):
                 raise
             print(f"error: {e}", file=sys.stderr)
             return getattr(e, "status", 2)  # e.g. AssetError: 1 when the written map failed to register
         if report is not None:
             report(result)
         return 0
-
-
-def command_line(argv: Sequence[str] | None) -> list[str]:
-    """The arguments of a job's main(): `argv`, or this process's."""
-    return list(sys.argv[1:] if argv is None else argv)
 
 
 def prepare_output(
@@ -194,36 +232,3 @@ def prepare_output(
             clear(earlier)
     except Exception as e:
         raise UsageError(f"Output {output!r} is not writable: {e}") from None
-
-
-def earthengine_sources(opts: Any, *recipes: str) -> tuple[Any, list[Any]]:
-    """The Earth Engine session that the Earth Engine options ask for, and a source for each image recipe.
-
-    Each worker process gets its share of --max-requests. The session is not started here.
-    """
-    from transforms.io.earthengine import client
-
-    if opts.max_requests < 1:
-        raise UsageError(f"--max-requests must be at least 1, got {opts.max_requests}.")
-    per_process, processes = client.requests_per_process(opts.max_requests, opts)
-    if not processes:
-        raise UsageError(
-            "With --source earthengine on a distributed runner, set --max_num_workers: each worker sends "
-            "at most --max-requests / --max_num_workers requests at a time."
-        )
-    if processes > opts.max_requests:
-        logging.warning(
-            "%d worker processes share --max-requests %d: each still sends one request at a time.",
-            processes,
-            opts.max_requests,
-        )
-    try:
-        config = client.EarthEngineConfig(
-            project=opts.ee_project,
-            endpoint=opts.ee_endpoint or client.HIGH_VOLUME_URL,
-            key_file=opts.ee_key_file,
-            max_in_flight=per_process,
-        )
-        return config, [client.EarthEngineSource(recipe, config, opts.ee_fetch) for recipe in recipes]
-    except ValueError as e:  # a recipe that does not parse (RecipeError), or settings the source refuses
-        raise UsageError(str(e)) from None

@@ -410,8 +410,9 @@ def test_a_model_folder_without_a_model_says_how_to_make_one(tmp_path):
 
 def test_the_model_folder_is_recognised_by_the_file_that_training_writes():
     from model.export import MODEL_JSON
+    from pipelines.checks import model_folder
 
-    assert predict.MODEL_JSON == MODEL_JSON
+    assert model_folder.MODEL_JSON == MODEL_JSON
 
 
 def test_an_earlier_prediction_is_kept_unless_overwrite(tiny_scene, conv_model_dir, tmp_path, capsys):

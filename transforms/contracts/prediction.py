@@ -16,3 +16,4 @@ PROBABILITIES_NAME = "probabilities"
 POSITIVE_NAME = "probability"
 TILES_DIR = "tiles"
 QUICKLOOK_NAME = "classes.png"
+SUMMARY_NAME = "prediction.json"  # what was predicted and written, and how the job ended
