@@ -1,10 +1,4 @@
-"""Beam pipelines and the data they run on by default."""
+"""Beam pipelines and the data they run on by default.
 
-import sys
-
-# `python -m pipelines.<command>`: Python runs this before the command's own imports (sys.argv[0] is
-# "-m" while it locates the module), the one moment to keep TensorFlow's start-up lines quiet.
-if sys.argv[:1] == ["-m"]:
-    from transforms.runtime.command import quiet_start
-
-    quiet_start(sys.argv[1:])
+Importing the package does no work: each entry point starts quietly at the top of its own main().
+"""

@@ -111,6 +111,7 @@ def unknown_command(name: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `terrabeam COMMAND ...`; returns the command's exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    quiet_start(args)  # first: before a command's imports load TensorFlow
     if not args:
         print(usage(), file=sys.stderr)
         print(f"\nerror: name a command ({', '.join(COMMANDS)}).", file=sys.stderr)
@@ -128,7 +129,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is None:
         print(unknown_command(name), file=sys.stderr)
         return 2
-    quiet_start(rest)  # before the command's imports load TensorFlow
     set_prog(command.module, f"{PROG} {name}")
     entry = getattr(importlib.import_module(command.module), command.entry)
     try:

@@ -11,81 +11,37 @@ stops with a clear message and writes nothing.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import math
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
-from apache_beam.pvalue import AsDict, AsList, AsSingleton
-
+from pipelines.checks.labels import add_label_options, class_subset
 from pipelines.options import (
-    SharedArgumentGroup,
+    JobOptionGroup,
     add_earthengine_options,
     add_local_runner_options,
-    help_flags,
-    help_parser,
-    local_runner,
-    parse_job_flags,
-    runner_help,
-    unknown_flags_message,
     use_local_cores,
 )
-from pipelines.progress import EXTRACTION, run_job
-from transforms.contracts.label_scheme import (
-    PRESETS,
-    UNKNOWN_ERROR,
-    UNKNOWN_POLICIES,
-    LabelScheme,
-    LabelSchemeError,
-    describe_histogram,
-    dynamic_world,
-    example_classes_file,
-    label_histogram,
-    resolve_label_scheme,
-    scheme_from_raster,
-)
-from transforms.contracts.manifest import MANIFEST_NAME, build_manifest, write_manifest
-from transforms.contracts.schema import PatchSchema
-from transforms.extract import (
-    ERRORS,
-    SPLITS,
-    STATS,
-    FetchPatches,
-    LabelConfig,
-    RetryConfig,
-    SplitConfig,
-    SumArrays,
-    raw_label_reading,
-    sample_points,
-)
-from transforms.geometry.grid import GridSpec, grid_spec_of
-from transforms.geometry.sampling import (
-    Point,
-    Region,
-    RegionsError,
-    load_regions,
-    region_windows,
-    whole_raster_region,
-)
-from transforms.io.rasters import LocalRasterSource, PixelSource, SourceError
-from transforms.io.tfrecords import COMPRESSIONS, SUFFIX, WriteRecords, finalize_shards
-from transforms.runtime.command import prog, quiet_start, strip_verbose
-from transforms.runtime.outcome import (
-    DEFAULT_MAX_ERROR_FRACTION,
-    CountReasons,
-    JobFailed,
-    Outcome,
-    check_max_error_fraction,
-    check_outcome,
-    warning_lines,
-)
+from pipelines.shell import JobShell, UsageError, check_shared_options
+from transforms.contracts.label_scheme import LabelSchemeError
+from transforms.contracts.schema import COMPRESSIONS, PatchSchema
+from transforms.geometry.grid import GridSpec
+from transforms.runtime.command import quiet_start
+from transforms.runtime.outcome import DEFAULT_MAX_ERROR_FRACTION, Outcome, warning_lines
+
+# Beam, rasterio and the Beam steps load when the job runs, not for --help (see pipelines.shell).
+if TYPE_CHECKING:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from transforms.extract import LabelConfig, SplitConfig
+    from transforms.geometry.sampling import Point, Region
+    from transforms.io.rasters import PixelSource
+    from transforms.io.retry import RetryConfig
 
 DEFAULT_OUTPUT = "out/demo/data"
 # Points are fetched in spatial groups of this many pixels square, sorted in raster order, so tiles
@@ -108,164 +64,91 @@ manifest.json. With no options it extracts from the generated demo scene into ou
 Examples: README.md, "Extraction"."""
 
 
-class UsageError(ValueError):
-    """Bad command-line input; the message says what to change."""
-
-
-class ExtractOptions(PipelineOptions):
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:
-        group = SharedArgumentGroup(parser, "inputs (default: the generated demo scene)")
-        group.add_argument(
-            "--inputs",
-            nargs="+",
-            default=None,
-            help="Input rasters: one multi-band file or one per band (default: the demo scene).",
-        )
-        group.add_argument(
-            "--band-names",
-            dest="band_names",
-            default=None,
-            help="Comma-separated names for all input bands, in file order (default: band descriptions, else file names).",
-        )
-        group.add_argument(
-            "--label-raster",
-            dest="label_raster",
-            default=None,
-            help="Label raster (label values per pixel, turned into classes by --label-scheme; default: the "
-            "demo scene's). `--labels PATH` is accepted too.",
-        )
-        group.add_argument(
-            "--label-scheme",
-            dest="label_scheme",
-            default=None,
-            help="Classes of the labels: a preset (" + ", ".join(PRESETS) + "), the binary shortcut "
-            "binary:NAME=VALUE[,VALUE...][:ignore=VALUE,...], or a classes file (JSON, local or gs://). "
-            "Default: dynamic-world for the demo scene and the WorldCover recipe, else the class names "
-            "the label raster carries.",
-        )
-        group.add_argument(
-            "--unknown-labels",
-            dest="unknown_labels",
-            choices=UNKNOWN_POLICIES,
-            default=UNKNOWN_ERROR,
-            help="Label values the scheme does not list: stop with an error (default) or treat them as no label.",
-        )
-        group.add_argument(
-            "--label-band",
-            dest="label_band",
-            default=None,
-            help="Name of the label band in --labels (default: its first band).",
-        )
-        group.add_argument(
-            "--regions",
-            default=None,
-            help="GeoJSON of (multi)polygons in lon/lat to sample inside (default: the demo scene's; for "
-            "your own label raster, its whole extent).",
-        )
-        group.add_argument(
-            "--bands", default=None, help="Comma-separated input bands to export (default: all)."
-        )
-        group.add_argument(
-            "--demo-cache",
-            dest="demo_cache",
-            default=None,
-            help="Folder for the generated demo scene (default: $TERRABEAM_CACHE or ~/.cache/terrabeam).",
-        )
-        group = SharedArgumentGroup(parser, "sampling")
-        group.add_argument(
-            "--patch-size", dest="patch_size", type=int, default=128, help="Patch width/height in pixels."
-        )
-        group.add_argument(
-            "--points-per-class",
-            dest="points_per_class",
-            type=int,
-            default=100,
-            help="Points per stratum and region.",
-        )
-        group.add_argument(
-            "--classes",
-            default=None,
-            help="Comma-separated class names of the label scheme to sample (default: every class).",
-        )
-        group.add_argument(
-            "--strata-band",
-            dest="strata_band",
-            default=None,
-            help="Input band whose bins split each class into strata (e.g. elevation).",
-        )
-        group.add_argument(
-            "--strata-edges",
-            dest="strata_edges",
-            default=None,
-            help="Comma-separated bin edges for --strata-band, e.g. 500,1000,2000.",
-        )
-        group.add_argument(
-            "--seed", type=int, default=0, help="Sampling seed: the same seed gives the same points."
-        )
-        group = SharedArgumentGroup(parser, "patches")
-        group.add_argument("--crs", default=None, help="CRS of the patch grid (default: the label raster's).")
-        group.add_argument(
-            "--scale",
-            type=float,
-            default=None,
-            help="Pixel size of the patch grid in CRS units (default: the label raster's).",
-        )
-        group.add_argument(
-            "--pad-edges",
-            dest="pad_edges",
-            action="store_true",
-            help="Keep points whose patch runs off the raster, padded with 0 (inputs) and 255 (label), flagged padded=1. Default: dead-letter them.",
-        )
-        group.add_argument(
-            "--max-attempts",
-            dest="max_attempts",
-            type=int,
-            default=5,
-            help="Tries per patch read before it is dead-lettered.",
-        )
-        group = SharedArgumentGroup(parser, "train/validation split")
-        group.add_argument(
-            "--validation-fraction",
-            dest="validation_fraction",
-            type=float,
-            default=0.1,
-            help="Fraction of points in the validation split.",
-        )
-        group.add_argument(
-            "--split-block-size",
-            dest="split_block_size",
-            type=float,
-            default=0.0,
-            help="Split by spatial blocks of this size (CRS units) instead of per point; avoids leakage between overlapping patches.",
-        )
-        group = SharedArgumentGroup(parser, "output")
-        group.add_argument(
-            "--compression",
-            choices=COMPRESSIONS,
-            default="gzip",
-            help="TFRecord compression (gzip is read by TensorFlow with compression_type='GZIP').",
-        )
-        group.add_argument(
-            "--compression-level",
-            dest="compression_level",
-            type=int,
-            default=1,
-            help="gzip level 0-9; 0-3 use the fast ISA-L deflate (see README for ratio vs. speed).",
-        )
-        group.add_argument(
-            "--max-error-fraction",
-            dest="max_error_fraction",
-            type=float,
-            default=DEFAULT_MAX_ERROR_FRACTION,
-            help="Fail (exit status 1) when more than this fraction of the points fail; 1.0 turns the check off.",
-        )
-        group.add_argument("--output", default=DEFAULT_OUTPUT, help="Output folder (local or gs://).")
-        group.add_argument(
-            "--overwrite", action="store_true", help="Replace an earlier extraction in --output."
-        )
-        add_earthengine_options(parser, with_labels=True)
-        add_local_runner_options(parser)
+def add_options(parser) -> None:
+    """The extraction's options, grouped (ExtractOptions and --help are made of them)."""
+    group = JobOptionGroup(parser, "inputs (default: the generated demo scene)")
+    group.add_imagery()
+    add_label_options(group)
+    group.add_argument(
+        "--regions",
+        default=None,
+        help="GeoJSON of (multi)polygons in lon/lat to sample inside (default: the demo scene's; for "
+        "your own label raster, its whole extent).",
+    )
+    group.add_argument("--bands", default=None, help="Comma-separated input bands to export (default: all).")
+    group.add_demo_cache()
+    group = JobOptionGroup(parser, "sampling")
+    group.add_argument(
+        "--patch-size", dest="patch_size", type=int, default=128, help="Patch width/height in pixels."
+    )
+    group.add_argument(
+        "--points-per-class",
+        dest="points_per_class",
+        type=int,
+        default=100,
+        help="Points per stratum and region.",
+    )
+    group.add_argument(
+        "--classes",
+        default=None,
+        help="Comma-separated class names of the label scheme to sample (default: every class).",
+    )
+    group.add_argument(
+        "--strata-band",
+        dest="strata_band",
+        default=None,
+        help="Input band whose bins split each class into strata (e.g. elevation).",
+    )
+    group.add_argument(
+        "--strata-edges",
+        dest="strata_edges",
+        default=None,
+        help="Comma-separated bin edges for --strata-band, e.g. 500,1000,2000.",
+    )
+    group.add_argument(
+        "--seed", type=int, default=0, help="Sampling seed: the same seed gives the same points."
+    )
+    group = JobOptionGroup(parser, "patches")
+    group.add_grid("patch grid", "the label raster's", "the label raster's")
+    group.add_argument(
+        "--pad-edges",
+        dest="pad_edges",
+        action="store_true",
+        help="Keep points whose patch runs off the raster, padded with 0 (inputs) and 255 (label), flagged padded=1. Default: dead-letter them.",
+    )
+    group.add_max_attempts("patch read")
+    group = JobOptionGroup(parser, "train/validation split")
+    group.add_argument(
+        "--validation-fraction",
+        dest="validation_fraction",
+        type=float,
+        default=0.1,
+        help="Fraction of points in the validation split.",
+    )
+    group.add_argument(
+        "--split-block-size",
+        dest="split_block_size",
+        type=float,
+        default=0.0,
+        help="Split by spatial blocks of this size (CRS units) instead of per point; avoids leakage between overlapping patches.",
+    )
+    group = JobOptionGroup(parser, "output")
+    group.add_argument(
+        "--compression",
+        choices=COMPRESSIONS,
+        default="gzip",
+        help="TFRecord compression (gzip is read by TensorFlow with compression_type='GZIP').",
+    )
+    group.add_argument(
+        "--compression-level",
+        dest="compression_level",
+        type=int,
+        default=1,
+        help="gzip level 0-9; 0-3 use the fast ISA-L deflate (see README for ratio vs. speed).",
+    )
+    group.add_output(DEFAULT_OUTPUT, "points", "extraction")
+    add_earthengine_options(parser, with_labels=True)
+    add_local_runner_options(parser)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,214 +177,51 @@ class ExtractJob:
     options: dict[str, Any]
 
 
-def _csv(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
-def _numbers(value: str | None, kind, flag: str) -> list:
-    try:
-        return [kind(v) for v in _csv(value) or []]
-    except ValueError:
-        raise UsageError(f"{flag} must be comma-separated numbers, got {value!r}.") from None
-
-
-def validate(opts: ExtractOptions) -> ExtractJob:
+def validate(opts: PipelineOptions) -> ExtractJob:
     """Check every input and return the job, or raise UsageError/SourceError/RegionsError."""
-    if opts.source == "earthengine":
-        return _earthengine_job(opts)
-    source = {"kind": "local"}
-    inputs, labels_path, regions_path = opts.inputs, opts.label_raster, opts.regions
-    if not (inputs and labels_path):
-        if inputs or labels_path or regions_path:
-            raise UsageError(
-                "Give both --inputs and --labels (--label-raster), with --regions optional, or none of the "
-                "three for the demo scene."
-            )
-        from pipelines.demo.scene import ensure_demo_scene
+    from pipelines.checks.output import extraction_output
+    from pipelines.checks.sources import extraction_sources
+    from transforms.extract import RetryConfig, SplitConfig
 
-        scene = ensure_demo_scene(opts.demo_cache)
-        inputs, labels_path, regions_path = [scene.image], scene.labels, scene.regions
-        source["kind"] = "demo"
     _check_numbers(opts)
-
-    input_source = LocalRasterSource(inputs, _csv(opts.band_names))
-    label_source = LocalRasterSource([labels_path])
-    input_source.check_files()  # a broken or cut-short file stops the job here, not on the workers
-    label_source.check_files()
-    bands = _csv(opts.bands) or list(input_source.bands)
-    input_source.check_bands(bands)
-    label_band = opts.label_band or label_source.bands[0]
-    label_source.check_bands([label_band])
-
-    crs, transform, width, height = label_source.native_grid()
-    try:
-        grid = grid_spec_of(crs, transform)
-    except ValueError as e:
-        if not (opts.crs and opts.scale):
-            raise UsageError(f"Label raster {labels_path!r}: {e}") from None
-        grid = None
-    if opts.crs or opts.scale:
-        grid = GridSpec(opts.crs or crs, opts.scale or grid.scale)
-    if opts.patch_size > min(width, height) * abs(transform.a) / grid.scale:
-        raise UsageError(
-            f"--patch-size {opts.patch_size} is larger than the label raster ({width}x{height} pixels); "
-            "use a smaller patch."
-        )
-
-    if regions_path:
-        regions = tuple(load_regions(regions_path))
-        _check_regions_inside(regions, input_source, label_source)
-    else:
-        regions = (whole_raster_region(labels_path),)
-        notice(
-            f"No --regions given: sampling the whole label raster {labels_path!r} (less its nodata) as one "
-            f"region, {regions[0].name!r}."
-        )
-    band_index = label_source.band_refs[label_band].index
-    margin = math.ceil(opts.patch_size * grid.scale / abs(transform.a) / 2)
-    scheme = _local_scheme(opts, labels_path, band_index, source["kind"])
-    histogram = label_histogram(labels_path, band_index, region_windows(labels_path, regions, margin))
-    where = f"The label raster {labels_path!r}, where patches are read,"
-    _check_unknown_values(scheme, histogram, opts.unknown_labels, where)
-    dtype, nodata = label_source.band_type(label_band)
-    label_config = LabelConfig(scheme, opts.unknown_labels, **raw_label_reading(dtype, nodata))
-
-    strata_band = None
-    strata_edges = tuple(_numbers(opts.strata_edges, float, "--strata-edges"))
-    if opts.strata_band:
-        input_source.check_bands([opts.strata_band])
-        ref = input_source.band_refs[opts.strata_band]
-        strata_band = (ref.path, ref.index)
-        if not strata_edges:
-            raise UsageError("--strata-band needs --strata-edges, e.g. --strata-edges 500,1000,2000.")
-    source.update(inputs=list(inputs), labels=labels_path, regions=regions_path, label_band=label_band)
-    return _job(
-        opts,
-        input_source,
-        label_source,
-        label_band,
-        label_config,
-        regions,
-        bands,
-        grid,
-        source,
-        strata_band,
-        strata_edges,
-    )
-
-
-def notice(message: str) -> None:
-    """A line for the user about a choice the job made for them."""
-    print(f"note: {message}", file=sys.stderr)
-
-
-def _local_scheme(opts: ExtractOptions, labels_path: str, band: int, kind: str) -> LabelScheme:
-    """--label-scheme, else the demo's preset, else the classes the raster names; never a guess."""
-    if opts.label_scheme:
-        return _resolve(opts.label_scheme)
-    if kind == "demo":
-        return dynamic_world()
-    carried = scheme_from_raster(labels_path, band)
-    if carried is not None:
-        notice(
-            f"Label scheme from the label raster's own class names: "
-            f"{', '.join(f'{v}={c.name}' for c in carried.classes for v in c.values)}."
-        )
-        return carried
-    histogram = label_histogram(labels_path, band)
-    raise UsageError(
-        f"The label raster {labels_path!r} does not name its classes, and no --label-scheme was given: "
-        f"terrabeam will not guess class names. Values found: {describe_histogram(histogram)}. Write a "
-        f"classes file naming each value's class, e.g. {example_classes_file(histogram)}, and pass "
-        f"--label-scheme classes.json; or use a preset ({', '.join(PRESETS)}) or binary:NAME=VALUE. "
-        "See README, 'Your own labels'."
-    )
-
-
-def _resolve(spec: str) -> LabelScheme:
-    try:
-        return resolve_label_scheme(spec)
-    except LabelSchemeError as e:
-        raise UsageError(str(e)) from None
-
-
-def _check_unknown_values(scheme: LabelScheme, histogram: dict, policy: str, where: str) -> None:
-    unknown = scheme.unknown_values(histogram)
-    if unknown and policy == UNKNOWN_ERROR:
-        raise UsageError(
-            f"{where} holds label values the label scheme {scheme.name!r} does not list: "
-            f"{describe_histogram(unknown)}. Add them to a class (or to 'ignore') in the classes file, or "
-            "pass --unknown-labels ignore to treat them as no label."
-        )
-    if unknown:
-        notice(f"Treating label values {describe_histogram(unknown)} as no label (--unknown-labels ignore).")
-
-
-def _check_numbers(opts: ExtractOptions) -> None:
-    if opts.patch_size <= 0:
-        raise UsageError(f"--patch-size must be a positive number of pixels, got {opts.patch_size}.")
-    if opts.points_per_class <= 0:
-        raise UsageError(f"--points-per-class must be at least 1, got {opts.points_per_class}.")
-    if opts.compression == "gzip" and not 0 <= opts.compression_level <= 9:
-        raise UsageError(f"--compression-level must be 0-9, got {opts.compression_level}.")
-    if opts.max_attempts < 1:
-        raise UsageError(f"--max-attempts must be at least 1, got {opts.max_attempts}.")
-    try:
-        check_max_error_fraction(opts.max_error_fraction)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-
-
-def _job(
-    opts: ExtractOptions,
-    inputs: PixelSource,
-    labels: PixelSource,
-    label_band: str,
-    label_config: LabelConfig,
-    regions: tuple[Region, ...],
-    bands: Sequence[str],
-    grid: GridSpec,
-    source: dict[str, Any],
-    strata_band: tuple[str, int] | None = None,
-    strata_edges: tuple[float, ...] = (),
-) -> ExtractJob:
-    """The job from checked sources: checks the settings every source shares, the output last."""
-    classes = _class_subset(opts.classes, label_config.scheme)
+    sources = extraction_sources(opts)
+    scheme = sources.label_config.scheme
+    classes = class_subset(opts.classes, scheme)
     try:
         split = SplitConfig(opts.validation_fraction, opts.split_block_size)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    _prepare_output(opts.output, opts.overwrite)
+    extraction_output(opts.output, opts.overwrite)
     return ExtractJob(
-        inputs=inputs,
-        labels=labels,
-        label_band=label_band,
-        label_config=label_config,
-        regions=regions,
-        schema=PatchSchema(tuple(bands), opts.patch_size),
-        grid=grid,
+        inputs=sources.inputs,
+        labels=sources.labels,
+        label_band=sources.label_band,
+        label_config=sources.label_config,
+        regions=sources.regions,
+        schema=PatchSchema(tuple(sources.bands), opts.patch_size),
+        grid=sources.grid,
         split=split,
         points_per_class=opts.points_per_class,
         seed=opts.seed,
         classes=classes,
-        strata_band=strata_band,
-        strata_edges=strata_edges,
+        strata_band=sources.strata_band,
+        strata_edges=sources.strata_edges,
         pad_edges=opts.pad_edges,
         compression=opts.compression,
         compression_level=opts.compression_level,
         retry=RetryConfig(attempts=opts.max_attempts),
         output=opts.output.rstrip("/"),
-        source=source,
+        source=sources.source,
         options={
             "points_per_class": opts.points_per_class,
             "seed": opts.seed,
             "validation_fraction": opts.validation_fraction,
             "split_block_size": opts.split_block_size,
             "pad_edges": opts.pad_edges,
-            "classes": [label_config.scheme.names[c] for c in classes] if classes else None,
-            "unknown_labels": label_config.unknown,
+            "classes": [scheme.names[c] for c in classes] if classes else None,
+            "unknown_labels": sources.label_config.unknown,
             "strata_band": opts.strata_band,
-            "strata_edges": list(strata_edges),
+            "strata_edges": list(sources.strata_edges),
             "compression": opts.compression,
             "compression_level": opts.compression_level,
             "max_error_fraction": opts.max_error_fraction,
@@ -509,161 +229,14 @@ def _job(
     )
 
 
-def _class_subset(value: str | None, scheme: LabelScheme) -> tuple[int, ...] | None:
-    """--classes as class indices: names of the scheme (a class index is accepted too)."""
-    indices = []
-    for item in _csv(value) or []:
-        if item in scheme.names:
-            indices.append(scheme.names.index(item))
-        elif item.isdigit() and int(item) < scheme.num_classes:
-            indices.append(int(item))
-        else:
-            raise UsageError(
-                f"--classes {item!r} is not a class of the label scheme {scheme.name!r}; its classes are "
-                f"{', '.join(scheme.names)}."
-            )
-    return tuple(sorted(set(indices))) or None
-
-
-def _earthengine_job(opts: ExtractOptions) -> ExtractJob:
-    """The job for --source earthengine: images by recipe, points by Earth Engine's stratifiedSample.
-
-    The session is started here, so a missing project, bad credentials or an unreachable endpoint stop
-    the job before it starts.
-    """
-    from transforms.io.earthengine import client as earthengine
-    from transforms.io.earthengine.recipes import DEFAULT_INPUTS, DEFAULT_LABELS, RecipeError
-
-    if opts.inputs or opts.label_raster or opts.band_names:
-        raise UsageError(
-            "--inputs, --labels and --band-names describe local rasters; with --source earthengine use "
-            "--ee-image and --ee-labels."
-        )
-    if not opts.regions:
-        raise UsageError("--source earthengine needs --regions, a GeoJSON of lon/lat polygons to sample in.")
-    if opts.strata_band:
-        raise UsageError(
-            "--strata-band works with local rasters only; leave it out with --source earthengine."
-        )
-    _check_numbers(opts)
-    if opts.max_requests < 1:
-        raise UsageError(f"--max-requests must be at least 1, got {opts.max_requests}.")
-    per_process, processes = earthengine.requests_per_process(opts.max_requests, opts)
-    if not processes:
-        raise UsageError(
-            "With --source earthengine on a distributed runner, set --max_num_workers: each worker sends "
-            "at most --max-requests / --max_num_workers requests at a time."
-        )
-    if processes > opts.max_requests:
-        logging.warning(
-            "%d worker processes share --max-requests %d: each still sends one request at a time.",
-            processes,
-            opts.max_requests,
-        )
-    regions = tuple(load_regions(opts.regions))
-    try:
-        config = earthengine.EarthEngineConfig(
-            project=opts.ee_project,
-            endpoint=opts.ee_endpoint or earthengine.HIGH_VOLUME_URL,
-            key_file=opts.ee_key_file,
-            max_in_flight=per_process,
-        )
-        inputs = earthengine.EarthEngineSource(opts.ee_image or DEFAULT_INPUTS, config, opts.ee_fetch)
-        raw_labels = earthengine.EarthEngineSource(opts.ee_labels or DEFAULT_LABELS, config, opts.ee_fetch)
-    except RecipeError as e:
-        raise UsageError(str(e)) from None
-    inputs.connect()
-    raw_labels.connect()
-    bands = _csv(opts.bands) or list(inputs.bands)
-    inputs.check_bands(bands)
-    label_band = opts.label_band or raw_labels.bands[0]
-    raw_labels.check_bands([label_band])
-    inputs.check_request(opts.patch_size, opts.patch_size, len(bands), "float32")
-    raw_labels.check_request(opts.patch_size, opts.patch_size, 1, "uint8")
-    grid = GridSpec(opts.crs or earthengine.utm_crs_of(regions), opts.scale or earthengine.DEFAULT_SCALE)
-    # The label values in the regions, counted by Earth Engine: unknown values stop the job here.
-    histogram = earthengine.label_histogram(raw_labels, label_band, regions, grid)
-    if opts.label_scheme:
-        scheme = _resolve(opts.label_scheme)
-    elif raw_labels.recipe.spec == DEFAULT_LABELS:
-        scheme = dynamic_world()
-    else:
-        raise UsageError(
-            f"--ee-labels {raw_labels.recipe.spec!r} needs --label-scheme: terrabeam will not guess class "
-            f"names. Values found in the regions: {describe_histogram(histogram)}. Write a classes file, "
-            f"e.g. {example_classes_file(histogram)}, or use a preset ({', '.join(PRESETS)}) or "
-            "binary:NAME=VALUE. See README, 'Your own labels'."
-        )
-    where = f"--ee-labels {raw_labels.recipe.spec!r}, in the regions,"
-    _check_unknown_values(scheme, histogram, opts.unknown_labels, where)
-    # Earth Engine remaps the labels to class indices on the server (ee.Image.remap).
-    labels = earthengine.EarthEngineSource(
-        raw_labels.recipe,
-        config,
-        opts.ee_fetch,
-        label_scheme=scheme,
-        label_band=label_band,
-        unknown_labels=opts.unknown_labels,
-    )
-    label_config = LabelConfig(scheme, opts.unknown_labels, remapped_by_source=True)
-    source = {
-        "kind": "earthengine",
-        "project": config.project,
-        "endpoint": config.endpoint,
-        "image": inputs.recipe.spec,
-        "labels": labels.recipe.spec,
-        "label_band": label_band,
-        "fetch": opts.ee_fetch,
-        "regions": opts.regions,
-        "max_requests": opts.max_requests,
-    }
-    return _job(opts, inputs, labels, label_band, label_config, regions, bands, grid, source)
-
-
-def _check_regions_inside(regions: Sequence[Region], *sources: LocalRasterSource) -> None:
-    from rasterio.warp import transform_bounds
-
-    from transforms.geometry.sampling import features
-
-    outside = []
-    for region in regions:
-        left, bottom, right, top = features.bounds(region.geometry)
-        for src in sources:
-            crs = src.native_grid()[0]
-            fl, fb, fr, ft = src.footprint(crs)
-            rl, rb, rr, rt = transform_bounds("EPSG:4326", crs, left, bottom, right, top)
-            if rl >= fr or rr <= fl or rb >= ft or rt <= fb:
-                outside.append(region.name)
-                break
-    if outside:
-        raise RegionsError(
-            f"Region(s) {', '.join(outside)} lie outside the raster footprint. Regions are lon/lat "
-            "(EPSG:4326) polygons; check the coordinates or the rasters."
-        )
-
-
-def _prepare_output(output: str, overwrite: bool) -> None:
-    """Fail early if the output is not writable or holds an earlier extraction (unless --overwrite)."""
-    base = output.rstrip("/")
-    existing = FileSystems.match([f"{base}/{MANIFEST_NAME}", f"{base}/train/*", f"{base}/validation/*"])
-    found = [m.path for result in existing for m in result.metadata_list]
-    if found and not overwrite:
-        raise UsageError(
-            f"{output!r} already holds an extraction ({found[0]}); pass --overwrite to replace it."
-        )
-    probe = f"{base}/.terrabeam-write-test"
-    try:
-        if "://" not in base:
-            import os
-
-            os.makedirs(base, exist_ok=True)
-        with FileSystems.create(probe) as f:
-            f.write(b"ok")
-        FileSystems.delete([probe])
-        if found:
-            FileSystems.delete(found)
-    except Exception as e:
-        raise UsageError(f"Output {output!r} is not writable: {e}") from None
+def _check_numbers(opts: PipelineOptions) -> None:
+    if opts.patch_size <= 0:
+        raise UsageError(f"--patch-size must be a positive number of pixels, got {opts.patch_size}.")
+    if opts.points_per_class <= 0:
+        raise UsageError(f"--points-per-class must be at least 1, got {opts.points_per_class}.")
+    if opts.compression == "gzip" and not 0 <= opts.compression_level <= 9:
+        raise UsageError(f"--compression-level must be 0-9, got {opts.compression_level}.")
+    check_shared_options(opts)
 
 
 def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob, fail_in_pipeline: bool = False) -> None:
@@ -672,6 +245,13 @@ def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob, fail_in_pipeline: b
     The last step checks the outcome; with `fail_in_pipeline` (a runner that does not run in this
     process, e.g. Dataflow) a failed extraction fails the job itself, after the manifest is written.
     """
+    import apache_beam as beam
+    from apache_beam.pvalue import AsDict, AsList
+
+    from pipelines.tail import DeadLetters, Finish
+    from transforms.extract import ERRORS, SPLITS, STATS, FetchPatches, SumArrays
+    from transforms.io.tfrecords import WriteRecords
+
     temp_dir = f"{job.output}/.temp-{uuid.uuid4().hex}"
     chunk = READ_CHUNK_PIXELS * job.grid.scale
     points = (
@@ -704,38 +284,27 @@ def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob, fail_in_pipeline: b
         >> beam.ParDo(WriteRecords(temp_dir, split, job.compression, job.compression_level))
         for split in SPLITS
     }
-    error_files = fetched[ERRORS] | "WriteErrors" >> beam.io.WriteToText(
-        f"{job.output}/errors/errors", file_name_suffix=".jsonl", num_shards=1
-    )
-    error_count = fetched[ERRORS] | "CountErrors" >> beam.combiners.Count.Globally()
+    letters = fetched[ERRORS] | "DeadLetters" >> DeadLetters(f"{job.output}/errors/errors")
     stats = fetched[STATS] | "SumStats" >> beam.CombinePerKey(SumArrays())
-    reasons = fetched[ERRORS] | "CountReasons" >> CountReasons()
-    outcome = (
-        pipeline
-        | "ManifestTrigger" >> beam.Create([None])
-        | "FinalizeAndWriteManifest"
-        >> beam.Map(
-            _finalize,
-            job,
-            temp_dir,
-            AsList(shards["train"]),
-            AsList(shards["validation"]),
-            AsList(error_files),
-            AsSingleton(error_count),
-            AsDict(stats),
-            AsList(reasons),
-        )
-    )
-    # A retry of the check must not redo the finalization (its shards are already moved).
-    _ = (
-        outcome
-        | "AfterManifest" >> beam.Reshuffle()
-        | "CheckOutcome" >> beam.Map(check_outcome, "extraction", fail_in_pipeline)
+    _ = pipeline | "FinalizeAndWriteManifest" >> Finish(
+        "extraction",
+        _finalize,
+        letters,
+        job,
+        temp_dir,
+        AsList(shards["train"]),
+        AsList(shards["validation"]),
+        stats=AsDict(stats),
+        fail_in_pipeline=fail_in_pipeline,
     )
 
 
 def _sample_step(job: ExtractJob) -> beam.PTransform:
     """Region -> points: Earth Engine's stratifiedSample for --source earthengine, else the local sampler."""
+    import apache_beam as beam
+
+    from transforms.extract import sample_points
+
     if job.source.get("kind") == "earthengine":
         from transforms.io.earthengine.client import stratified_sample
 
@@ -782,9 +351,15 @@ def runs_in_raster_order(points: Sequence[Point], run_points: int) -> Iterator[l
 
 
 def _finalize(
-    _, job: ExtractJob, temp_dir, train_temp, validation_temp, error_files, error_count, stats, reasons=()
+    _, job: ExtractJob, temp_dir, train_temp, validation_temp, *, error_files, error_count, stats, reasons
 ) -> dict[str, Any]:
     """Move the shards into place, then write the manifest (last, so it marks a complete extraction)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from transforms.contracts.manifest import build_manifest, write_manifest
+    from transforms.extract import SPLITS
+    from transforms.io.tfrecords import SUFFIX, finalize_shards
+
     suffix = SUFFIX[job.compression]
     train_files = finalize_shards(train_temp, f"{job.output}/train/data", suffix)
     validation_files = finalize_shards(validation_temp, f"{job.output}/validation/data", suffix)
@@ -841,36 +416,38 @@ def planned_points(job: ExtractJob) -> int:
     return job.points_per_class * classes * strata * len(job.regions)
 
 
-def job_help_parser() -> argparse.ArgumentParser:
-    """--help: the job's options as ExtractOptions groups them, then Beam's runner options."""
-    return help_parser(prog("pipelines.extract"), DESCRIPTION, [ExtractOptions], runner_help("extraction"))
+def input_errors() -> tuple[type[Exception], ...]:
+    """The errors besides UsageError that mean bad input (exit status 2)."""
+    from transforms.geometry.sampling import RegionsError
+    from transforms.io.rasters import SourceError
+
+    return (SourceError, RegionsError, LabelSchemeError)
+
+
+SHELL = JobShell("pipelines.extract", "ExtractOptions", add_options, DESCRIPTION, "extraction")
+# ExtractOptions, the options as Beam's PipelineOptions class, is made when first asked for.
+__getattr__ = SHELL.module_attribute
 
 
 def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> Outcome | None:
     """Parse flags, validate, run the pipeline to completion; JobFailed when the result is a failure."""
-    args, _ = strip_verbose(label_raster_alias(argv or []))
-    parser = job_help_parser()
-    parse_job_flags(args, parser)
-    options = PipelineOptions(args)
-    options.view_as(SetupOptions).save_main_session = save_main_session
-    problem = unknown_flags_message(options, help_flags(parser))
-    if problem:
-        raise UsageError(problem)
-    opts = options.view_as(ExtractOptions)
-    if opts.max_memory is not None and not opts.max_memory > 0:
-        raise UsageError(f"--max-memory must be a positive number of GiB, got {opts.max_memory}.")
+    command = SHELL.parse(argv, save_main_session, label_raster_alias)  # --help ends here
+    from pipelines.progress import EXTRACTION
+    from transforms.contracts.manifest import MANIFEST_NAME
+
+    opts, options = command.job, command.options
     job = validate(opts)
-    use_local_cores(options, args, WORKER_BYTES, opts.max_memory, planned_points(job), MIN_POINTS_PER_WORKER)
+    use_local_cores(
+        options, command.args, WORKER_BYTES, opts.max_memory, planned_points(job), MIN_POINTS_PER_WORKER
+    )
     manifest = f"{job.output}/{MANIFEST_NAME}"
-    outcome = run_job(
+    outcome = SHELL.run_pipeline(
         options,
         lambda pipeline, remote: build_pipeline(pipeline, job, remote),
         EXTRACTION,
-        outcome_path=manifest,
-        job="extraction",
-        where=job.output,
-        runner=local_runner(options),
-    )  # None where the runner returned before the job ended
+        manifest,
+        job.output,
+    )
     print(f"Extraction written to {job.output} (manifest: {manifest})")
     for line in warning_lines(outcome) if outcome else []:
         print(line, file=sys.stderr)
@@ -878,20 +455,10 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> O
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(argv if argv is not None else sys.argv[1:])
-    verbose = quiet_start(argv)
-    logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
-    try:
-        run(argv)
-    except (UsageError, SourceError, RegionsError, LabelSchemeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except JobFailed as e:
-        print(e.report(), file=sys.stderr)
-        return 1
-    except SystemExit as e:  # --help (0), or a badly typed option that argparse reported (2)
-        return e.code if isinstance(e.code, int) else 2
-    return 0
+    """`python -m pipelines.extract`: 0 written, 1 failed, 2 bad input."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = quiet_start(argv)  # first: TensorFlow reads its log level once, when it loads
+    return SHELL.exit_status(run, argv, verbose, input_errors)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""Helpers shared by the Beam entry points' option handling: --help, unknown flags, local cores."""
+"""The Beam jobs' options: the groups they share, --help, unknown flags, and every local core.
+
+Nothing here imports Apache Beam at module level (it takes seconds): --help builds its parser from the
+jobs' option declarations alone, and the functions that need Beam import it when a job runs.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,8 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Iterator, Sequence
-
-from apache_beam.options.pipeline_options import (
-    DirectOptions,
-    PipelineOptions,
-    StandardOptions,
-    _BeamArgumentParser,
-)
-from apache_beam.runners.runner import PipelineRunner
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from transforms.runtime.command import (
     VERBOSE_FLAG,
@@ -24,6 +21,11 @@ from transforms.runtime.command import (
     fill,
     unknown_options_message,
 )
+from transforms.runtime.outcome import DEFAULT_MAX_ERROR_FRACTION
+
+if TYPE_CHECKING:
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.runner import PipelineRunner
 
 # Runners that honour --direct_num_workers/--direct_running_mode (a subset of the local runners of
 # transforms.runtime.outcome.is_local_runner: Prism runs locally but ignores them).
@@ -63,13 +65,18 @@ runner options (passed through to Apache Beam, as in Beam's examples):
     return text
 
 
-def help_parser(
-    prog: str, description: str, options_classes: Sequence[type], epilog: str
-) -> argparse.ArgumentParser:
-    """A parser of the job's own options, grouped as the classes group them, for --help and type errors.
+# Adds a job's options to a parser: a function, or a `PipelineOptions` class (its `_add_argparse_args`).
+OptionDeclarations = Callable[[Any], None] | type
 
-    The job's options are the `_add_argparse_args` of its `PipelineOptions` classes, so --help lists
-    exactly what Beam will parse; Beam's own options are described in `epilog`.
+
+def help_parser(
+    prog: str, description: str, declarations: Sequence[OptionDeclarations], epilog: str
+) -> argparse.ArgumentParser:
+    """A parser of the job's own options, grouped as its declarations group them, for --help and type
+    errors.
+
+    The declarations are what the job's `PipelineOptions` class adds, so --help lists exactly what Beam
+    will parse; Beam's own options are described in `epilog`.
     """
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -80,8 +87,8 @@ def help_parser(
         allow_abbrev=False,
     )
     parser._optionals.title = "general"
-    for cls in options_classes:
-        cls._add_argparse_args(parser)
+    for declare in declarations:
+        getattr(declare, "_add_argparse_args", declare)(parser)
     if VERBOSE_FLAG not in parser._option_string_actions:  # training's --verbose is its own
         add_verbose_flag(parser)
     return parser
@@ -109,6 +116,8 @@ def typed_flags(argv: Sequence[str]) -> list[str]:
 
 def known_flags() -> list[str]:
     """Every long flag of every registered options class, spelt as its parser accepts it."""
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
     parser = _BeamArgumentParser(add_help=False, allow_abbrev=False)
     seen: dict[str, type] = {}
     for cls in PipelineOptions.__subclasses__():
@@ -243,6 +252,72 @@ def add_local_runner_options(parser) -> None:
     )
 
 
+# --- options that extraction and prediction share ---------------------------------------------------
+
+
+class JobOptionGroup(SharedArgumentGroup):
+    """A group of a job's options, with the options that extraction and prediction share, each added to
+    the group where the job lists it."""
+
+    def add_imagery(self) -> None:
+        """--inputs and --band-names: local rasters to read."""
+        self.add_argument(
+            "--inputs",
+            nargs="+",
+            default=None,
+            help="Input rasters: one multi-band file or one per band (default: the demo scene).",
+        )
+        self.add_argument(
+            "--band-names",
+            dest="band_names",
+            default=None,
+            help="Comma-separated names for all input bands, in file order (default: band descriptions, else file names).",
+        )
+
+    def add_demo_cache(self) -> None:
+        self.add_argument(
+            "--demo-cache",
+            dest="demo_cache",
+            default=None,
+            help="Folder for the generated demo scene (default: $TERRABEAM_CACHE or ~/.cache/terrabeam).",
+        )
+
+    def add_grid(self, grid: str, crs_default: str, scale_default: str) -> None:
+        """--crs and --scale of the job's pixel grid (`grid`: "patch grid", "output grid")."""
+        self.add_argument("--crs", default=None, help=f"CRS of the {grid} (default: {crs_default}).")
+        self.add_argument(
+            "--scale",
+            type=float,
+            default=None,
+            help=f"Pixel size of the {grid} in CRS units (default: {scale_default}).",
+        )
+
+    def add_max_attempts(self, read: str) -> None:
+        """--max-attempts of each `read` ("patch read", "tile read")."""
+        self.add_argument(
+            "--max-attempts",
+            dest="max_attempts",
+            type=int,
+            default=5,
+            help=f"Tries per {read} before it is dead-lettered.",
+        )
+
+    def add_output(self, default: str, unit: str, earlier: str) -> None:
+        """--max-error-fraction (of the job's `unit`s), --output (default `default`) and --overwrite (of an
+        `earlier` result)."""
+        self.add_argument(
+            "--max-error-fraction",
+            dest="max_error_fraction",
+            type=float,
+            default=DEFAULT_MAX_ERROR_FRACTION,
+            help=f"Fail (exit status 1) when more than this fraction of the {unit} fail; 1.0 turns the check off.",
+        )
+        self.add_argument("--output", default=default, help="Output folder (local or gs://).")
+        self.add_argument(
+            "--overwrite", action="store_true", help=f"Replace an earlier {earlier} in --output."
+        )
+
+
 # --- every local core ---------------------------------------------------------------------------------
 
 
@@ -306,6 +381,8 @@ def plan_local_workers(
 
 
 def _runner_name(options: PipelineOptions) -> str | None:
+    from apache_beam.options.pipeline_options import StandardOptions
+
     runner = options.view_as(StandardOptions).runner
     if runner is None:
         return None
@@ -318,29 +395,14 @@ def runs_worker_pool(options: PipelineOptions) -> bool:
     return name is None or name in POOL_RUNNERS
 
 
-class LocalRunner(PipelineRunner):
-    """Beam's DirectRunner for a batch job, without its first try with Prism.
-
-    With no --runner, Beam's DirectRunner first tries its Prism runner (a binary it downloads from
-    GitHub, which ignores --direct_num_workers) and falls back to the FnApiRunner. This runner goes
-    straight to the FnApiRunner, built as the DirectRunner builds it (the workers get the pipeline
-    options), so a local run works offline and honours --direct_num_workers/--direct_running_mode.
-    """
-
-    def run_pipeline(self, pipeline, options: PipelineOptions):
-        from apache_beam.portability.api import beam_provision_api_pb2
-        from apache_beam.runners.portability.fn_api_runner import fn_runner
-        from apache_beam.runners.portability.portable_runner import JobServiceHandle
-
-        encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-        info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
-        return fn_runner.FnApiRunner(provision_info=info).run_pipeline(pipeline, options)
-
-
 def local_runner(options: PipelineOptions) -> PipelineRunner | None:
     """The runner for `beam.Pipeline(runner=...)`: LocalRunner for the DirectRunner (named or the
     default), None (the runner the options name) otherwise."""
-    return LocalRunner() if _runner_name(options) in (None, "DirectRunner", "SwitchingDirectRunner") else None
+    if _runner_name(options) not in (None, "DirectRunner", "SwitchingDirectRunner"):
+        return None
+    from pipelines.progress import LocalRunner
+
+    return LocalRunner()
 
 
 def chose_direct_options(argv: Sequence[str]) -> bool:
@@ -374,6 +436,8 @@ def use_local_cores(
         min_work_per_worker,
         cpus_per_worker,
     )
+    from apache_beam.options.pipeline_options import DirectOptions
+
     direct = options.view_as(DirectOptions)
     direct.direct_num_workers = plan.workers
     if plan.workers > 1:
@@ -390,6 +454,8 @@ def use_local_cores(
 
 def worker_processes(options: PipelineOptions) -> int:
     """How many worker processes a local multi_processing run starts (0 for any other run)."""
+    from apache_beam.options.pipeline_options import DirectOptions
+
     direct = options.view_as(DirectOptions)
     if not runs_worker_pool(options) or direct.direct_running_mode != "multi_processing":
         return 0

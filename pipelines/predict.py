@@ -19,103 +19,48 @@ with `error: <what to change>` (exit status 2) and writes nothing.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
-import math
 import os
-import re
 import sys
 from collections.abc import Sequence
-from typing import Any
-
-import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
-from apache_beam.pvalue import AsList, AsSingleton
+from typing import TYPE_CHECKING, Any
 
 from model.errors import ModelError
-from model.export import load_model_metadata
 from pipelines.options import (
-    SharedArgumentGroup,
+    JobOptionGroup,
     add_earthengine_options,
     add_local_runner_options,
     available_cpus,
-    help_flags,
-    help_parser,
-    local_runner,
-    parse_job_flags,
-    runner_help,
-    unknown_flags_message,
     use_local_cores,
     worker_environment,
     worker_processes,
 )
-from pipelines.progress import PREDICTION, run_job
-from transforms.cog import (
+from pipelines.shell import JobShell, UsageError, check_shared_options
+from transforms.contracts.prediction import (
     CLASSES_NAME,
     POSITIVE_NAME,
     PROBABILITIES,
-    PROBABILITIES_NAME,
     QUICKLOOK_NAME,
+    SUMMARY_NAME,
     TILES_DIR,
-    OutputSpec,
-    WriteTiles,
-    build_vrt,
-    join,
-    quicklook_png,
-    vrt_to_cog,
-    write_bytes,
 )
-from transforms.contracts.label_scheme import LabelScheme, LabelSchemeError, scheme_from_metadata
-from transforms.geometry.grid import GridSpec, grid_spec_of
-from transforms.geometry.sampling import RegionsError, parse_regions
-from transforms.geometry.tiling import (
-    RegionMask,
-    TilePlan,
-    TilingError,
-    TilingSpec,
-    plan_for_bounds,
-    tiles_of_row,
-)
-from transforms.inference import (
-    ERRORS,
-    FetchTiles,
-    ModelSignatureError,
-    SavedModelHandler,
-    inference_dead_letters,
-    load_saved_model,
-    to_tile_prediction,
-)
-from transforms.io.earthengine.assets import AssetError, AssetRequest, asset_request, register_prediction
-from transforms.io.rasters import LocalRasterSource, SourceError
-from transforms.io.retry import RetryConfig
-from transforms.resume import (
-    PLAN_NAME,
-    REUSED,
-    ReuseTiles,
-    differences,
-    existing_tiles,
-    model_fingerprint,
-    read_record,
-    run_record,
-)
-from transforms.runtime.command import prog, quiet_start, strip_verbose
-from transforms.runtime.outcome import (
-    DEFAULT_MAX_ERROR_FRACTION,
-    CountReasons,
-    JobFailed,
-    Outcome,
-    check_max_error_fraction,
-    check_outcome,
-    warning_lines,
-)
+from transforms.runtime.command import quiet_start
+from transforms.runtime.outcome import DEFAULT_MAX_ERROR_FRACTION, Outcome, warning_lines
+
+# Beam, TensorFlow, rasterio and the Beam steps load when the job runs, not for --help (pipelines.shell).
+if TYPE_CHECKING:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from transforms.cog import OutputSpec
+    from transforms.geometry.tiling import RegionMask, TilePlan
+    from transforms.io.earthengine.assets import AssetRequest
+    from transforms.io.retry import RetryConfig
 
 DEFAULT_MODEL = "out/demo/model"
 DEFAULT_OUTPUT = "out/demo/predictions"
-SUMMARY_NAME = "prediction.json"
 # One worker writes the --mosaic COG; above this many pixels, per-tile COGs + VRT are the way (a
 # 65,536² uint8 map is 4 GiB before compression, plus a third for overviews, on one worker's disk).
 MAX_MOSAIC_PIXELS = 1 << 32
@@ -140,117 +85,70 @@ it predicts the generated demo scene with the demo model (out/demo/model) into o
 Examples: README.md, "Batch prediction"."""
 
 
-class UsageError(ValueError):
-    """Bad command-line input; the message says what to change."""
-
-
-class PredictOptions(PipelineOptions):
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:
-        group = SharedArgumentGroup(parser, "model and imagery (default: the demo model and scene)")
-        group.add_argument(
-            "--model",
-            default=DEFAULT_MODEL,
-            help="Model folder (local or gs://) written by `python -m model.train`.",
-        )
-        group.add_argument(
-            "--inputs",
-            nargs="+",
-            default=None,
-            help="Input rasters: one multi-band file or one per band (default: the demo scene).",
-        )
-        group.add_argument(
-            "--band-names",
-            dest="band_names",
-            default=None,
-            help="Comma-separated names for all input bands, in file order (default: band descriptions, else file names).",
-        )
-        group.add_argument(
-            "--aoi",
-            default=None,
-            help="Area to predict: a GeoJSON file of lon/lat (multi)polygons, or a lon/lat box W,S,E,N "
-            "(default: the whole imagery). `--region <geojson or W,S,E,N>` is accepted too.",
-        )
-        group.add_argument(
-            "--demo-cache",
-            dest="demo_cache",
-            default=None,
-            help="Folder for the generated demo scene (default: $TERRABEAM_CACHE or ~/.cache/terrabeam).",
-        )
-        group = SharedArgumentGroup(parser, "output grid and tiles")
-        group.add_argument(
-            "--crs", default=None, help="CRS of the output grid (default: the model's, from model.json)."
-        )
-        group.add_argument(
-            "--scale",
-            type=float,
-            default=None,
-            help="Pixel size of the output grid in CRS units (default: the model's).",
-        )
-        group.add_argument(
-            "--tile-size", dest="tile_size", type=int, default=256, help="Input tile side in pixels."
-        )
-        group.add_argument(
-            "--overlap",
-            type=int,
-            default=64,
-            help="Total overlap between neighbouring tiles in pixels (even; 2N trims an N-pixel border). "
-            "At least the model's receptive field avoids seams.",
-        )
-        group = SharedArgumentGroup(parser, "reads and inference")
-        group.add_argument(
-            "--batch-size", dest="batch_size", type=int, default=8, help="Tiles per model call."
-        )
-        group.add_argument(
-            "--max-attempts",
-            dest="max_attempts",
-            type=int,
-            default=5,
-            help="Tries per tile read before it is dead-lettered.",
-        )
-        group.add_argument(
-            "--tta",
-            action="store_true",
-            help="Average each tile's prediction over its 8 flips/rotations (8x the model's cost).",
-        )
-        group = SharedArgumentGroup(parser, "output")
-        group.add_argument(
-            "--probabilities",
-            choices=PROBABILITIES,
-            default="none",
-            help="Also write per-class probabilities: uint8 (p x 254, nodata 255) or float32 (nodata NaN).",
-        )
-        group.add_argument(
-            "--mosaic",
-            action="store_true",
-            help="Write one COG for the whole region (classes.tif) instead of per-tile COGs + VRT.",
-        )
-        group.add_argument(
-            "--max-error-fraction",
-            dest="max_error_fraction",
-            type=float,
-            default=DEFAULT_MAX_ERROR_FRACTION,
-            help="Fail (exit status 1) when more than this fraction of the tiles fail; 1.0 turns the check off.",
-        )
-        group.add_argument(
-            "--resume",
-            action="store_true",
-            help="Finish an earlier, stopped prediction in --output (same model and options): keep its "
-            "complete tiles, predict the rest, rebuild the mosaic.",
-        )
-        group.add_argument("--output", default=DEFAULT_OUTPUT, help="Output folder (local or gs://).")
-        group.add_argument(
-            "--overwrite", action="store_true", help="Replace an earlier prediction in --output."
-        )
-        group.add_argument(
-            "--ee-asset",
-            dest="ee_asset",
-            default=None,
-            help="Register the class map as this Earth Engine image asset (projects/P/assets/NAME), backed by "
-            "the mosaic COG; needs a gs:// --output and implies --mosaic.",
-        )
-        add_earthengine_options(parser, with_labels=False)
-        add_local_runner_options(parser)
+def add_options(parser) -> None:
+    """The prediction's options, grouped (PredictOptions and --help are made of them)."""
+    group = JobOptionGroup(parser, "model and imagery (default: the demo model and scene)")
+    group.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="Model folder (local or gs://) written by `python -m model.train`.",
+    )
+    group.add_imagery()
+    group.add_argument(
+        "--aoi",
+        default=None,
+        help="Area to predict: a GeoJSON file of lon/lat (multi)polygons, or a lon/lat box W,S,E,N "
+        "(default: the whole imagery). `--region <geojson or W,S,E,N>` is accepted too.",
+    )
+    group.add_demo_cache()
+    group = JobOptionGroup(parser, "output grid and tiles")
+    group.add_grid("output grid", "the model's, from model.json", "the model's")
+    group.add_argument(
+        "--tile-size", dest="tile_size", type=int, default=256, help="Input tile side in pixels."
+    )
+    group.add_argument(
+        "--overlap",
+        type=int,
+        default=64,
+        help="Total overlap between neighbouring tiles in pixels (even; 2N trims an N-pixel border). "
+        "At least the model's receptive field avoids seams.",
+    )
+    group = JobOptionGroup(parser, "reads and inference")
+    group.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="Tiles per model call.")
+    group.add_max_attempts("tile read")
+    group.add_argument(
+        "--tta",
+        action="store_true",
+        help="Average each tile's prediction over its 8 flips/rotations (8x the model's cost).",
+    )
+    group = JobOptionGroup(parser, "output")
+    group.add_argument(
+        "--mosaic",
+        action="store_true",
+        help="Write one COG for the whole region (classes.tif) instead of per-tile COGs + VRT.",
+    )
+    group.add_argument(
+        "--probabilities",
+        choices=PROBABILITIES,
+        default="none",
+        help="Also write per-class probabilities: uint8 (p x 254, nodata 255) or float32 (nodata NaN).",
+    )
+    group.add_argument(
+        "--resume",
+        action="store_true",
+        help="Finish an earlier, stopped prediction in --output (same model and options): keep its "
+        "complete tiles, predict the rest, rebuild the mosaic.",
+    )
+    group.add_output(DEFAULT_OUTPUT, "tiles", "prediction")
+    group.add_argument(
+        "--ee-asset",
+        dest="ee_asset",
+        default=None,
+        help="Register the class map as this Earth Engine image asset (projects/P/assets/NAME), backed by "
+        "the mosaic COG; needs a gs:// --output and implies --mosaic.",
+    )
+    add_earthengine_options(parser, with_labels=False)
+    add_local_runner_options(parser)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,54 +179,30 @@ class PredictJob:
 # --- validation -----------------------------------------------------------------------------------
 
 
-def _csv(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
-def validate(opts: PredictOptions) -> PredictJob:
+def validate(opts: PipelineOptions) -> PredictJob:
     """Check every input and return the job, or raise UsageError (or a ValueError subclass)."""
+    from pipelines.checks import area, model_folder, sources
+    from pipelines.checks.output import prediction_output, resumed_prediction
+    from transforms.cog import OutputSpec
+    from transforms.geometry.tiling import TilingSpec, plan_for_bounds
+    from transforms.io.earthengine.assets import asset_request
+    from transforms.io.retry import RetryConfig
+    from transforms.resume import model_fingerprint, run_record
+
     if opts.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {opts.batch_size}.")
-    if opts.max_attempts < 1:
-        raise UsageError(f"--max-attempts must be at least 1, got {opts.max_attempts}.")
-    try:
-        check_max_error_fraction(opts.max_error_fraction)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    check_shared_options(opts)
     if opts.resume and opts.overwrite:
         raise UsageError("--resume finishes the prediction in --output, --overwrite replaces it: pick one.")
     if opts.scale is not None and not opts.scale > 0:
         raise UsageError(f"--scale must be a positive pixel size, got {opts.scale}.")
     spec = TilingSpec(opts.tile_size, opts.overlap)  # TilingError is a ValueError with the message
     model_dir = opts.model.rstrip("/")
-    info = _model_info(model_dir)
-    _check_mode(info, spec)
-
-    bands = list(info["bands"])
-    source, source_info = _source(opts, spec, len(bands))
-    if hasattr(source, "check_bands"):
-        try:
-            source.check_bands(bands)
-        except SourceError as e:
-            raise UsageError(
-                f"The model at {model_dir!r} needs bands {bands}, but the imagery lacks some: {e} "
-                "Pass imagery with these bands (--inputs, --band-names) or a model trained on the bands you have."
-            ) from None
-
-    lattice = _lattice(opts, info, source)
-    aoi = opts.aoi
-    bounds, region = _region(aoi, lattice.crs) if aoi else (None, None)
-    footprint = source.footprint(lattice.crs) if hasattr(source, "footprint") else None
-    if bounds is None:
-        if footprint is None:
-            raise UsageError("This source has no footprint to predict by default; pass --aoi.")
-        bounds = footprint
-    elif footprint is not None and not _intersects(bounds, footprint):
-        raise UsageError(
-            f"The region {aoi!r} lies outside the imagery: in {lattice.crs} the region spans "
-            f"{_fmt(bounds)} and the imagery {_fmt(footprint)}. Check the region's coordinates (lon/lat) "
-            "or the input rasters."
-        )
+    info = model_folder.model_info(model_dir, DEFAULT_MODEL)
+    model_folder.check_mode(info, spec)
+    source, source_info = sources.prediction_source(opts, spec, model_dir, info["bands"])
+    lattice = area.output_grid(opts, info, source)
+    bounds, region = area.area_to_predict(opts.aoi, lattice.crs, source)
     plan = plan_for_bounds(lattice, bounds, spec)
     ee_asset = asset_request(opts) if opts.ee_asset else None
     mosaic = opts.mosaic or ee_asset is not None  # Earth Engine registers one COG
@@ -337,23 +211,25 @@ def validate(opts: PredictOptions) -> PredictJob:
             f"--mosaic writes one COG on one worker; the region is {plan.width}×{plan.height} pixels, more "
             f"than {MAX_MOSAIC_PIXELS:,}. Drop --mosaic to get one COG per tile and a VRT mosaic."
         )
-    _check_signature(model_dir, info, spec)
-    _warn_receptive_field(info, spec)
-    output = OutputSpec(opts.output.rstrip("/"), _scheme(info, model_dir), opts.probabilities)
+    model_folder.check_signature(model_dir, info, spec)
+    model_folder.warn_receptive_field(info, spec)
+    written = OutputSpec(
+        opts.output.rstrip("/"), model_folder.label_scheme(info, model_dir), opts.probabilities
+    )
     record = run_record(
         model_dir=model_dir,
         model_fingerprint=model_fingerprint(model_dir),
         plan=plan,
         region=region,
         source=source_info,
-        output=output,
+        output=written,
         tta=opts.tta,
     )
     reuse: frozenset[str] = frozenset()
     if opts.resume:
-        reuse = _prepare_resume(output, record)
+        reuse = resumed_prediction(written, record)
     else:
-        _prepare_output(output.output, opts.overwrite)
+        prediction_output(written.output, opts.overwrite)
     return PredictJob(
         model_dir=model_dir,
         model=info,
@@ -361,7 +237,7 @@ def validate(opts: PredictOptions) -> PredictJob:
         source_info=source_info,
         plan=plan,
         region=region,
-        output=output,
+        output=written,
         mosaic=mosaic,
         batch_size=opts.batch_size,
         retry=RetryConfig(attempts=opts.max_attempts),
@@ -371,284 +247,6 @@ def validate(opts: PredictOptions) -> PredictJob:
         ee_asset=ee_asset,
         tta=opts.tta,
     )
-
-
-def _model_info(model_dir: str) -> dict[str, Any]:
-    try:
-        info = load_model_metadata(model_dir)
-    except ModelError as e:
-        if model_dir == DEFAULT_MODEL:
-            raise UsageError(
-                f"No demo model at {DEFAULT_MODEL!r}: run `python -m pipelines.extract` and "
-                "`python -m model.train` first (`make demo` runs all three), or pass --model."
-            ) from None
-        raise UsageError(str(e)) from None
-    missing = [k for k in ("mode", "bands", "classes", "crs", "scale") if k not in info]
-    if missing:
-        raise UsageError(f"{model_dir}/model.json lacks {missing}; re-export the model.")
-    return info
-
-
-def _scheme(info: dict[str, Any], model_dir: str) -> LabelScheme:
-    try:
-        return scheme_from_metadata(info)
-    except LabelSchemeError as e:
-        raise UsageError(f"{model_dir}/model.json: {e}") from None
-
-
-def _check_mode(info: dict[str, Any], spec: TilingSpec) -> None:
-    if info["mode"] == "classification" and (spec.overlap or spec.tile_size != info.get("patch_size")):
-        raise UsageError(
-            f"The model classifies whole {info.get('patch_size')}-pixel patches: predict with "
-            f"--tile-size {info.get('patch_size')} --overlap 0 (each tile's class fills its tile)."
-        )
-
-
-def _check_signature(model_dir: str, info: dict[str, Any], spec: TilingSpec) -> None:
-    try:
-        model = load_saved_model(model_dir)
-    except ModelSignatureError as e:
-        raise UsageError(str(e)) from None
-    shape = model.input_shape()
-    if len(shape) != 4 or shape[-1] not in (None, len(info["bands"])):
-        raise UsageError(
-            f"The SavedModel takes input of shape {shape} but model.json names {len(info['bands'])} bands; "
-            "re-export the model."
-        )
-    fixed = [n for n in shape[1:3] if n is not None]
-    if fixed and any(n != spec.tile_size for n in fixed):
-        raise UsageError(
-            f"The SavedModel only takes {shape[1]}×{shape[2]} inputs; pass --tile-size {fixed[0]}."
-        )
-
-
-def _warn_receptive_field(info: dict[str, Any], spec: TilingSpec) -> None:
-    """Warn about tilings that make a tile's prediction differ from a whole-image prediction."""
-    field = info.get("receptive_field")
-    if info["mode"] != "segmentation":
-        return
-    if field and spec.border < field // 2:
-        logging.warning(
-            "--overlap %d leaves a %d-pixel border, less than half the model's receptive field (%d): "
-            "tile edges may show seams; use --overlap %d or more.",
-            spec.overlap,
-            spec.border,
-            field,
-            2 * math.ceil(field / 2),
-        )
-    # A U-Net pools on a grid anchored at each tile's top-left pixel: tiles whose origins are not on a
-    # common multiple of its pooling factor see shifted grids and disagree on a few uncertain pixels.
-    depth = re.match(r"unet_d(\d+)", str(info.get("architecture", "")))
-    multiple = 2 ** int(depth.group(1)) if depth else 1
-    if spec.step % multiple or spec.border % multiple:
-        logging.warning(
-            "The model pools by %d: with --tile-size minus --overlap (%d) and half the overlap (%d) "
-            "multiples of %d, every tile sees the same pooling grid (e.g. --tile-size 256 --overlap 64).",
-            multiple,
-            spec.step,
-            spec.border,
-            multiple,
-        )
-
-
-def _source(opts: PredictOptions, spec: TilingSpec, num_bands: int) -> tuple[Any, dict[str, Any]]:
-    if opts.source == "earthengine":
-        return _earthengine_source(opts, spec, num_bands)
-    inputs = opts.inputs
-    kind = "local"
-    if not inputs:
-        from pipelines.demo.scene import ensure_demo_scene
-
-        inputs = [ensure_demo_scene(opts.demo_cache).image]
-        kind = "demo"
-    source = LocalRasterSource(inputs, _csv(opts.band_names))
-    try:
-        source.check_files()  # a broken or cut-short file stops the job here, not on the workers
-        source.native_grid()
-    except SourceError as e:
-        raise UsageError(str(e)) from None
-    return source, {"kind": kind, "inputs": list(inputs)}
-
-
-def _earthengine_source(opts: PredictOptions, spec: TilingSpec, num_bands: int) -> tuple[Any, dict[str, Any]]:
-    """An Earth Engine image recipe as the source; the session starts here, so bad credentials stop early."""
-    from transforms.io.earthengine import client as earthengine
-    from transforms.io.earthengine.recipes import DEFAULT_INPUTS, RecipeError
-
-    if opts.inputs or opts.band_names:
-        raise UsageError(
-            "--inputs and --band-names describe local rasters; with --source earthengine use --ee-image."
-        )
-    if not opts.aoi:
-        raise UsageError("--source earthengine needs --aoi: a GeoJSON file of lon/lat polygons, or W,S,E,N.")
-    if opts.max_requests < 1:
-        raise UsageError(f"--max-requests must be at least 1, got {opts.max_requests}.")
-    per_process, processes = earthengine.requests_per_process(opts.max_requests, opts)
-    if not processes:
-        raise UsageError(
-            "With --source earthengine on a distributed runner, set --max_num_workers: each worker sends "
-            "at most --max-requests / --max_num_workers requests at a time."
-        )
-    try:
-        config = earthengine.EarthEngineConfig(
-            project=opts.ee_project,
-            endpoint=opts.ee_endpoint or earthengine.HIGH_VOLUME_URL,
-            key_file=opts.ee_key_file,
-            max_in_flight=per_process,
-        )
-        source = earthengine.EarthEngineSource(opts.ee_image or DEFAULT_INPUTS, config, opts.ee_fetch)
-    except (RecipeError, ValueError) as e:
-        raise UsageError(str(e)) from None
-    source.connect()
-    source.check_request(spec.tile_size, spec.tile_size, num_bands, "float32")
-    info = {
-        "kind": "earthengine",
-        "project": config.project,
-        "endpoint": config.endpoint,
-        "image": source.recipe.spec,
-        "fetch": opts.ee_fetch,
-    }
-    return source, info
-
-
-def _lattice(opts: PredictOptions, info: dict[str, Any], source: Any) -> GridSpec:
-    """The model's grid (or --crs/--scale), on the imagery's own lattice when it is the same grid."""
-    import rasterio.crs
-
-    crs = opts.crs or info["crs"]
-    scale = float(opts.scale or info["scale"])
-    try:
-        wanted = rasterio.crs.CRS.from_user_input(crs)
-    except rasterio.errors.CRSError as e:
-        raise UsageError(f"Unknown CRS {crs!r}: {e}") from None
-    if hasattr(source, "native_grid"):
-        native_crs, transform, _, _ = source.native_grid()
-        try:
-            native = grid_spec_of(native_crs, transform)
-        except ValueError:
-            native = None
-        if (
-            native is not None
-            and rasterio.crs.CRS.from_user_input(native_crs) == wanted
-            and math.isclose(native.scale, scale, rel_tol=1e-9)
-        ):
-            return GridSpec(crs, scale, native.origin_x, native.origin_y)
-    return GridSpec(crs, scale)
-
-
-def _region(aoi: str, crs: str) -> tuple[tuple[float, float, float, float], RegionMask | None]:
-    """Bounds in `crs` and, for polygons, the mask of pixels outside them."""
-    from rasterio.features import bounds as geometry_bounds
-    from rasterio.warp import transform_bounds, transform_geom
-
-    box = _bbox(aoi)
-    if box is not None:
-        return transform_bounds("EPSG:4326", crs, *box, densify_pts=21), None
-    try:
-        with FileSystems.open(aoi) as f:
-            doc = json.loads(f.read().decode("utf-8"))
-    except (OSError, ValueError) as e:
-        raise UsageError(
-            f"--aoi {aoi!r} is neither a bounding box W,S,E,N nor a readable GeoJSON file: {e}"
-        ) from None
-    try:
-        regions = parse_regions(doc, source=aoi)
-    except RegionsError as e:
-        raise UsageError(str(e)) from None
-    polygons = []
-    for region in regions:
-        geometry = transform_geom("EPSG:4326", crs, region.geometry)
-        if geometry["type"] == "Polygon":
-            polygons.append(geometry["coordinates"])
-        else:
-            polygons.extend(geometry["coordinates"])
-    geometry = {"type": "MultiPolygon", "coordinates": polygons}
-    return tuple(geometry_bounds(geometry)), RegionMask(geometry)
-
-
-def _bbox(aoi: str) -> tuple[float, float, float, float] | None:
-    parts = aoi.split(",")
-    if len(parts) != 4:
-        return None
-    try:
-        west, south, east, north = (float(p) for p in parts)
-    except ValueError:
-        raise UsageError(f"--aoi {aoi!r}: a bounding box is four numbers W,S,E,N in lon/lat.") from None
-    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
-        raise UsageError(
-            f"--aoi {aoi!r}: a bounding box is W,S,E,N in degrees with W < E and S < N "
-            "(longitudes in [-180, 180], latitudes in [-90, 90])."
-        )
-    return west, south, east, north
-
-
-def _intersects(a: Sequence[float], b: Sequence[float]) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
-def _fmt(bounds: Sequence[float]) -> str:
-    return "(" + ", ".join(f"{v:.1f}" for v in bounds) + ")"
-
-
-def _prepare_output(output: str, overwrite: bool) -> None:
-    """Fail early if the output is not writable or holds an earlier prediction (unless --overwrite)."""
-    earlier = [join(output, name) for name in (SUMMARY_NAME, f"{CLASSES_NAME}.tif", f"{CLASSES_NAME}.vrt")]
-    found = [path for path in earlier if FileSystems.exists(path)]
-    tiles = join(output, TILES_DIR)
-    if FileSystems.exists(tiles):
-        found.append(tiles)
-    if found and not overwrite:
-        raise UsageError(
-            f"{output!r} already holds a prediction ({found[0]}); pass --overwrite to replace it, or "
-            "--resume to finish a stopped one."
-        )
-    probe = join(output, ".terrabeam-write-test")
-    try:
-        if "://" not in output:
-            os.makedirs(output, exist_ok=True)
-        with FileSystems.create(probe) as f:
-            f.write(b"ok")
-        FileSystems.delete([probe])
-    except Exception as e:
-        raise UsageError(f"Output {output!r} is not writable: {e}") from None
-    if found:
-        _delete_finished_outputs(output, found)
-
-
-def _delete_finished_outputs(output: str, also: Sequence[str] = ()) -> None:
-    """Remove what the end of a prediction writes (mosaics, quick-look, summary, dead letters)."""
-    kinds = (CLASSES_NAME, PROBABILITIES_NAME, POSITIVE_NAME)
-    stale = [join(output, f"{kind}{ext}") for kind in kinds for ext in (".tif", ".vrt")]
-    stale.append(join(output, SUMMARY_NAME))
-    stale += [join(output, QUICKLOOK_NAME), join(output, "errors")]
-    stale = [p for p in dict.fromkeys([*also, *stale]) if FileSystems.exists(p)]
-    if stale:
-        FileSystems.delete(stale)
-
-
-def _prepare_resume(output: OutputSpec, record: dict[str, Any]) -> frozenset[str]:
-    """Check that --output holds this same prediction; returns the ids of the tiles it already has."""
-    recorded = read_record(output.output)
-    if recorded is None:
-        raise UsageError(
-            f"--resume: {output.output!r} holds no prediction to finish (no {PLAN_NAME}); run without "
-            "--resume to start one."
-        )
-    changed = differences(recorded, record)
-    if changed:
-        raise UsageError(
-            f"--resume: the prediction in {output.output!r} was made with other settings: "
-            + "; ".join(changed)
-            + ". Resume with the same --model, imagery and options, or pass --overwrite to start again."
-        )
-    _delete_finished_outputs(output.output)  # rebuilt at the end from every tile
-    try:
-        partial = FileSystems.match([output.path(TILES_DIR, "*", "*.partial-*")])[0].metadata_list
-    except OSError:  # Beam's BeamIOError where nothing matches
-        partial = []
-    if partial:  # tiles a stopped run was writing (a local write is renamed into place once whole)
-        FileSystems.delete([m.path for m in partial])
-    return existing_tiles(output)
 
 
 # --- the pipeline ---------------------------------------------------------------------------------
@@ -661,6 +259,22 @@ def build_pipeline(pipeline: beam.Pipeline, job: PredictJob, fail_in_pipeline: b
     step checks the outcome; with `fail_in_pipeline` (a runner that does not run in this process, e.g.
     Dataflow) a failed prediction fails the job itself, after prediction.json is written.
     """
+    import apache_beam as beam
+    from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+    from apache_beam.pvalue import AsSingleton
+
+    from pipelines.tail import DeadLetters, Finish
+    from transforms.cog import WriteTiles
+    from transforms.geometry.tiling import tiles_of_row
+    from transforms.inference import (
+        ERRORS,
+        FetchTiles,
+        SavedModelHandler,
+        inference_dead_letters,
+        to_tile_prediction,
+    )
+    from transforms.resume import REUSED, ReuseTiles
+
     spec = job.plan.spec
     tiles = (
         pipeline
@@ -697,39 +311,22 @@ def build_pipeline(pipeline: beam.Pipeline, job: PredictJob, fail_in_pipeline: b
         inference_dead_letters
     )
     errors = (fetched[ERRORS], inference_errors) | "AllErrors" >> beam.Flatten()
-    error_files = errors | "WriteErrors" >> beam.io.WriteToText(
-        job.output.path("errors", "errors"), file_name_suffix=".jsonl", num_shards=1
-    )
-    error_count = errors | "CountErrors" >> beam.combiners.Count.Globally()
-    reasons = errors | "CountReasons" >> CountReasons()
+    letters = errors | "DeadLetters" >> DeadLetters(job.output.path("errors", "errors"))
     records = written | "CollectTiles" >> beam.combiners.ToList()
-    _ = (
-        pipeline
-        | "FinishTrigger" >> beam.Create([None])
-        | "Finish"
-        >> beam.Map(
-            finish,
-            job,
-            AsSingleton(records),
-            AsList(error_files),
-            AsSingleton(error_count),
-            AsList(reasons),
-        )
-        # A retry of the check must not redo the finish (with --mosaic its tiles are gone).
-        | "AfterSummary" >> beam.Reshuffle()
-        | "CheckOutcome" >> beam.Map(_check_summary, fail_in_pipeline)
+    _ = pipeline | "Finish" >> Finish(
+        "prediction", finish, letters, job, AsSingleton(records), fail_in_pipeline=fail_in_pipeline
     )
-
-
-def _check_summary(summary_path: str, enabled: bool) -> None:
-    with FileSystems.open(summary_path) as f:
-        check_outcome(json.loads(f.read())["outcome"], "prediction", enabled)
 
 
 def finish(
-    _, job: PredictJob, records: list[dict], error_files: list[str], error_count: int, reasons=()
-) -> str:
-    """Mosaic (VRT, or one COG), quick-look PNG and prediction.json, once every tile is written."""
+    _, job: PredictJob, records: list[dict], *, error_files: list[str], error_count: int, reasons
+) -> dict[str, Any]:
+    """Mosaic (VRT, or one COG), quick-look PNG and prediction.json, once every tile is written; returns
+    the outcome."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from transforms.cog import build_vrt, quicklook_png, vrt_to_cog, write_bytes
+
     output, plan = job.output, job.plan
     kinds = output.kinds
     files: dict[str, str] = {}
@@ -781,9 +378,8 @@ def finish(
         "errors": [os.path.basename(p) for p in error_files] if error_count else [],
         "outcome": Outcome.of("tiles", len(records), reasons, job.max_error_fraction).to_json(),
     }
-    path = output.path(SUMMARY_NAME)
-    write_bytes(path, (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
-    return path
+    write_bytes(output.path(SUMMARY_NAME), (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+    return summary["outcome"]
 
 
 def region_alias(argv: Sequence[str]) -> list[str]:
@@ -805,11 +401,6 @@ def region_alias(argv: Sequence[str]) -> list[str]:
     return args
 
 
-def job_help_parser() -> argparse.ArgumentParser:
-    """--help: the job's options as PredictOptions groups them, then Beam's runner options."""
-    return help_parser(prog("pipelines.predict"), DESCRIPTION, [PredictOptions], runner_help("prediction"))
-
-
 def worker_bytes(job: PredictJob) -> int:
     """Estimated memory of one local worker process: runtime and model, and the batch in flight."""
     pixels = job.batch_size * job.plan.spec.tile_size**2
@@ -823,23 +414,36 @@ def tensorflow_threads(workers: int, cpus: int) -> dict[str, str]:
     return {"TF_NUM_INTRAOP_THREADS": share, "TF_NUM_INTEROP_THREADS": share}
 
 
+def input_errors() -> tuple[type[Exception], ...]:
+    """The errors besides UsageError that mean bad input (exit status 2, or an AssetError's own)."""
+    from transforms.geometry.sampling import RegionsError
+    from transforms.geometry.tiling import TilingError
+    from transforms.io.earthengine.assets import AssetError
+    from transforms.io.rasters import SourceError
+
+    return (SourceError, TilingError, ModelError, RegionsError, AssetError)
+
+
+SHELL = JobShell("pipelines.predict", "PredictOptions", add_options, DESCRIPTION, "prediction")
+# PredictOptions, the options as Beam's PipelineOptions class, is made when first asked for.
+__getattr__ = SHELL.module_attribute
+
+
 def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> dict[str, Any]:
     """Parse flags, validate, run the pipeline to completion; returns prediction.json's content."""
-    args, _ = strip_verbose(region_alias(argv or []))
-    parser = job_help_parser()
-    parse_job_flags(args, parser)
-    options = PipelineOptions(args)
-    options.view_as(SetupOptions).save_main_session = save_main_session
-    problem = unknown_flags_message(options, help_flags(parser))
-    if problem:
-        raise UsageError(problem)
-    opts = options.view_as(PredictOptions)
-    if opts.max_memory is not None and not opts.max_memory > 0:
-        raise UsageError(f"--max-memory must be a positive number of GiB, got {opts.max_memory}.")
+    command = SHELL.parse(argv, save_main_session, region_alias)  # --help ends here
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines.progress import PREDICTION
+    from transforms.cog import write_bytes
+    from transforms.io.earthengine.assets import register_prediction
+    from transforms.resume import PLAN_NAME
+
+    opts, options = command.job, command.options
     job = validate(opts)
     use_local_cores(
         options,
-        args,
+        command.args,
         worker_bytes(job),
         opts.max_memory,
         len(job.plan),
@@ -859,14 +463,12 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> d
     )
     summary_path = job.output.path(SUMMARY_NAME)
     with worker_environment(threads):
-        run_job(
+        SHELL.run_pipeline(
             options,
             lambda pipeline, remote: build_pipeline(pipeline, job, remote),
             PREDICTION,
-            outcome_path=summary_path,
-            job="prediction",
-            where=job.output.output,
-            runner=local_runner(options),
+            summary_path,
+            job.output.output,
         )
     with FileSystems.open(summary_path) as f:
         summary = json.loads(f.read())
@@ -875,23 +477,8 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> d
     return summary
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(argv if argv is not None else sys.argv[1:])
-    verbose = quiet_start(argv)
-    logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
-    try:
-        summary = run(argv)
-    except (UsageError, SourceError, TilingError, ModelError, RegionsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except JobFailed as e:
-        print(e.report(), file=sys.stderr)
-        return 1
-    except AssetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.status
-    except SystemExit as e:  # --help (0), or a badly typed option that argparse reported (2)
-        return e.code if isinstance(e.code, int) else 2
+def report(summary: dict[str, Any]) -> None:
+    """What a finished prediction wrote, on stdout; its warnings on stderr."""
     files = summary["files"]
     where = summary["output"]
     positive = (
@@ -907,7 +494,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{summary['tiles_reused']} of them were kept from the earlier run (--resume).")
     for line in warning_lines(Outcome.from_json(summary["outcome"])):
         print(line, file=sys.stderr)
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m pipelines.predict`: 0 written, 1 failed, 2 bad input."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = quiet_start(argv)  # first: TensorFlow reads its log level once, when it loads
+    return SHELL.exit_status(run, argv, verbose, input_errors, report)
 
 
 if __name__ == "__main__":

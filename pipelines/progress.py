@@ -28,6 +28,7 @@ from typing import Any, TextIO
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineRunner
 
 from transforms.runtime import progress as counters
 from transforms.runtime.outcome import JobFailed, Outcome, is_local_runner, read_outcome
@@ -284,6 +285,25 @@ def is_dataflow(options: PipelineOptions) -> bool:
 
 
 # --- running a job --------------------------------------------------------------------------------
+
+
+class LocalRunner(PipelineRunner):
+    """Beam's DirectRunner for a batch job, without its first try with Prism.
+
+    With no --runner, Beam's DirectRunner first tries its Prism runner (a binary it downloads from
+    GitHub, which ignores --direct_num_workers) and falls back to the FnApiRunner. This runner goes
+    straight to the FnApiRunner, built as the DirectRunner builds it (the workers get the pipeline
+    options), so a local run works offline and honours --direct_num_workers/--direct_running_mode.
+    """
+
+    def run_pipeline(self, pipeline, options: PipelineOptions):
+        from apache_beam.portability.api import beam_provision_api_pb2
+        from apache_beam.runners.portability.fn_api_runner import fn_runner
+        from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+        encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+        info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+        return fn_runner.FnApiRunner(provision_info=info).run_pipeline(pipeline, options)
 
 
 def run_pipeline(

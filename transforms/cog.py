@@ -40,22 +40,20 @@ from rasterio.enums import Resampling
 from rasterio.io import MemoryFile
 
 from transforms.contracts.label_scheme import LabelScheme, classes_tag
+from transforms.contracts.prediction import (
+    CLASSES_NAME,
+    POSITIVE_NAME,
+    PROBABILITIES,
+    PROBABILITIES_NAME,
+    PROBABILITY_NODATA_UINT8,
+    PROBABILITY_SCALE,
+    TILES_DIR,
+)
 from transforms.contracts.schema import CLASS_NODATA
 from transforms.geometry.grid import PixelGrid
 from transforms.inference import TilePrediction
 from transforms.io.files import join
 from transforms.runtime import progress
-
-PROBABILITIES = ("none", "uint8", "float32")
-# uint8 probabilities: round(p * 254), so 255 stays free for nodata.
-PROBABILITY_SCALE = 254
-PROBABILITY_NODATA_UINT8 = 255
-
-CLASSES_NAME = "classes"
-PROBABILITIES_NAME = "probabilities"
-POSITIVE_NAME = "probability"
-TILES_DIR = "tiles"
-QUICKLOOK_NAME = "classes.png"
 
 # Internal tiles of the COGs. Per-tile files are small, so a smaller block keeps partial blocks small
 # and gives the larger tiles (e.g. --tile-size 1024) overview levels of their own.

@@ -49,7 +49,7 @@ from transforms.contracts.classes import (
     palette_rgb,
 )
 from transforms.contracts.label_scheme import classes_tag
-from transforms.runtime.command import HelpFormatter, add_verbose_flag, fill, prog
+from transforms.runtime.command import HelpFormatter, add_verbose_flag, fill, prog, quiet_start
 
 # Raise when the generated content changes: cached scenes of another version are then regenerated.
 GENERATOR_VERSION = 2
@@ -643,6 +643,7 @@ def _write_regions(path: pathlib.Path, layout: _Layout) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_start(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog=prog("pipelines.demo.scene"),
         description=fill(__doc__.split("\n\n")[0]),

@@ -120,7 +120,7 @@ def test_the_installed_script_answers_help_and_version():
 
 @pytest.mark.parametrize("job", ["extract", "predict", "train"])
 def test_both_forms_list_the_same_options(job):
-    """And start quietly: predict and train load TensorFlow, whose start-up lines stay hidden."""
+    """And start quietly: training loads TensorFlow, whose start-up lines stay hidden."""
     module = {"train": "model.train"}.get(job, f"pipelines.{job}")
     script = run([terrabeam(), job, "--help"], COLUMNS="100")
     python_m = run([sys.executable, "-m", module, "--help"], COLUMNS="100")
@@ -172,18 +172,24 @@ def test_terrabeam_predict_runs_a_pool_quietly(tiny_scene, tmp_path):
 # --- the quiet start ---------------------------------------------------------------------------------
 
 
-def test_tensorflows_start_up_lines_are_hidden_unless_asked_for():
-    """The commands' stderr is free of them (test_both_forms_list_the_same_options checks the quiet side
-    for extract, predict and train, each of which loads TensorFlow but extract); here: that this
-    TensorFlow does print them when not hidden, and that --verbose and the user's own level bring them
-    back."""
+def test_tensorflows_start_up_lines_are_hidden_unless_asked_for(tmp_path):
+    """That this TensorFlow does print them when not hidden, that a command that loads it hides them,
+    and that --verbose and the user's own level bring them back. Prediction loads TensorFlow to read a
+    model folder (here one whose model.json describes no model, so it stops right after)."""
     bare = run([sys.executable, "-c", "import tensorflow as tf; tf.constant(1) + 1"])
     if not NOISE.search(bare.stderr):
         pytest.skip("this TensorFlow prints no start-up lines on this machine: nothing to hide")
     asked = run([terrabeam(), "train", "--help", "--verbose"])
     assert asked.returncode == 0 and NOISE.search(asked.stderr), asked.stderr
-    own = run([sys.executable, "-m", "pipelines.predict", "--help"], TF_CPP_MIN_LOG_LEVEL="0")
-    assert own.returncode == 0 and NOISE.search(own.stderr), own.stderr
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text("{}")
+    predict = [sys.executable, "-m", "pipelines.predict", "--model", str(model)]
+    quiet = run(predict)
+    assert quiet.returncode == 2 and "is not a terrabeam model description" in quiet.stderr, quiet.stderr
+    assert not NOISE.search(quiet.stderr), quiet.stderr
+    own = run(predict, TF_CPP_MIN_LOG_LEVEL="0")
+    assert own.returncode == 2 and NOISE.search(own.stderr), own.stderr
 
 
 def test_quiet_start_keeps_the_users_level_and_steps_aside_for_verbose(monkeypatch):

@@ -267,3 +267,35 @@ def test_help_loads_no_tensorflow(name):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"usage: terrabeam {name} ")
     assert result.stdout.splitlines()[-1] == "0 False", result.stdout[-300:]
+
+
+# Prints which heavy packages a command's --help imported (on stderr, after the help on stdout).
+HEAVY_IMPORTS = """
+import sys
+from {module} import main
+status = main({argv!r})
+heavy = sorted({{name.split(".")[0] for name in sys.modules}} & {{"tensorflow", "keras", "apache_beam"}})
+print(f"heavy imports: {{heavy}}", file=sys.stderr)
+sys.exit(status)
+"""
+
+
+@pytest.mark.parametrize(
+    "module, argv",
+    [
+        ("pipelines.extract", ["--help"]),
+        ("pipelines.predict", ["--help"]),
+        ("pipelines.cli", ["extract", "--help"]),
+        ("pipelines.cli", ["predict", "--help"]),
+    ],
+)
+def test_help_imports_neither_tensorflow_nor_beam(module, argv):
+    """--help answers from the jobs' option declarations: TensorFlow and Beam (seconds to import) load
+    only when a job runs."""
+    code = HEAVY_IMPORTS.format(module=module, argv=argv)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "[runner options]" in done.stdout
+    assert done.stderr.splitlines()[-1] == "heavy imports: []", done.stderr

@@ -12,6 +12,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 from pipelines import options as local
 from pipelines.extract import main as extract_main
 from pipelines.extract import runs_in_raster_order
+from pipelines.progress import LocalRunner
 from tests.helpers.models import conv_model_folder
 from tests.helpers.records import records_of_split, without_files
 from transforms.contracts.manifest import read_manifest
@@ -139,8 +140,8 @@ def test_worker_processes_of_a_run():
 
 
 def test_local_runner_is_used_for_the_direct_runner_only():
-    assert isinstance(local.local_runner(PipelineOptions([])), local.LocalRunner)
-    assert isinstance(local.local_runner(PipelineOptions(["--runner=DirectRunner"])), local.LocalRunner)
+    assert isinstance(local.local_runner(PipelineOptions([])), LocalRunner)
+    assert isinstance(local.local_runner(PipelineOptions(["--runner=DirectRunner"])), LocalRunner)
     assert local.local_runner(PipelineOptions(["--runner=DataflowRunner"])) is None
 
 

@@ -12,6 +12,8 @@ import dataclasses
 import json
 import logging
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import apache_beam as beam
@@ -29,6 +31,7 @@ from rio_cogeo.cogeo import cog_validate
 from model.architecture import build_unet
 from pipelines import predict
 from pipelines.predict import PredictOptions, build_pipeline, main, run, validate
+from tests.helpers.environment import ROOT, env
 from tests.helpers.models import CLASSES, conv_model, export, image_of
 from tests.helpers.scenes import ORIGIN, utm_box_to_lonlat
 from transforms.geometry.tta import predict_with_tta
@@ -371,12 +374,45 @@ def test_bad_input_stops_with_a_clear_message(tiny_scene, conv_model_dir, swir_m
     )
     assert "must be even" in _bad(capsys, model + base + ["--overlap=7"])
     assert "W,S,E,N" in _bad(capsys, model + base + ["--aoi=10,50,9,51"])
-    assert "No readable model metadata" in _bad(capsys, [f"--model={tmp_path / 'nothing'}"] + base)
+    nothing = _bad(capsys, [f"--model={tmp_path / 'nothing'}"] + base)
+    assert f"--model '{tmp_path / 'nothing'}' holds no model (no model.json in it)" in nothing
+    assert f"`terrabeam train --output {tmp_path / 'nothing'}`" in nothing
     assert "did you mean --tile-size" in _bad(capsys, model + base + ["--tile-szie=64"])
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     assert "is not writable" in _bad(capsys, model + base + [f"--output={blocker}/out"])
     assert not (tmp_path / "out" / "prediction.json").exists()
+
+
+def test_a_model_folder_without_a_model_says_how_to_make_one(tmp_path):
+    """In TensorFlow's place (its NotFoundError named the problem before), the folder and `terrabeam
+    train`; the check reads no TensorFlow."""
+    missing = str(tmp_path / "nonexistent")
+    code = (
+        "import sys; from pipelines.predict import main; status = main(sys.argv[1:]); "
+        "print('tensorflow' in sys.modules, file=sys.stderr); sys.exit(status)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "--model", missing],
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"error: --model {missing!r} holds no model (no model.json in it). Train one into it with "
+        f"`terrabeam train --output {missing}` (`terrabeam train --help` lists the training options), or "
+        "point --model at a folder that `terrabeam train` wrote.\nFalse\n"
+    )
+
+
+def test_the_model_folder_is_recognised_by_the_file_that_training_writes():
+    from model.export import MODEL_JSON
+    from pipelines.checks import model_folder
+
+    assert model_folder.MODEL_JSON == MODEL_JSON
 
 
 def test_an_earlier_prediction_is_kept_unless_overwrite(tiny_scene, conv_model_dir, tmp_path, capsys):

@@ -25,6 +25,8 @@ LABEL_FEATURE = "landcover"
 LABEL_NODATA = 255
 # Class-map value of pixels with no prediction (outside the imagery or the region, or masked input).
 CLASS_NODATA = 255
+# How record shards are compressed (manifest.json says which: "GZIP" or "NONE").
+COMPRESSIONS = ("gzip", "none")
 
 # Metadata features terrabeam writes next to the bands and label.
 META_ID = "point_id"

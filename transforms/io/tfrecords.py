@@ -25,7 +25,8 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 from isal import isal_zlib
 
-COMPRESSIONS = ("gzip", "none")
+from transforms.contracts.schema import COMPRESSIONS
+
 SUFFIX = {"gzip": ".tfrecord.gz", "none": ".tfrecord"}
 # ISA-L offers levels 0-3; higher levels fall back to zlib (much slower, barely smaller for floats).
 ISAL_MAX_LEVEL = 3

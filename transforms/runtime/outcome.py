@@ -5,9 +5,10 @@ Every dead letter carries a `reason` (short, the same for every element that fai
 such as a patch off the raster edge, which are not failures). A job fails when it produced nothing, or
 when its failures are more than `max_error_fraction` of its elements (1.0 turns that check off).
 
-The extraction and prediction jobs count reasons in the pipeline (`CountReasons`), write the `Outcome`
-into manifest.json / prediction.json, and check it in their last step (`check_outcome`), so a job on
-Dataflow fails visibly too; on a local runner the command reads it back and exits with status 1.
+The extraction and prediction jobs count reasons in the pipeline (`letter_key` of each dead letter, in
+pipelines.dead_letters), write the `Outcome` into manifest.json / prediction.json, and check it in their
+last step (`check_outcome`), so a job on Dataflow fails visibly too; on a local runner the command reads
+it back and exits with status 1. No Beam here: a job's --help reads this module's defaults.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ import dataclasses
 import json
 from collections.abc import Iterable
 from typing import Any
-
-import apache_beam as beam
 
 DEFAULT_MAX_ERROR_FRACTION = 0.05
 SUMMARY_LINES = 10
@@ -50,13 +49,6 @@ def letter_key(line: str) -> tuple[str, bool]:
     letter = json.loads(line)
     reason = letter.get("reason") or f"{letter.get('error_type', 'Error')}: {letter.get('error', '')}"
     return reason, bool(letter.get("skipped", False))
-
-
-class CountReasons(beam.PTransform):
-    """Dead-letter JSON lines -> ((reason, skipped), count), one element per distinct reason."""
-
-    def expand(self, letters):
-        return letters | "ReasonOf" >> beam.Map(letter_key) | "Count" >> beam.combiners.Count.PerElement()
 
 
 def check_max_error_fraction(value: float) -> None:
