@@ -11,6 +11,7 @@ stops with a clear message and writes nothing.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 import math
@@ -44,6 +45,23 @@ if TYPE_CHECKING:
     from transforms.io.retry import RetryConfig
 
 DEFAULT_OUTPUT = "out/demo/data"
+# --split-block-size auto: blocks of BLOCKS_PER_PATCH_EXTENT patch extents (transforms/geometry/split.py).
+AUTO = "auto"
+
+
+def block_size(value: str) -> str | float:
+    """--split-block-size: `auto` or a size >= 0 in CRS units."""
+    if value.strip().lower() == AUTO:
+        return AUTO
+    try:
+        size = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a size in CRS units, got {value!r}") from None
+    if size < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0: a per-point split), got {value!r}")
+    return size
+
+
 # Points are fetched in spatial groups of this many pixels square, sorted in raster order, so tiles
 # decoded for one patch serve the next ones too (see benchmarks: cache-starved reads).
 READ_CHUNK_PIXELS = 512
@@ -128,9 +146,9 @@ def add_options(parser) -> None:
     group.add_argument(
         "--split-block-size",
         dest="split_block_size",
-        type=float,
-        default=0.0,
-        help="Split by spatial blocks of this size (CRS units) instead of per point; avoids leakage between overlapping patches.",
+        type=block_size,
+        default=AUTO,
+        help="Side of the split's spatial blocks (CRS units of the patch grid). auto: 4 patch extents. Points whose patch would reach a block of the other side are left out (a guard band), so no validation pixel lies in a training patch. 0: a per-point split, whose validation patches overlap training patches (the score leaks).",
     )
     group = JobOptionGroup(parser, "output")
     group.add_argument(
@@ -188,7 +206,8 @@ def validate(opts: PipelineOptions) -> ExtractJob:
     scheme = sources.label_config.scheme
     classes = class_subset(opts.classes, scheme)
     try:
-        split = SplitConfig(opts.validation_fraction, opts.split_block_size)
+        block = None if opts.split_block_size == AUTO else float(opts.split_block_size)
+        split = SplitConfig.for_patches(opts.validation_fraction, block, opts.patch_size, sources.grid.scale)
     except ValueError as e:
         raise UsageError(str(e)) from None
     extraction_output(opts.output, opts.overwrite)
@@ -246,10 +265,10 @@ def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob, fail_in_pipeline: b
     process, e.g. Dataflow) a failed extraction fails the job itself, after the manifest is written.
     """
     import apache_beam as beam
-    from apache_beam.pvalue import AsDict, AsList
+    from apache_beam.pvalue import AsDict, AsList, AsSingleton
 
     from pipelines.tail import DeadLetters, Finish
-    from transforms.extract import ERRORS, SPLITS, STATS, FetchPatches, SumArrays
+    from transforms.extract import CENTRES, ERRORS, SPLITS, STATS, FetchPatches, SumArrays
     from transforms.io.tfrecords import WriteRecords
 
     temp_dir = f"{job.output}/.temp-{uuid.uuid4().hex}"
@@ -277,7 +296,7 @@ def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob, fail_in_pipeline: b
             job.pad_edges,
             job.retry,
         )
-    ).with_outputs(*SPLITS, ERRORS, STATS)
+    ).with_outputs(*SPLITS, ERRORS, STATS, CENTRES)
     shards = {
         split: fetched[split]
         | f"Write{split.title()}"
@@ -286,6 +305,12 @@ def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob, fail_in_pipeline: b
     }
     letters = fetched[ERRORS] | "DeadLetters" >> DeadLetters(f"{job.output}/errors/errors")
     stats = fetched[STATS] | "SumStats" >> beam.CombinePerKey(SumArrays())
+    # The patch centres are small (three numbers a patch): gathered once to measure the split's overlap.
+    overlap = (
+        fetched[CENTRES]
+        | "GatherCentres" >> beam.combiners.ToList()
+        | "MeasureOverlap" >> beam.Map(measured_overlap, job.schema.patch_size, job.grid.scale)
+    )
     _ = pipeline | "FinalizeAndWriteManifest" >> Finish(
         "extraction",
         _finalize,
@@ -295,6 +320,7 @@ def build_pipeline(pipeline: beam.Pipeline, job: ExtractJob, fail_in_pipeline: b
         AsList(shards["train"]),
         AsList(shards["validation"]),
         stats=AsDict(stats),
+        overlap=AsSingleton(overlap),
         fail_in_pipeline=fail_in_pipeline,
     )
 
@@ -350,14 +376,50 @@ def runs_in_raster_order(points: Sequence[Point], run_points: int) -> Iterator[l
         yield ordered[start : start + size]
 
 
+def measured_overlap(centres: Sequence[tuple[str, float, float]], patch_size: int, scale: float) -> float:
+    """Share of validation patch pixels that some training patch covers (what the split leaked)."""
+    from transforms.geometry.split import TRAIN, VALIDATION, overlap_fraction
+
+    train = [(x, y) for split, x, y in centres if split == TRAIN]
+    validation = [(x, y) for split, x, y in centres if split == VALIDATION]
+    return overlap_fraction(train, validation, patch_size, scale)
+
+
+def split_line(split: dict[str, Any]) -> str:
+    """The split in one line: its rule, what the guard band left out, and the measured overlap."""
+    from transforms.geometry.split import RULE_PER_POINT
+
+    overlap = f"{100 * split['overlap']:.1f} % of validation pixels lie in training patches"
+    if split["rule"] == RULE_PER_POINT:
+        return (
+            f"Split: per point; {overlap} (the validation score leaks; the default spatial blocks avoid it)."
+        )
+    guard = split.get("points_in_guard_band", 0)
+    return (
+        f"Split: spatial blocks of {split['block_size']:,.0f} CRS units with a guard band, {guard:,} points "
+        f"left out in it; {overlap}."
+    )
+
+
 def _finalize(
-    _, job: ExtractJob, temp_dir, train_temp, validation_temp, *, error_files, error_count, stats, reasons
+    _,
+    job: ExtractJob,
+    temp_dir,
+    train_temp,
+    validation_temp,
+    *,
+    error_files,
+    error_count,
+    stats,
+    reasons,
+    overlap: float = 0.0,
 ) -> dict[str, Any]:
     """Move the shards into place, then write the manifest (last, so it marks a complete extraction)."""
     from apache_beam.io.filesystems import FileSystems
 
     from transforms.contracts.manifest import build_manifest, write_manifest
     from transforms.extract import SPLITS
+    from transforms.geometry.split import GUARD
     from transforms.io.tfrecords import SUFFIX, finalize_shards
 
     suffix = SUFFIX[job.compression]
@@ -370,6 +432,14 @@ def _finalize(
     split_stats = {
         split: {"patches_per_class": s[:num_classes].tolist(), "pixels_per_class": s[num_classes:].tolist()}
         for split, s in stats.items()
+        if split in SPLITS
+    }
+    guarded = stats.get(GUARD)
+    split = {
+        **job.split.describe(),
+        "points_in_guard_band": int(guarded[:num_classes].sum()) if guarded is not None else 0,
+        "overlap": overlap,
+        "overlap_measure": "share of validation patch pixels covered by at least one training patch",
     }
     manifest = build_manifest(
         schema=job.schema,
@@ -389,6 +459,7 @@ def _finalize(
         "points", produced, reasons, job.options.get("max_error_fraction", DEFAULT_MAX_ERROR_FRACTION)
     )
     manifest["outcome"] = outcome.to_json()
+    manifest["split"] = split
     path = write_manifest(job.output, manifest)
     logging.info("Wrote %s: %s", path, {s: manifest["splits"][s]["patches"] for s in SPLITS})
     return manifest["outcome"]
@@ -433,7 +504,7 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> O
     """Parse flags, validate, run the pipeline to completion; JobFailed when the result is a failure."""
     command = SHELL.parse(argv, save_main_session, label_raster_alias)  # --help ends here
     from pipelines.progress import EXTRACTION
-    from transforms.contracts.manifest import MANIFEST_NAME
+    from transforms.contracts.manifest import MANIFEST_NAME, read_manifest
 
     opts, options = command.job, command.options
     job = validate(opts)
@@ -449,6 +520,9 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> O
         job.output,
     )
     print(f"Extraction written to {job.output} (manifest: {manifest})")
+    written = read_manifest(job.output) if outcome else {}
+    if written.get("split"):
+        print(split_line(written["split"]))
     for line in warning_lines(outcome) if outcome else []:
         print(line, file=sys.stderr)
     return outcome

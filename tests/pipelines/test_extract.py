@@ -36,7 +36,8 @@ def extract(scene, output: Path, *extra: str) -> int:
 @pytest.fixture(scope="module")
 def extracted(tiny_scene, tmp_path_factory):
     output = tmp_path_factory.mktemp("extract") / "data"
-    assert extract(tiny_scene, output, "--validation-fraction", "0.3") == 0
+    # The per-point split, asked for explicitly: the test below checks each record's side by its id.
+    assert extract(tiny_scene, output, "--validation-fraction", "0.3", "--split-block-size", "0") == 0
     return output, read_manifest(str(output))
 
 
@@ -94,7 +95,10 @@ def test_edge_points_are_dead_lettered_or_padded(tiny_scene, tmp_path):
 
 def test_same_output_on_every_run(extracted, tiny_scene, tmp_path):
     _, first = extracted
-    assert extract(tiny_scene, tmp_path / "again", "--validation-fraction", "0.3") == 0
+    assert (
+        extract(tiny_scene, tmp_path / "again", "--validation-fraction", "0.3", "--split-block-size", "0")
+        == 0
+    )
     second = read_manifest(str(tmp_path / "again"))
     ids = lambda m, s: sorted(r["point_id"] for r in read_records(m["splits"][s]["files"], m))  # noqa: E731
     for split in ("train", "validation"):
@@ -128,7 +132,8 @@ def test_one_file_per_band_and_band_subset(tiny_scene, tmp_path):
     )
     manifest = read_manifest(str(tmp_path / "o"))
     assert manifest["bands"] == ["elevation", "red"]
-    assert manifest["splits"]["train"]["patches"] + manifest["splits"]["validation"]["patches"] == 10
+    written = manifest["splits"]["train"]["patches"] + manifest["splits"]["validation"]["patches"]
+    assert written + manifest["split"]["points_in_guard_band"] == 10
 
 
 @pytest.mark.parametrize(
@@ -214,7 +219,11 @@ def test_misspelt_option_is_reported_not_ignored(tiny_scene, tmp_path, capsys):
 def test_spatial_block_split_keeps_each_block_on_one_side(tiny_scene, tmp_path):
     block = 640.0  # 64 pixels of 10 m
     out = tmp_path / "blocks"
-    assert extract(tiny_scene, out, "--split-block-size", str(block), "--validation-fraction", "0.5") == 0
+    extra = ["--patch-size", "16", "--points-per-class", "20"]  # the guard band leaves most points in
+    assert (
+        extract(tiny_scene, out, "--split-block-size", str(block), "--validation-fraction", "0.5", *extra)
+        == 0
+    )
     manifest = read_manifest(str(out))
     assert manifest["options"]["split_block_size"] == block
     side_of_block = {}
@@ -225,3 +234,81 @@ def test_spatial_block_split_keeps_each_block_on_one_side(tiny_scene, tmp_path):
             key = (math.floor(x / block), math.floor(y / block))
             assert side_of_block.setdefault(key, split) == split
     assert set(side_of_block.values()) == {"train", "validation"}
+
+
+def patch_overlap(train: list[tuple[int, int]], validation: list[tuple[int, int]], size: int) -> int:
+    """Validation patch pixels inside some training patch, counted pixel by pixel from the records'
+    centre pixels (independently of the split module)."""
+    covered = 0
+    for vr, vc in validation:
+        mask = np.zeros((size, size), bool)
+        for tr, tc in train:
+            dr, dc = tr - vr, tc - vc
+            if abs(dr) < size and abs(dc) < size:
+                mask[max(0, dr) : size + min(0, dr), max(0, dc) : size + min(0, dc)] = True
+        covered += int(mask.sum())
+    return covered
+
+
+def centre_pixels(manifest: dict, split: str) -> list[tuple[int, int]]:
+    out = []
+    for record in read_records(manifest["splits"][split]["files"], manifest):
+        _, row, col = record["point_id"].decode().split("/")
+        out.append((int(row), int(col)))
+    return out
+
+
+def test_the_default_split_leaves_no_validation_pixel_in_a_training_patch(tiny_scene, tmp_path, capsys):
+    out = tmp_path / "default"
+    # Dense points (patches overlap heavily) and blocks small enough for the tiny scene to hold several.
+    extra = ["--patch-size", "16", "--points-per-class", "40", "--split-block-size", "400"]
+    assert extract(tiny_scene, out, *extra, "--validation-fraction", "0.5") == 0
+    manifest = read_manifest(str(out))
+    split = manifest["split"]
+    assert split["rule"] == "spatial-blocks-with-guard" and split["block_size"] == 400.0
+    train, validation = centre_pixels(manifest, "train"), centre_pixels(manifest, "validation")
+    assert train and validation
+    assert patch_overlap(train, validation, 16) == 0 and split["overlap"] == 0.0
+    # Every sampled point is a patch, a dead letter or left out in the guard band.
+    assert split["points_in_guard_band"] > 0
+    written = sum(manifest["splits"][s]["patches"] for s in ("train", "validation"))
+    assert (
+        written + manifest["errors"]["count"] + split["points_in_guard_band"] == 40 * 5
+    )  # north: classes 0, 1; south: 0, 2, 3
+    assert "Split: spatial blocks of 400 CRS units with a guard band" in capsys.readouterr().out
+
+
+def test_the_per_point_split_measures_its_leak(tiny_scene, tmp_path, capsys):
+    out = tmp_path / "per-point"
+    assert (
+        extract(
+            tiny_scene,
+            out,
+            "--points-per-class",
+            "40",
+            "--split-block-size",
+            "0",
+            "--validation-fraction",
+            "0.3",
+        )
+        == 0
+    )
+    manifest = read_manifest(str(out))
+    train, validation = centre_pixels(manifest, "train"), centre_pixels(manifest, "validation")
+    expected = patch_overlap(train, validation, 32) / (len(validation) * 32 * 32)
+    assert manifest["split"]["rule"] == "per-point"
+    assert manifest["split"]["overlap"] == pytest.approx(expected) and expected > 0.5
+    assert "Split: per point;" in capsys.readouterr().out
+
+
+def test_auto_blocks_are_four_patch_extents(tiny_scene, tmp_path):
+    out = tmp_path / "auto"
+    assert extract(tiny_scene, out, "--validation-fraction", "0.3") == 0
+    split = read_manifest(str(out))["split"]
+    assert split["block_size"] == 4 * 32 * 10.0 and split["guard_half_extent"] == 17 * 10.0
+    assert read_manifest(str(out))["options"]["split_block_size"] == "auto"
+
+
+def test_a_block_smaller_than_a_patch_is_refused(tiny_scene, tmp_path, capsys):
+    assert extract(tiny_scene, tmp_path / "o", "--split-block-size", "100") == 2
+    assert "smaller than a patch" in capsys.readouterr().err

@@ -509,8 +509,8 @@ def test_refused_session_names_the_project(fake):
 def test_extraction_through_earthengine_equals_local(fake, tiny_scene, tmp_path, capsys):
     classes = tmp_path / "tiny.json"
     classes.write_text(json.dumps(TINY_SCHEME.to_json()))
-    common = ["--regions", tiny_scene.regions, "--patch-size", "16", "--points-per-class", "3"]
-    common += ["--crs", CRS, "--scale", "10", "--split-block-size", "100", "--validation-fraction", "0.3"]
+    common = ["--regions", tiny_scene.regions, "--patch-size", "16", "--points-per-class", "8"]
+    common += ["--crs", CRS, "--scale", "10", "--split-block-size", "400", "--validation-fraction", "0.5"]
     common += ["--label-scheme", str(classes)]
     local = ["--inputs", tiny_scene.image, "--labels", tiny_scene.labels, "--output", str(tmp_path / "local")]
     assert main([*local, *common]) == 0
