@@ -35,20 +35,10 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from model.architecture import (
-    CLASSIFICATION,
-    DEFAULT_ARCHITECTURE,
-    MODES,
-    SEGMENTATION,
-    SPECTRAL_INDICES,
-    build_model,
-    resolve_spectral_indices,
-)
+from model.architecture import build_model, resolve_spectral_indices
 from model.callbacks import BestEpoch
 from model.dataset import (
     FIT,
-    LABEL_FEATURE,
-    LABEL_MAJORITY,
     SELECTION,
     PatchReader,
     check_data_matches_model,
@@ -63,7 +53,19 @@ from model.dataset import (
 from model.errors import IncompatibleDataError, ModelError
 from model.evaluate import confusion_matrix, plot_confusion_matrix, summarize
 from model.export import export_model, join_path, load_keras_model, load_model_metadata, write_json
-from model.losses import REGION_TERMS, SegmentationLoss
+from model.losses import SegmentationLoss
+from model.vocabulary import (
+    CLASSIFICATION,
+    DEFAULT_ARCHITECTURE,
+    LABEL_FEATURE,
+    LABEL_MAJORITY,
+    LOSSES,
+    MODES,
+    REGION_TERMS,
+    SCHEDULES,
+    SEGMENTATION,
+    SPECTRAL_INDICES,
+)
 from transforms.contracts.label_scheme import scheme_from_metadata
 from transforms.contracts.schema import LABEL_NODATA
 from transforms.runtime.command import HelpFormatter, fill, prog, quiet_start
@@ -73,8 +75,6 @@ DEFAULT_OUTPUT = "out/demo/model"
 TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "validation"
 SELECTION_SPLIT = "selection"  # an optional split of the manifest for model selection
-SCHEDULES = ("plateau", "cosine")
-LOSSES = ("crossentropy", "focal")
 CHECKPOINT = "checkpoints/best.weights.h5"
 HISTORY = "history.json"
 METRICS = "metrics.json"
