@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from model.architecture import build_model, resolve_spectral_indices
 from model.callbacks import BestEpoch
+from model.config import TrainConfig, add_arguments
 from model.dataset import (
     FIT,
     SELECTION,
@@ -54,24 +55,11 @@ from model.errors import IncompatibleDataError, ModelError
 from model.evaluate import confusion_matrix, plot_confusion_matrix, summarize
 from model.export import export_model, join_path, load_keras_model, load_model_metadata, write_json
 from model.losses import SegmentationLoss
-from model.vocabulary import (
-    CLASSIFICATION,
-    DEFAULT_ARCHITECTURE,
-    LABEL_FEATURE,
-    LABEL_MAJORITY,
-    LOSSES,
-    MODES,
-    REGION_TERMS,
-    SCHEDULES,
-    SEGMENTATION,
-    SPECTRAL_INDICES,
-)
+from model.vocabulary import CLASSIFICATION, DEFAULT_ARCHITECTURE, LABEL_MAJORITY
 from transforms.contracts.label_scheme import scheme_from_metadata
 from transforms.contracts.schema import LABEL_NODATA
 from transforms.runtime.command import HelpFormatter, fill, prog, quiet_start
 
-DEFAULT_DATA = "out/demo/data"
-DEFAULT_OUTPUT = "out/demo/model"
 TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "validation"
 SELECTION_SPLIT = "selection"  # an optional split of the manifest for model selection
@@ -81,97 +69,6 @@ METRICS = "metrics.json"
 CONFUSION_PNG = "confusion_matrix.png"
 
 log = logging.getLogger("terrabeam.train")
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything a training run depends on (the CLI flags, one to one)."""
-
-    data: str = DEFAULT_DATA
-    output: str = DEFAULT_OUTPUT
-    mode: str = SEGMENTATION
-    architecture: str | None = None  # default per mode: unet / classifier
-    filters: int = 32
-    depth: int | None = None  # the architecture's default
-    epochs: int = 80
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    patience: int = 6
-    selection_fraction: float = 0.1
-    schedule: str = "cosine"
-    ema: float = 0.99
-    loss: str = "crossentropy"
-    region_loss: str = "lovasz"
-    label_smoothing: float = 0.1
-    bootstrap: float = 0.0
-    spectral_indices: str = "auto"
-    band_roles: str | None = None
-    class_weight_power: float = 0.5
-    label_source: str = LABEL_MAJORITY
-    max_minutes: float | None = None
-    init_model: str | None = None
-    seed: int = 0
-    deterministic: bool = False
-    cache: str = "memory"  # "memory", "none" or a file prefix
-    verbose: int = 2
-
-    def validate(self) -> None:
-        if self.mode not in MODES:
-            raise ModelError(f"--mode must be one of {list(MODES)}, got {self.mode!r}.")
-        for name in ("epochs", "batch_size", "filters"):
-            if getattr(self, name) < 1:
-                raise ModelError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}.")
-        if self.learning_rate <= 0:
-            raise ModelError(f"--learning-rate must be positive, got {self.learning_rate}.")
-        if self.patience < 0 or self.class_weight_power < 0:
-            raise ModelError("--patience and --class-weight-power cannot be negative.")
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            raise ModelError(f"--max-minutes must be positive, got {self.max_minutes}.")
-        if not 0.0 <= self.selection_fraction < 1.0:
-            raise ModelError(
-                f"--selection-fraction must be at least 0 and below 1, got {self.selection_fraction}."
-            )
-        if self.schedule not in SCHEDULES:
-            raise ModelError(f"--schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}.")
-        if not 0.0 <= self.ema < 1.0:
-            raise ModelError(f"--ema must be at least 0 (off) and below 1, got {self.ema}.")
-        if self.loss not in LOSSES:
-            raise ModelError(f"--loss must be one of {list(LOSSES)}, got {self.loss!r}.")
-        if self.region_loss not in REGION_TERMS:
-            raise ModelError(f"--region-loss must be one of {list(REGION_TERMS)}, got {self.region_loss!r}.")
-        for name in ("label_smoothing", "bootstrap"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ModelError(f"--{name.replace('_', '-')} must be at least 0 and below 1.")
-        self.roles()
-        self.index_names()
-
-    def roles(self) -> dict[str, str]:
-        """--band-roles `role=band,...` as a dict (empty when not given)."""
-        roles: dict[str, str] = {}
-        for item in (self.band_roles or "").split(","):
-            if not item.strip():
-                continue
-            role, sep, band = item.partition("=")
-            if not sep or not role.strip() or not band.strip():
-                raise ModelError(
-                    f"--band-roles takes role=band pairs such as nir=SR_B5,red=SR_B4; got {item!r}."
-                )
-            roles[role.strip()] = band.strip()
-        return roles
-
-    def index_names(self) -> str | list[str]:
-        """--spectral-indices as resolve_spectral_indices takes it."""
-        value = self.spectral_indices.strip().lower()
-        if value in ("auto", "none"):
-            return value
-        names = [n.strip() for n in value.split(",") if n.strip()]
-        unknown = [n for n in names if n not in SPECTRAL_INDICES]
-        if unknown or not names:
-            raise ModelError(
-                f"--spectral-indices takes auto, none or names from {sorted(SPECTRAL_INDICES)}; got "
-                f"{self.spectral_indices!r}."
-            )
-        return names
 
 
 class TimeLimit(keras.callbacks.Callback):
@@ -591,134 +488,17 @@ pipelines.train` runs the same training as a Beam job. Examples: README.md, "Tra
 
 
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
-    defaults = TrainConfig()
-    p = argparse.ArgumentParser(
+    """The configuration a command line asks for (SystemExit 2, with a message, for a bad one)."""
+    parser = argparse.ArgumentParser(
         prog=prog("model.train"),
         usage="%(prog)s [options]",
         description=fill(DESCRIPTION),
         formatter_class=HelpFormatter,
         allow_abbrev=False,
     )
-    p._optionals.title = "general"
-    group = p.add_argument_group("data and model folder")
-    group.add_argument("--data", default=defaults.data, help="Folder with manifest.json (local or gs://).")
-    group.add_argument("--output", default=defaults.output, help="Model folder to write (local or gs://).")
-    group.add_argument(
-        "--init-model", default=None, help="Continue from this model folder (same bands/classes)."
-    )
-    group = p.add_argument_group("model")
-    group.add_argument(
-        "--mode", choices=MODES, default=defaults.mode, help="Per-pixel maps or one label per patch."
-    )
-    group.add_argument("--architecture", default=None, help="unet (default), minimal, or classifier.")
-    group.add_argument("--filters", type=int, default=defaults.filters, help="Filters of the first level.")
-    group.add_argument("--depth", type=int, default=None, help="Poolings of unet/classifier.")
-    group = p.add_argument_group("training")
-    group.add_argument(
-        "--epochs",
-        type=int,
-        default=defaults.epochs,
-        help="Epochs of the cosine schedule; under --schedule plateau the most epochs (early stopping may end "
-        "sooner).",
-    )
-    group.add_argument("--batch-size", type=int, default=defaults.batch_size, help="Patches per batch.")
-    group.add_argument(
-        "--learning-rate", type=float, default=defaults.learning_rate, help="Adam learning rate."
-    )
-    group.add_argument(
-        "--patience", type=int, default=defaults.patience, help="Epochs without a better val loss."
-    )
-    group.add_argument(
-        "--selection-fraction",
-        type=float,
-        default=defaults.selection_fraction,
-        help="Share of the training records (by record hash) held out to select the model (early "
-        "stopping, best epoch) when the data has no 'selection' split; 0 selects on the validation "
-        "split, whose scores are then optimistic.",
-    )
-    group.add_argument(
-        "--schedule",
-        choices=SCHEDULES,
-        default=defaults.schedule,
-        help="Learning rate: halve on plateaus with early stopping, or warm up and decay along a cosine "
-        "over all --epochs (no early stopping).",
-    )
-    group.add_argument(
-        "--ema",
-        type=float,
-        default=defaults.ema,
-        help="Keep an exponential moving average of the weights with this momentum (e.g. 0.99) and "
-        "validate, select and export it; 0 turns it off.",
-    )
-    group.add_argument(
-        "--loss",
-        choices=LOSSES,
-        default=defaults.loss,
-        help="Per-pixel loss: cross-entropy or focal (gamma 2).",
-    )
-    group.add_argument(
-        "--region-loss",
-        choices=REGION_TERMS,
-        default=defaults.region_loss,
-        help="Add a loss over each batch that targets overlap directly: soft Dice or Lovász-softmax.",
-    )
-    group.add_argument(
-        "--label-smoothing",
-        type=float,
-        default=defaults.label_smoothing,
-        help="Target (1 - e) one-hot + e / classes, for labels known to be noisy.",
-    )
-    group.add_argument(
-        "--bootstrap",
-        type=float,
-        default=defaults.bootstrap,
-        help="Soft bootstrapping: target (1 - b) label + b prediction, for labels known to be noisy.",
-    )
-    group.add_argument(
-        "--spectral-indices",
-        default=defaults.spectral_indices,
-        help=f"Indices computed inside the model from raw bands: auto (all the bands allow), none, or "
-        f"names from {','.join(SPECTRAL_INDICES)}.",
-    )
-    group.add_argument(
-        "--band-roles",
-        default=None,
-        help="Which bands are green, red, nir, swir1 when their names do not say (Sentinel-2 names and "
-        "the role names are known), e.g. nir=SR_B5,red=SR_B4,green=SR_B3,swir1=SR_B6.",
-    )
-    group.add_argument(
-        "--class-weight-power",
-        type=float,
-        default=defaults.class_weight_power,
-        help="Class weight = (median freq / freq) ** power; 0 disables class weighting.",
-    )
-    group.add_argument(
-        "--label-source",
-        choices=(LABEL_MAJORITY, LABEL_FEATURE),
-        default=defaults.label_source,
-        help="Classification mode: majority class of the label patch, or the label as one value per patch.",
-    )
-    group.add_argument(
-        "--max-minutes", type=float, default=None, help="Stop training within this time budget."
-    )
-    group.add_argument(
-        "--seed", type=int, default=defaults.seed, help="Seed of weights, shuffling and augmentation."
-    )
-    group.add_argument("--deterministic", action="store_true", help="Deterministic TensorFlow ops (slower).")
-    group.add_argument(
-        "--cache", default=defaults.cache, help="memory, none, or a file prefix for the tf.data cache."
-    )
-    p.add_argument(
-        "--verbose",
-        type=int,
-        nargs="?",
-        const=defaults.verbose,
-        default=defaults.verbose,
-        help="Keras fit output: 0 none, 1 a progress bar, 2 a line per epoch. Given at all, it also shows "
-        "TensorFlow's start-up lines and library warnings.",
-    )
-    args = p.parse_args(argv)
-    return TrainConfig(**vars(args))
+    parser._optionals.title = "general"
+    add_arguments(parser)
+    return TrainConfig(**vars(parser.parse_args(argv)))
 
 
 def run(argv: Sequence[str] | None = None) -> int:
