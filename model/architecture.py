@@ -42,6 +42,7 @@ from model.vocabulary import MODES as MODES  # re-exported: model.export reads i
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+INDICES_LAYER = "spectral_indices"
 
 
 @keras.saving.register_keras_serializable(package="terrabeam")
@@ -177,6 +178,12 @@ class SpectralIndices(keras.layers.Layer):
         return {**super().get_config(), "indices": self.indices}
 
 
+def spectral_indices_of(model: keras.Model) -> dict[str, tuple[int, int]]:
+    """The indices a model computes: name -> (index of band a, index of band b); empty for none."""
+    layer = next((layer for layer in model.layers if layer.name == INDICES_LAYER), None)
+    return {name: (a, b) for name, (a, b) in layer.indices.items()} if layer is not None else {}
+
+
 def _stem(
     inputs: Any,
     num_bands: int,
@@ -187,7 +194,7 @@ def _stem(
     """Normalized bands, with the spectral indices (from the raw values) appended as channels."""
     x = normalization(num_bands, mean, variance)(inputs)
     if indices:
-        extra = SpectralIndices(indices, name="spectral_indices")(inputs)
+        extra = SpectralIndices(indices, name=INDICES_LAYER)(inputs)
         x = keras.layers.Concatenate(name="bands_and_indices")([x, extra])
     return x
 

@@ -172,16 +172,21 @@ def test_terrabeam_predict_runs_a_pool_quietly(tiny_scene, tmp_path):
 # --- the quiet start ---------------------------------------------------------------------------------
 
 
-def test_tensorflows_start_up_lines_are_hidden_unless_asked_for():
+def test_tensorflows_start_up_lines_are_hidden_unless_asked_for(tmp_path):
     """The commands' stderr is free of them (test_both_forms_list_the_same_options checks the quiet side
-    for extract, predict and train, each of which loads TensorFlow but extract); here: that this
-    TensorFlow does print them when not hidden, and that --verbose and the user's own level bring them
-    back."""
+    of --help); here: that this TensorFlow does print them when not hidden, that training, which loads
+    it before it reads the data (here a manifest that describes nothing, so it stops right after), hides
+    them in both forms, and that --verbose and the user's own level bring them back."""
     bare = run([sys.executable, "-c", "import tensorflow as tf; tf.constant(1) + 1"])
     if not NOISE.search(bare.stderr):
         pytest.skip("this TensorFlow prints no start-up lines on this machine: nothing to hide")
-    asked = run([terrabeam(), "train", "--help", "--verbose"])
-    assert asked.returncode == 0 and NOISE.search(asked.stderr), asked.stderr
+    (tmp_path / "manifest.json").write_text("{}")
+    data = ["--data", str(tmp_path), "--output", str(tmp_path / "model")]
+    for quiet in (run([terrabeam(), "train", *data]), run([sys.executable, "-m", "model.train", *data])):
+        assert quiet.returncode == 2 and "error: " in quiet.stderr, quiet.stderr
+        assert not NOISE.search(quiet.stderr), quiet.stderr
+    asked = run([terrabeam(), "train", *data, "--verbose"])
+    assert asked.returncode == 2 and NOISE.search(asked.stderr), asked.stderr
     own = run([sys.executable, "-m", "pipelines.predict", "--help"], TF_CPP_MIN_LOG_LEVEL="0")
     assert own.returncode == 0 and NOISE.search(own.stderr), own.stderr
 
