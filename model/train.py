@@ -34,7 +34,7 @@ from typing import Any
 
 from model.config import TrainConfig, add_arguments
 from model.errors import ModelError
-from transforms.runtime.command import HelpFormatter, fill, prog, quiet_start
+from transforms.runtime.command import HelpFormatter, fill, prog, quiet_start, unknown_options_message
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -68,7 +68,14 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     )
     parser._optionals.title = "general"
     add_arguments(parser)
-    return TrainConfig(**vars(parser.parse_args(argv)))
+    args, extras = parser.parse_known_args(argv)
+    unknown = [arg.split("=", 1)[0] for arg in extras if arg.startswith("--") and len(arg) > 2]
+    if unknown:
+        known = sorted(flag for flag in parser._option_string_actions if flag.startswith("--"))
+        parser.exit(2, f"error: {unknown_options_message(unknown, known)}\n")
+    if extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return TrainConfig(**vars(args))
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import difflib
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -18,7 +17,13 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineRunner
 
-from transforms.runtime.command import VERBOSE_FLAG, HelpFormatter, add_verbose_flag, fill
+from transforms.runtime.command import (
+    VERBOSE_FLAG,
+    HelpFormatter,
+    add_verbose_flag,
+    fill,
+    unknown_options_message,
+)
 
 # Runners that honour --direct_num_workers/--direct_running_mode (a subset of the local runners of
 # transforms.runtime.outcome.is_local_runner: Prism runs locally but ignores them).
@@ -142,18 +147,7 @@ def unknown_flags_message(options: PipelineOptions, preferred: Sequence[str] = (
     unknown = sorted({f for f in typed_flags(getattr(options, "_flags", None) or ()) if f not in known_set})
     if not unknown:
         return None
-    parts = []
-    for shown in unknown:
-        close = []
-        for candidates in (list(preferred), known):
-            close = difflib.get_close_matches(shown, candidates, n=1) or difflib.get_close_matches(
-                shown.replace("_", "-"), candidates, n=1
-            )
-            if close:
-                break
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        parts.append(f"{shown}{hint}")
-    return f"Unknown option(s): {', '.join(parts)}. Run with --help to list the options."
+    return unknown_options_message(unknown, list(preferred), known)
 
 
 class SharedArgumentGroup:

@@ -444,6 +444,19 @@ def test_bad_training_settings_are_explained(data, tmp_path, flags, message, cap
 # --- the command line ----------------------------------------------------------------------------------
 
 
+def test_a_misspelt_option_is_answered_with_the_closest_one(capsys):
+    assert train.run(["--epoch", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "error: Unknown option(s): --epoch (did you mean --epochs?)" in err
+    assert train.run(["--learning_rate=0.1", "--seeed", "3"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "--learning_rate (did you mean --learning-rate?)" in err and "--seeed (did you mean --seed?)" in err
+    )
+    assert train.run(["stray"]) == 2
+    assert "unrecognized arguments: stray" in capsys.readouterr().err
+
+
 def test_help_loads_no_tensorflow():
     """Each form of the command answers --help from the configuration's declarations alone."""
     code = """

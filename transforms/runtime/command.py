@@ -17,6 +17,7 @@ This module imports nothing heavy: it runs before TensorFlow and Beam load.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
 import re
@@ -217,3 +218,28 @@ def _shown(value) -> str:
     if isinstance(value, (list, tuple)):
         return " ".join(str(v) for v in value)
     return str(value).replace("%", "%%")
+
+
+def closest_option(typed: str, *candidates: Sequence[str]) -> str | None:
+    """The known option a misspelt one most likely meant, or None.
+
+    `candidates` are tried in turn (e.g. the options --help lists, then every option), each with the
+    option as typed and with its underscores as hyphens (`--patch_size` finds `--patch-size`).
+    """
+    for options in candidates:
+        options = list(options)
+        close = difflib.get_close_matches(typed, options, n=1) or difflib.get_close_matches(
+            typed.replace("_", "-"), options, n=1
+        )
+        if close:
+            return close[0]
+    return None
+
+
+def unknown_options_message(unknown: Sequence[str], *candidates: Sequence[str]) -> str:
+    """One line naming each unknown option as typed, with the closest known one (`closest_option`)."""
+    parts = []
+    for typed in unknown:
+        close = closest_option(typed, *candidates)
+        parts.append(f"{typed} (did you mean {close}?)" if close else typed)
+    return f"Unknown option(s): {', '.join(parts)}. Run with --help to list the options."
