@@ -28,18 +28,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from model.config import TrainConfig, add_arguments
+from model.config import DEFAULT_DATA, TrainConfig, add_arguments
 from model.errors import ModelError
 from transforms.runtime.command import HelpFormatter, fill, prog, quiet_start, unknown_options_message
+
+# The demo extraction's manifest (transforms.contracts.manifest.MANIFEST_NAME; that module loads Beam,
+# which a missing demo need not wait for).
+DEMO_MANIFEST = os.path.join(DEFAULT_DATA, "manifest.json")
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run training as configured; returns the model.json metadata (with the validation metrics)."""
     config.validate()
+    require_demo_data(config)
     from model import training  # TensorFlow loads here, after the command's quiet start
 
     run = training.start(config)
@@ -48,6 +54,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
     fitted = training.fit(config, data, model, run)
     report = training.score(data, fitted)
     return training.export(config, data, fitted, report)
+
+
+def require_demo_data(config: TrainConfig) -> None:
+    """With the default --data, say how to make the demo extraction when there is none."""
+    if config.data == DEFAULT_DATA and not os.path.exists(DEMO_MANIFEST):
+        raise ModelError(
+            f"No demo extraction at {DEFAULT_DATA!r}: run `make demo` (or `terrabeam extract`) first, "
+            "or pass --data."
+        )
 
 
 DESCRIPTION = """\

@@ -457,6 +457,19 @@ def test_a_misspelt_option_is_answered_with_the_closest_one(capsys):
     assert "unrecognized arguments: stray" in capsys.readouterr().err
 
 
+def test_without_the_demo_extraction_the_default_data_says_how_to_make_it(tmp_path, monkeypatch, capsys):
+    from transforms.contracts.manifest import MANIFEST_NAME
+
+    assert train.DEMO_MANIFEST.endswith("/" + MANIFEST_NAME)
+    monkeypatch.chdir(tmp_path)  # no out/demo/data here
+    assert train.run([]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "error: No demo extraction at 'out/demo/data': run `make demo` (or `terrabeam extract`) first" in err
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_help_loads_no_tensorflow():
     """Each form of the command answers --help from the configuration's declarations alone."""
     code = """
