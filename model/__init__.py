@@ -1,10 +1,5 @@
-"""Training, evaluation and export of land-cover models (the model folder: docs/model-folder.md)."""
+"""Training, evaluation and export of land-cover models (the model folder: docs/model-folder.md).
 
-import sys
-
-# `python -m model.<command>`: Python runs this before the command's own imports (sys.argv[0] is "-m"
-# while it locates the module), the one moment to keep TensorFlow's start-up lines quiet.
-if sys.argv[:1] == ["-m"]:
-    from transforms.runtime.command import quiet_start
-
-    quiet_start(sys.argv[1:])
+Importing the package does no work: each command starts quietly at the top of its own entry point, and
+loads TensorFlow only when it needs it.
+"""

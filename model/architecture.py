@@ -28,12 +28,21 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-SEGMENTATION = "segmentation"
-CLASSIFICATION = "classification"
-MODES = (SEGMENTATION, CLASSIFICATION)
+from model.vocabulary import (
+    ALL_INDICES,
+    CLASSIFICATION,
+    CLASSIFIER,
+    MINIMAL,
+    SEGMENTATION,
+    SPECTRAL_INDICES,
+    SPECTRAL_ROLES,
+    UNET,
+)
+from model.vocabulary import MODES as MODES  # re-exported: model.export reads it from here
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+INDICES_LAYER = "spectral_indices"
 
 
 @keras.saving.register_keras_serializable(package="terrabeam")
@@ -82,13 +91,6 @@ class CropLike(keras.layers.Layer):
         return (tensor[0], reference[1], reference[2], tensor[3])
 
 
-# Normalized-difference indices (a - b) / (a + b), by the spectral role of a and b.
-SPECTRAL_INDICES: dict[str, tuple[str, str]] = {
-    "ndvi": ("nir", "red"),  # vegetation (Rouse et al. 1974)
-    "ndwi": ("green", "nir"),  # open water (McFeeters 1996)
-    "mndwi": ("green", "swir1"),  # water, built-up suppressed (Xu 2006)
-    "ndbi": ("swir1", "nir"),  # built-up (Zha et al. 2003)
-}
 # Band names that fix a spectral role whatever the sensor: Sentinel-2 names (as Earth Engine and
 # terrabeam's demo scene name them) and plain role names. Landsat names are left out on purpose:
 # "B4" is NIR on Landsat 7 but red on Landsat 8; name the roles of other sensors with `band_roles`.
@@ -102,7 +104,6 @@ BAND_ROLES: dict[str, str] = {
     "nir": "nir",
     "swir1": "swir1",
 }
-ALL_INDICES = "auto"
 
 
 def resolve_spectral_indices(
@@ -128,8 +129,8 @@ def resolve_spectral_indices(
         if role and role not in position:
             position[role] = i
     for role, band in (band_roles or {}).items():
-        if role not in {r for pair in SPECTRAL_INDICES.values() for r in pair}:
-            raise ValueError(f"Unknown band role {role!r}; roles are green, red, nir, swir1.")
+        if role not in SPECTRAL_ROLES:
+            raise ValueError(f"Unknown band role {role!r}; roles are {', '.join(SPECTRAL_ROLES)}.")
         if band not in bands:
             raise ValueError(f"Band {band!r} (given for {role}) is not one of the bands {list(bands)}.")
         position[role] = list(bands).index(band)
@@ -177,6 +178,12 @@ class SpectralIndices(keras.layers.Layer):
         return {**super().get_config(), "indices": self.indices}
 
 
+def spectral_indices_of(model: keras.Model) -> dict[str, tuple[int, int]]:
+    """The indices a model computes: name -> (index of band a, index of band b); empty for none."""
+    layer = next((layer for layer in model.layers if layer.name == INDICES_LAYER), None)
+    return {name: (a, b) for name, (a, b) in layer.indices.items()} if layer is not None else {}
+
+
 def _stem(
     inputs: Any,
     num_bands: int,
@@ -187,7 +194,7 @@ def _stem(
     """Normalized bands, with the spectral indices (from the raw values) appended as channels."""
     x = normalization(num_bands, mean, variance)(inputs)
     if indices:
-        extra = SpectralIndices(indices, name="spectral_indices")(inputs)
+        extra = SpectralIndices(indices, name=INDICES_LAYER)(inputs)
         x = keras.layers.Concatenate(name="bands_and_indices")([x, extra])
     return x
 
@@ -301,12 +308,12 @@ def build_classifier(
     return keras.Model(inputs, outputs, name=f"classifier_d{depth}_f{filters}")
 
 
+# The factories of model.vocabulary.ARCHITECTURE_NAMES (a test keeps the two equal).
 ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
-    "unet": build_unet,
-    "minimal": build_minimal,
-    "classifier": build_classifier,
+    UNET: build_unet,
+    MINIMAL: build_minimal,
+    CLASSIFIER: build_classifier,
 }
-DEFAULT_ARCHITECTURE = {SEGMENTATION: "unet", CLASSIFICATION: "classifier"}
 
 
 def build_model(

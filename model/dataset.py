@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from model.architecture import CLASSIFICATION, MODES, SEGMENTATION
 from model.errors import IncompatibleDataError
+from model.vocabulary import CLASSIFICATION, LABEL_FEATURE, LABEL_MAJORITY, LABEL_SOURCES, MODES, SEGMENTATION
 from transforms.contracts.label_scheme import scheme_from_metadata
 from transforms.contracts.manifest import ManifestError, read_manifest, schema_of
 from transforms.contracts.schema import LABEL_NODATA, PatchSchema
@@ -39,9 +39,6 @@ AUTOTUNE = tf.data.AUTOTUNE
 PARSE_BATCH = 64
 # Files read at once: enough to mix regions, few enough to keep memory bounded.
 MAX_INTERLEAVE = 16
-
-LABEL_MAJORITY = "majority"
-LABEL_FEATURE = "feature"
 
 # The selection carve: a record goes to the selection subset when the fingerprint of its serialized
 # bytes falls in the first `fraction` of this many buckets. Content-based, so the same records land on
@@ -145,7 +142,7 @@ class PatchReader:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {list(MODES)}, got {self.mode!r}.")
-        if self.label_source not in (LABEL_MAJORITY, LABEL_FEATURE):
+        if self.label_source not in LABEL_SOURCES:
             raise ValueError(f"label_source must be {LABEL_MAJORITY!r} or {LABEL_FEATURE!r}.")
         if self.label_source == LABEL_FEATURE and self.mode != CLASSIFICATION:
             raise ValueError("A per-patch label feature only makes sense in classification mode.")

@@ -29,9 +29,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from model.vocabulary import REGION_TERMS
 from transforms.contracts.schema import LABEL_NODATA
 
-REGION_TERMS = ("none", "dice", "lovasz")
 # Probabilities are clipped away from 0 before the log, as Keras' own cross-entropy does.
 EPSILON = 1e-7
 

@@ -10,9 +10,11 @@ The job's only work item is the training configuration: `Create([settings]) | Ma
 runs `model.train.train` (the same function as `python -m model.train`) on one worker, which writes
 `saved_model/`, `eeified/`, `earthengine.json`, `model.json`, `metrics.json` (and the confusion matrix,
 history and checkpoints) to `--output`, local or gs://. On Dataflow that worker can carry a GPU
-(`--dataflow_service_options=worker_accelerator=...`, with an image built with GPU=true). The flags
-mirror `python -m model.train`; every Beam option passes through. The data and the settings are checked
-before the pipeline starts.
+(`--dataflow_service_options=worker_accelerator=...`, with an image built with GPU=true). The options are
+those of `python -m model.train`, made from the same declarations (model/config.py), as is the Flex
+Template's metadata.json; every Beam option passes through. The data and the settings are checked
+before the pipeline starts. Neither Beam nor TensorFlow is imported at module level: `TrainOptions`,
+the options as Beam's `PipelineOptions` class, is made when first asked for.
 """
 
 from __future__ import annotations
@@ -22,12 +24,16 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, WorkerOptions
-
+from model.config import (
+    TrainConfig,
+    add_arguments,
+    config_from_job,
+    job_flag_aliases,
+    job_required_options,
+)
+from model.errors import ModelError
 from pipelines.options import (
     help_flags,
     help_parser,
@@ -36,183 +42,63 @@ from pipelines.options import (
     runner_help,
     unknown_flags_message,
 )
-from transforms.contracts.manifest import ManifestError, read_manifest
 from transforms.runtime.command import prog, quiet_start
-from transforms.runtime.outcome import is_local_runner
 
-# Flags of `python -m model.train` that other terrabeam options classes register too (ExtractOptions:
-# --output, --seed; PredictOptions: --output, --batch-size). Beam merges every PipelineOptions subclass
-# into one parser when it runs a pipeline, where a flag registered twice is an error, so TrainOptions
-# registers these under its own names and `run` accepts the model.train spelling.
-FLAG_ALIASES = {
-    "--output": "--model-dir",
-    "--seed": "--training-seed",
-    "--batch-size": "--training-batch-size",
-}
+if TYPE_CHECKING:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+# model.train's spelling -> this job's, for the options other jobs register too (see model/config.py):
+# --output, --seed and --batch-size are --model-dir, --training-seed and --training-batch-size here, and
+# `run` accepts both.
+FLAG_ALIASES = job_flag_aliases()
+# The options the job cannot run without (see pipelines.launch.required_options).
+REQUIRED_OPTIONS = job_required_options()
+OPTIONS_CLASS = "TrainOptions"
 
 
 class UsageError(ValueError):
     """Bad command-line input; the message says what to change."""
 
 
-class TrainOptions(PipelineOptions):
-    # The options the job cannot run without (see pipelines.launch.required_options).
-    REQUIRED_OPTIONS = ("data", "model_dir")
+def add_options(parser: Any) -> None:
+    """The job's options: TrainConfig's, under the job's names, in their groups."""
+    add_arguments(parser, job=True)
 
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:
-        group = parser.add_argument_group("data and model folder")
-        group.add_argument(
-            "--data",
-            default=None,
-            help="Folder with manifest.json written by pipelines.extract (local or gs://). Required.",
-        )
-        group.add_argument(
-            "--model-dir",
-            dest="model_dir",
-            default=None,
-            help="Model folder to write (local or gs://). Required; `--output PATH` is accepted too.",
-        )
-        group = parser.add_argument_group("model")
-        group.add_argument(
-            "--mode",
-            choices=("segmentation", "classification"),
-            default="segmentation",
-            help="Per-pixel maps or one label per patch.",
-        )
-        group.add_argument(
-            "--architecture", default=None, help="unet (default for segmentation), minimal, or classifier."
-        )
-        group.add_argument("--filters", type=int, default=32, help="Filters of the first level.")
-        group.add_argument("--depth", type=int, default=None, help="Poolings of unet/classifier.")
-        group = parser.add_argument_group("training")
-        group.add_argument(
-            "--epochs",
-            type=int,
-            default=80,
-            help="Epochs of the cosine schedule; under --schedule plateau the most epochs.",
-        )
-        group.add_argument(
-            "--training-batch-size",
-            dest="training_batch_size",
-            type=int,
-            default=16,
-            help="Patches per batch. `--batch-size N` is accepted too.",
-        )
-        group.add_argument(
-            "--learning-rate", dest="learning_rate", type=float, default=1e-3, help="Adam learning rate."
-        )
-        group.add_argument(
-            "--patience", type=int, default=6, help="Epochs without a better validation loss before stopping."
-        )
-        group.add_argument(
-            "--selection-fraction",
-            dest="selection_fraction",
-            type=float,
-            default=0.1,
-            help="Share of the training records (by record hash) held out to select the model when the "
-            "data has no 'selection' split; 0 selects on the validation split (optimistic scores).",
-        )
-        group.add_argument(
-            "--schedule",
-            choices=("plateau", "cosine"),
-            default="cosine",
-            help="Learning rate: halve on plateaus with early stopping, or a cosine over all epochs.",
-        )
-        group.add_argument(
-            "--ema", type=float, default=0.99, help="Momentum of a moving average of the weights (0: off)."
-        )
-        group.add_argument(
-            "--loss", choices=("crossentropy", "focal"), default="crossentropy", help="Per-pixel loss."
-        )
-        group.add_argument(
-            "--region-loss",
-            dest="region_loss",
-            choices=("none", "dice", "lovasz"),
-            default="lovasz",
-            help="Loss over each batch added to the per-pixel one: soft Dice or Lovász-softmax.",
-        )
-        group.add_argument(
-            "--label-smoothing",
-            dest="label_smoothing",
-            type=float,
-            default=0.1,
-            help="Label smoothing (0: off).",
-        )
-        group.add_argument(
-            "--bootstrap", type=float, default=0.0, help="Soft bootstrapping weight of the prediction."
-        )
-        group.add_argument(
-            "--spectral-indices",
-            dest="spectral_indices",
-            default="auto",
-            help="Indices computed inside the model: auto, none, or names from ndvi,ndwi,mndwi,ndbi.",
-        )
-        group.add_argument(
-            "--band-roles",
-            dest="band_roles",
-            default=None,
-            help="role=band pairs naming green, red, nir, swir1 bands, e.g. nir=SR_B5,red=SR_B4.",
-        )
-        group.add_argument(
-            "--class-weight-power",
-            dest="class_weight_power",
-            type=float,
-            default=0.5,
-            help="Class weight = (median freq / freq) ** power; 0 disables class weighting.",
-        )
-        group.add_argument(
-            "--label-source",
-            dest="label_source",
-            choices=("majority", "feature"),
-            default="majority",
-            help="Classification mode: majority class of the label patch, or the label as one value per patch.",
-        )
-        group.add_argument(
-            "--max-minutes",
-            dest="max_minutes",
-            type=float,
-            default=None,
-            help="Stop training within this time budget.",
-        )
-        group.add_argument(
-            "--init-model",
-            dest="init_model",
-            default=None,
-            help="Continue from this model folder (same bands and classes).",
-        )
-        group.add_argument(
-            "--training-seed",
-            dest="training_seed",
-            type=int,
-            default=0,
-            help="Seed of weights, shuffling and augmentation. `--seed N` is accepted too.",
-        )
-        group.add_argument(
-            "--deterministic", action="store_true", help="Deterministic TensorFlow ops (slower)."
-        )
-        group.add_argument(
-            "--cache", default="memory", help="memory, none, or a file prefix for the tf.data cache."
-        )
-        group.add_argument(
-            "--verbose",
-            type=int,
-            nargs="?",
-            const=2,
-            default=2,
-            help="Keras fit output: 0 none, 1 a progress bar, 2 a line per epoch. Given at all, it also shows "
-            "TensorFlow's start-up lines and library warnings.",
-        )
+
+_options_classes: dict[str, type] = {}
+
+
+def options_class() -> type:
+    """TrainOptions: the job's options as a Beam `PipelineOptions` subclass, made on first use (Beam
+    takes seconds to import, and --help needs none of it)."""
+    if OPTIONS_CLASS not in _options_classes:
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        class TrainOptions(PipelineOptions):
+            @classmethod
+            def _add_argparse_args(cls, parser: Any) -> None:
+                add_options(parser)
+
+        TrainOptions.REQUIRED_OPTIONS = REQUIRED_OPTIONS
+        # Named after this module even when it runs as __main__: Beam merges its options classes by name.
+        TrainOptions.__module__ = "pipelines.train"
+        _options_classes[OPTIONS_CLASS] = TrainOptions
+    return _options_classes[OPTIONS_CLASS]
+
+
+def __getattr__(name: str) -> type:
+    """`TrainOptions`, made when first asked for (see `options_class`)."""
+    if name == OPTIONS_CLASS:
+        return options_class()
+    raise AttributeError(f"module 'pipelines.train' has no attribute {name!r}")
 
 
 DESCRIPTION = """\
 Train a land-cover model as a Beam job: one worker runs the same training as `python -m model.train`
-(flags as there; --output, --seed and --batch-size are also spelt --model-dir, --training-seed and
+(options as there; --output, --seed and --batch-size are also spelt --model-dir, --training-seed and
 --training-batch-size) and writes the model folder to --output, local or gs://. On Dataflow that worker
 can carry a GPU. Examples: README.md, "Training as a Beam job"."""
-
-# TrainOptions dest -> model.train.TrainConfig field, where they differ.
-CONFIG_FIELDS = {"model_dir": "output", "training_seed": "seed", "training_batch_size": "batch_size"}
 
 
 def training_aliases(argv: Sequence[str]) -> list[str]:
@@ -226,26 +112,18 @@ def training_aliases(argv: Sequence[str]) -> list[str]:
     return args
 
 
-def settings_of(opts: TrainOptions) -> dict[str, Any]:
-    """The keyword arguments of model.train.TrainConfig, from the options."""
-    values = opts.get_all_options(current_only=True)
-    return {CONFIG_FIELDS.get(name, name): values[name] for name in _option_dests()}
+def settings_of(opts: PipelineOptions) -> dict[str, Any]:
+    """The keyword arguments of TrainConfig, from the options."""
+    return config_from_job(opts.get_all_options(current_only=True))
 
 
-def _option_dests() -> list[str]:
-    from apache_beam.options.pipeline_options import _BeamArgumentParser
-
-    parser = _BeamArgumentParser(add_help=False, allow_abbrev=False)
-    TrainOptions._add_argparse_args(parser)
-    return [a.dest for a in parser._actions if a.option_strings]
-
-
-def validate(opts: TrainOptions) -> dict[str, Any]:
+def validate(opts: PipelineOptions) -> dict[str, Any]:
     """Check the settings and the data before any worker starts; return TrainConfig's keyword arguments."""
-    from model.errors import ModelError
-    from model.train import TrainConfig
+    from apache_beam.io.filesystems import FileSystems
 
-    for dest in TrainOptions.REQUIRED_OPTIONS:
+    from transforms.contracts.manifest import ManifestError, read_manifest
+
+    for dest in REQUIRED_OPTIONS:
         if not getattr(opts, dest):
             flag = {"model_dir": "--output"}.get(dest, "--" + dest.replace("_", "-"))
             raise UsageError(f"{flag} is required (see `python -m pipelines.train --help`).")
@@ -271,7 +149,7 @@ def train_and_export(settings: dict[str, Any]) -> dict[str, Any]:
     """One training run (model.train.train) on this worker; returns the model folder's summary."""
     import tensorflow as tf
 
-    from model.train import TrainConfig, train
+    from model.train import train
 
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
     logging.info("Training on %s with %s", "GPU " + ", ".join(gpus) if gpus else "CPU", settings)
@@ -287,6 +165,8 @@ def train_and_export(settings: dict[str, Any]) -> dict[str, Any]:
 
 def build_pipeline(pipeline: beam.Pipeline, settings: dict[str, Any]) -> beam.PCollection:
     """The one-element pipeline: the training settings -> train and export on one worker -> summary."""
+    import apache_beam as beam
+
     return (
         pipeline
         | "TrainingSettings" >> beam.Create([settings])
@@ -295,9 +175,9 @@ def build_pipeline(pipeline: beam.Pipeline, settings: dict[str, Any]) -> beam.PC
 
 
 def job_help_parser() -> argparse.ArgumentParser:
-    """--help: the job's options as TrainOptions groups them, then Beam's runner options."""
+    """--help: the job's options as model/config.py groups them, then Beam's runner options."""
     return help_parser(
-        prog("pipelines.train"), DESCRIPTION, [TrainOptions], runner_help("training", local_cores=False)
+        prog("pipelines.train"), DESCRIPTION, [add_options], runner_help("training", local_cores=False)
     )
 
 
@@ -305,13 +185,23 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> d
     """Parse flags, validate, run the training job; returns the settings it ran with."""
     args = training_aliases(argv or [])
     parser = job_help_parser()
-    parse_job_flags(args, parser)
+    parse_job_flags(args, parser)  # --help ends here
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import (
+        PipelineOptions,
+        SetupOptions,
+        StandardOptions,
+        WorkerOptions,
+    )
+
+    from transforms.runtime.outcome import is_local_runner
+
     options = PipelineOptions(args)
     options.view_as(SetupOptions).save_main_session = save_main_session
     problem = unknown_flags_message(options, help_flags(parser))
     if problem:
         raise UsageError(problem)
-    settings = validate(options.view_as(TrainOptions))
+    settings = validate(options.view_as(options_class()))
     workers = options.view_as(WorkerOptions)
     # One work item: never ask the service for more than one worker.
     if workers.num_workers is None:
@@ -330,6 +220,8 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> d
 
 
 def _print_metrics(output: str) -> None:
+    from apache_beam.io.filesystems import FileSystems
+
     path = output.rstrip("/") + "/metrics.json"
     try:
         with FileSystems.open(path, compression_type="uncompressed") as f:
@@ -344,8 +236,9 @@ def _print_metrics(output: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m pipelines.train`: 0 trained (or submitted), 2 bad input."""
     argv = list(argv if argv is not None else sys.argv[1:])
-    quiet_start(argv)
+    quiet_start(argv)  # first: TensorFlow reads its log level once, when it loads
     logging.getLogger().setLevel(logging.INFO)
     try:
         run(argv)

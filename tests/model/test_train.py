@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -18,11 +20,20 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from model import evaluate, train
+from model import evaluate, train, training
 from model.architecture import build_model
+from model.dataset import (
+    PatchReader,
+    load_data_manifest,
+    make_batches,
+    manifest_schema,
+    read_patches,
+    scan_statistics,
+)
 from model.errors import IncompatibleDataError, ModelNotFoundError
 from model.export import export_model, load_keras_model, load_model_metadata
 from model.synthetic import write_synthetic_extraction
+from tests.helpers.environment import ROOT, env
 from transforms.contracts.label_scheme import scheme_from_metadata
 from transforms.contracts.schema import LABEL_NODATA
 
@@ -51,11 +62,11 @@ def _sample(height: int = 24, width: int = 20, count: int = 2) -> np.ndarray:
 
 def test_a_few_training_steps_reduce_the_loss(data):
     keras.utils.set_random_seed(0)
-    manifest = train.load_data_manifest(data)
-    reader = train.PatchReader(train.manifest_schema(manifest), 3)
-    patches = train.read_patches(manifest["splits"]["train"]["files"], reader, compression="GZIP")
-    stats = train.scan_statistics(patches, 3, 3)
-    x, y, w = next(iter(train.make_batches(patches, batch_size=16, class_weights=[1.0, 1.0, 1.0])))
+    manifest = load_data_manifest(data)
+    reader = PatchReader(manifest_schema(manifest), 3)
+    patches = read_patches(manifest["splits"]["train"]["files"], reader, compression="GZIP")
+    stats = scan_statistics(patches, 3, 3)
+    x, y, w = next(iter(make_batches(patches, batch_size=16, class_weights=[1.0, 1.0, 1.0])))
     model = build_model("unet", 3, 3, filters=4, mean=stats.mean, variance=stats.variance)
     model.compile(
         keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(ignore_class=LABEL_NODATA)
@@ -321,8 +332,8 @@ def _roles(data: str, tmp_path: Path, splits: dict[str, str], **settings):
     folder.mkdir()
     (folder / "manifest.json").write_text(json.dumps(manifest))
     config = train.TrainConfig(data=str(folder), **settings)
-    reader = train.PatchReader(train.manifest_schema(manifest), len(CLASSES))
-    fit, _, selection, score = train._data_roles(config, manifest, reader)
+    reader = PatchReader(manifest_schema(manifest), len(CLASSES))
+    fit, _, selection, score = training.data_roles(config, manifest, reader)
     return [(role.name, role.count) if role else None for role in (fit, selection, score)]
 
 
@@ -351,10 +362,10 @@ def test_what_fits_selects_and_scores_for_each_kind_of_data(data, tmp_path, capl
 
 
 def test_weight_averaging_window_is_at_most_a_tenth_of_the_run():
-    assert train.ema_momentum(0.99, 80 * 178) == 0.99  # Google's sample: 80 epochs of 178 steps
-    assert train.ema_momentum(0.99, 3 * 150) == pytest.approx(1 - 10 / 450)  # the demo: 3 short epochs
-    assert train.ema_momentum(0.99, 10) == 0.0  # too short to average at all
-    assert train.ema_momentum(0.0, 10_000) == 0.0
+    assert training.ema_momentum(0.99, 80 * 178) == 0.99  # Google's sample: 80 epochs of 178 steps
+    assert training.ema_momentum(0.99, 3 * 150) == pytest.approx(1 - 10 / 450)  # the demo: 3 short epochs
+    assert training.ema_momentum(0.99, 10) == 0.0  # too short to average at all
+    assert training.ema_momentum(0.0, 10_000) == 0.0
 
 
 def test_training_levers_export_predict_and_continue(tmp_path):
@@ -428,3 +439,54 @@ def test_bad_training_settings_are_explained(data, tmp_path, flags, message, cap
     ]
     assert train.run(argv + flags) == 2
     assert message in capsys.readouterr().err
+
+
+# --- the command line ----------------------------------------------------------------------------------
+
+
+def test_a_misspelt_option_is_answered_with_the_closest_one(capsys):
+    assert train.run(["--epoch", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "error: Unknown option(s): --epoch (did you mean --epochs?)" in err
+    assert train.run(["--learning_rate=0.1", "--seeed", "3"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "--learning_rate (did you mean --learning-rate?)" in err and "--seeed (did you mean --seed?)" in err
+    )
+    assert train.run(["stray"]) == 2
+    assert "unrecognized arguments: stray" in capsys.readouterr().err
+
+
+def test_without_the_demo_extraction_the_default_data_says_how_to_make_it(tmp_path, monkeypatch, capsys):
+    from transforms.contracts.manifest import MANIFEST_NAME
+
+    assert train.DEMO_MANIFEST.endswith("/" + MANIFEST_NAME)
+    monkeypatch.chdir(tmp_path)  # no out/demo/data here
+    assert train.run([]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "error: No demo extraction at 'out/demo/data': run `make demo` (or `terrabeam extract`) first" in err
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_loads_no_tensorflow():
+    """Each form of the command answers --help from the configuration's declarations alone."""
+    code = """
+import runpy, sys
+from pipelines import cli
+from model import train
+assert cli.main(["train", "--help"]) == 0
+assert train.run(["--help"]) == 0
+sys.argv = ["model.train", "--help"]
+try:
+    runpy.run_module("model.train", run_name="__main__")  # as `python -m model.train --help`
+except SystemExit as e:
+    assert e.code == 0, e.code
+print(sorted(m for m in ("tensorflow", "keras", "model.training") if m in sys.modules))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from model.synthetic import write_synthetic_extraction
 from pipelines import train as train_job
+from tests.helpers.environment import ROOT, env
 
 SIZE = 16
 BANDS = ("red", "nir")
@@ -69,7 +73,7 @@ def test_train_and_export_is_the_model_train_function(tiny_data, tmp_path, monke
         return {"metrics": {"mean_iou": 0.5}}
 
     monkeypatch.setattr(model.train, "train", fake_train)
-    opts = train_job.PipelineOptions(
+    opts = PipelineOptions(
         train_job.training_aliases(
             ["--data", str(tiny_data), "--output", str(tmp_path / "m"), "--seed", "7", "--epochs", "3"]
         )
@@ -87,21 +91,21 @@ def test_train_and_export_is_the_model_train_function(tiny_data, tmp_path, monke
 
 def test_options_mirror_model_train():
     """Every TrainConfig field is a job option with the same default (and vice versa)."""
-    from model.architecture import MODES
-    from model.dataset import LABEL_FEATURE, LABEL_MAJORITY
-    from model.train import TrainConfig
+    from model.config import TrainConfig, settings
+    from model.vocabulary import LABEL_SOURCES, MODES
 
-    opts = train_job.PipelineOptions([]).view_as(train_job.TrainOptions)
-    settings = train_job.settings_of(opts)
+    opts = PipelineOptions([]).view_as(train_job.TrainOptions)
+    job_settings = train_job.settings_of(opts)
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    assert set(settings) == set(defaults)
-    required = {train_job.CONFIG_FIELDS.get(d, d) for d in train_job.TrainOptions.REQUIRED_OPTIONS}
-    assert {k: v for k, v in settings.items() if k not in required} == {
+    assert set(job_settings) == set(defaults)
+    required = {s.name for s in settings() if s.job_name in train_job.TrainOptions.REQUIRED_OPTIONS}
+    assert required == {"data", "output"}
+    assert {k: v for k, v in job_settings.items() if k not in required} == {
         k: v for k, v in defaults.items() if k not in required
     }
     actions = {a.dest: a for a in _actions(train_job.TrainOptions)}
     assert set(actions["mode"].choices) == set(MODES)
-    assert set(actions["label_source"].choices) == {LABEL_MAJORITY, LABEL_FEATURE}
+    assert set(actions["label_source"].choices) == set(LABEL_SOURCES)
 
 
 def _actions(options_cls):
@@ -145,5 +149,30 @@ def test_train_options_share_no_flag_with_the_other_jobs():
 
 def test_model_train_flag_spellings_are_accepted():
     argv = ["--data", "d", "--output=m", "--seed", "3", "--batch-size=4", "--epochs", "2"]
-    opts = train_job.PipelineOptions(train_job.training_aliases(argv)).view_as(train_job.TrainOptions)
+    opts = PipelineOptions(train_job.training_aliases(argv)).view_as(train_job.TrainOptions)
     assert (opts.model_dir, opts.training_seed, opts.training_batch_size, opts.epochs) == ("m", 3, 4, 2)
+
+
+def test_help_loads_neither_tensorflow_nor_the_training_code(tmp_path):
+    """--help answers from the options' declarations: TensorFlow loads only when training runs."""
+    code = (
+        "import sys\n"
+        "from pipelines import train\n"
+        "assert train.main(['--help']) == 0\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'model.training') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
+def test_the_options_class_is_made_once_and_named_after_the_job():
+    from pipelines import launch
+
+    assert launch.options_class("train") is train_job.TrainOptions is train_job.options_class()
+    assert train_job.TrainOptions.__module__ == "pipelines.train"
+    assert train_job.TrainOptions.REQUIRED_OPTIONS == ("data", "model_dir")
+    with pytest.raises(AttributeError, match="no attribute 'TrainOptionz'"):
+        train_job.TrainOptionz  # noqa: B018

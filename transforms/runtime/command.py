@@ -5,10 +5,9 @@ A command starts quietly: TensorFlow's C++ start-up lines (CPU features, oneDNN)
 libraries' log lines and warnings that say nothing about the user's data are hidden, unless the user
 asks for them with `--verbose` or sets `TF_CPP_MIN_LOG_LEVEL` themselves. TensorFlow reads
 `TF_CPP_MIN_LOG_LEVEL` once, when it loads, so `quiet_start` must run before TensorFlow is imported:
-`terrabeam` (pipelines/cli.py) calls it before it imports a command, the entry points of `pipelines`
-call it at the top of their main() (they import TensorFlow only when a job runs), and
-`python -m model.<command>` calls it from the package's `__init__`, which Python runs before the
-command's own imports. Beam's local worker processes inherit the environment, so they start quietly too.
+`terrabeam` (pipelines/cli.py) calls it before it imports a command, and every command's entry point calls
+it at the top of its main() (commands import TensorFlow only when they run). Beam's local worker processes
+inherit the environment, so they start quietly too.
 Where TensorFlow 2.21 turns oneDNN's custom operations on, it announces them through absl before absl
 is initialized, which no log level reaches: while TensorFlow loads, a quiet start filters that notice
 out of stderr (transforms/runtime/quiet_tensorflow.py), in Beam's local worker processes too.
