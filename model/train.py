@@ -69,7 +69,7 @@ DESCRIPTION = """\
 Train a land-cover model on an extraction (manifest.json and its TFRecords) and write the model folder:
 SavedModel, Earth-Engine-ready SavedModel, model.json, metrics.json and the confusion matrix. With no
 options it trains on the demo extraction (out/demo/data) into out/demo/model. On Google Cloud, `python -m
-pipelines.train` runs the same training as a Beam job. Examples: README.md, "Training"."""
+pipelines.train` runs the same training as a Beam job. Examples: docs/training.md."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:

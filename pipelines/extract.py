@@ -79,7 +79,7 @@ DESCRIPTION = """\
 Extract training data: stratified points inside labelled regions, a multi-band patch and its label patch
 under each point, TFRecord shards (Earth Engine's patch layout) split into train/validation, and
 manifest.json. With no options it extracts from the generated demo scene into out/demo/data.
-Examples: README.md, "Extraction"."""
+Examples: docs/extraction.md."""
 
 
 def add_options(parser) -> None:
@@ -162,7 +162,7 @@ def add_options(parser) -> None:
         dest="compression_level",
         type=int,
         default=1,
-        help="gzip level 0-9; 0-3 use the fast ISA-L deflate (see README for ratio vs. speed).",
+        help="gzip level 0-9; 0-3 use the fast ISA-L deflate (docs/performance.md: ratio vs. speed).",
     )
     group.add_output(DEFAULT_OUTPUT, "points", "extraction")
     add_earthengine_options(parser, with_labels=True)

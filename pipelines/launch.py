@@ -347,7 +347,7 @@ def _parser() -> argparse.ArgumentParser:
         "Launch a terrabeam Dataflow Flex Template (built and staged by `make template`): checks the "
         "parameters against templates/<job>/metadata.json, sends the launch request with your application "
         "default credentials, prints the job id and console URL, and with --wait follows the job to its "
-        'end. Examples: README.md, "Launching a template".',
+        'end. Examples: docs/cloud.md, "Launching a template".',
         usage="%(prog)s {" + ",".join(JOBS) + "} --project P --region R --template-path gs://... [options]",
     )
     template = parser.add_argument_group("the template and its parameters")

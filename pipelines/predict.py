@@ -82,7 +82,7 @@ DESCRIPTION = """\
 Batch prediction: a trained model and imagery -> a land-cover map as Cloud-Optimized GeoTIFFs (one per
 tile and a VRT mosaic, or one COG with --mosaic), a quick-look PNG and prediction.json. With no options
 it predicts the generated demo scene with the demo model (out/demo/model) into out/demo/predictions.
-Examples: README.md, "Batch prediction"."""
+Examples: docs/prediction.md."""
 
 
 def add_options(parser) -> None:

@@ -98,7 +98,7 @@ DESCRIPTION = """\
 Train a land-cover model as a Beam job: one worker runs the same training as `python -m model.train`
 (options as there; --output, --seed and --batch-size are also spelt --model-dir, --training-seed and
 --training-batch-size) and writes the model folder to --output, local or gs://. On Dataflow that worker
-can carry a GPU. Examples: README.md, "Training as a Beam job"."""
+can carry a GPU. Examples: docs/cloud.md, "Training as a Beam job"."""
 
 
 def training_aliases(argv: Sequence[str]) -> list[str]:

@@ -82,8 +82,7 @@ def parse_args(
     parser = CommandParser(
         "model.serving.serve",
         "Serve a model folder over HTTP for Vertex AI, Cloud Run and ee.Model.fromVertexAi (Vertex AI's "
-        "custom-container contract: health and prediction routes, AIP_* variables). Examples: README.md, "
-        '"Hosting the model".',
+        "custom-container contract: health and prediction routes, AIP_* variables). Examples: docs/serving.md.",
         usage="%(prog)s --model MODEL_DIR [options]",
     )
     model = parser.add_argument_group("model")
