@@ -39,7 +39,14 @@ from transforms.assessment.sample_size import (
 )
 from transforms.contracts.label_scheme import LabelSchemeError
 from transforms.io.earthengine.assets import AssetError
-from transforms.runtime.command import HelpFormatter, add_verbose_flag, fill, prog, quiet_start
+from transforms.runtime.command import (
+    HelpFormatter,
+    add_verbose_flag,
+    fill,
+    prog,
+    quiet_start,
+    unknown_options_message,
+)
 
 MODULE = "pipelines.assess"
 REFERENCE_CSV = "reference.csv"
@@ -230,11 +237,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def unknown_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+    """The did-you-mean message for options neither the command nor its step knows, as every command
+    answers a misspelt option; None when all are known."""
+    steps = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    step = next((a for a in argv if a in steps.choices), None)
+    known = set(parser._option_string_actions)
+    if step:
+        known |= set(steps.choices[step]._option_string_actions)
+    typed = []
+    for arg in argv:
+        if arg == "--":
+            break
+        option = arg.split("=", 1)[0]
+        if option.startswith("--") and option not in known:
+            typed.append(option)
+    return unknown_options_message(typed, sorted(f for f in known if f.startswith("--"))) if typed else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `assess design ...` or `assess estimate ...`; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     quiet_start(argv)
     parser = build_parser()
+    misspelt = unknown_options(parser, argv)
+    if misspelt:
+        print(f"error: {misspelt}", file=sys.stderr)
+        return 2
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0), or a usage error that argparse reported (2)

@@ -307,7 +307,7 @@ def test_the_validation_split_plays_no_part_in_training_or_selection(data, tmp_p
     runs = {}
     for name, source in (("original", data), ("swapped", swapped)):
         config = train.TrainConfig(
-            data=source, output=str(tmp_path / name), epochs=2, filters=4, batch_size=8,
+            data=source, output=str(tmp_path / name), epochs=1, filters=4, batch_size=8,
             deterministic=True, verbose=0,
         )  # fmt: skip
         train.train(config)
@@ -372,7 +372,7 @@ def test_training_levers_export_predict_and_continue(tmp_path):
     bands = ("B3", "B4", "B8", "B11")
     data = write_synthetic_extraction(tmp_path / "d", bands=bands, classes=CLASSES)
     config = train.TrainConfig(
-        data=data, output=str(tmp_path / "m"), epochs=3, filters=4, batch_size=8, verbose=0,
+        data=data, output=str(tmp_path / "m"), epochs=2, filters=4, batch_size=8, verbose=0,
         schedule="cosine", ema=0.9, loss="focal", region_loss="lovasz", label_smoothing=0.1,
         spectral_indices="auto",
     )  # fmt: skip
@@ -381,11 +381,11 @@ def test_training_levers_export_predict_and_continue(tmp_path):
         "ndvi": ["B8", "B4"], "ndwi": ["B3", "B8"], "mndwi": ["B3", "B11"], "ndbi": ["B11", "B8"]
     }  # fmt: skip
     assert info["training"]["loss"] == "class-weighted focal loss with label smoothing 0.1 + Lovász-softmax"
-    # A few batches of 8 for 3 epochs: too few steps for an averaging window of 10 (momentum 0.9).
-    steps = 3 * -(-info["training"]["patches"] // 8)
+    # A few batches of 8 for 2 epochs: too few steps for an averaging window of 10 (momentum 0.9).
+    steps = 2 * -(-info["training"]["patches"] // 8)
     assert info["training"]["schedule"] == "cosine"
     assert steps < 100 and info["training"]["ema"] == pytest.approx(1 - 10 / steps)
-    assert info["training"]["epochs_run"] == 3  # no early stopping under the cosine schedule
+    assert info["training"]["epochs_run"] == 2  # no early stopping under the cosine schedule
     history = json.loads((tmp_path / "m" / "history.json").read_text())
     assert history["learning_rate"][-1] < history["learning_rate"][0]
     keras_model = load_keras_model(str(tmp_path / "m"))

@@ -643,3 +643,10 @@ def test_the_real_jobs_chain_gives_the_note_and_the_training_patches_are_left_ou
     xs, ys = transform * (cols + 0.5, rows + 0.5)
     left_out = sum(in_a_patch(x, y) for x, y in zip(xs.tolist(), ys.tolist()))
     assert left_out > 0 and design["exclusion"]["pixels"] == left_out
+
+
+def test_a_misspelt_option_gets_the_closest_one(capsys):
+    assert assess.main(["design", "map.tif", "--seedd", "3"]) == 2
+    assert "Unknown option(s): --seedd (did you mean --seed?)" in capsys.readouterr().err
+    assert assess.main(["estimate", "design", "--label", "x.csv"]) == 2
+    assert "(did you mean --labels?)" in capsys.readouterr().err
