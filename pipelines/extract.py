@@ -148,7 +148,7 @@ def add_options(parser) -> None:
         dest="split_block_size",
         type=block_size,
         default=AUTO,
-        help="Side of the split's spatial blocks (CRS units of the patch grid). auto: 4 patch extents. Points whose patch would reach a block of the other side are left out (a guard band), so no validation pixel lies in a training patch. 0: a per-point split, whose validation patches overlap training patches (the score leaks).",
+        help="Side of the split's spatial blocks (CRS units of the patch grid). auto: 4 patch extents, down to 2 where the regions would hold fewer than 64 blocks. Points whose patch would reach a block of the other side are left out (a guard band), so no validation pixel lies in a training patch. 0: a per-point split, whose validation patches overlap training patches (the score leaks).",
     )
     group = JobOptionGroup(parser, "output")
     group.add_argument(
@@ -200,6 +200,7 @@ def validate(opts: PipelineOptions) -> ExtractJob:
     from pipelines.checks.output import extraction_output
     from pipelines.checks.sources import extraction_sources
     from transforms.extract import RetryConfig, SplitConfig
+    from transforms.geometry.sampling import regions_area
 
     _check_numbers(opts)
     sources = extraction_sources(opts)
@@ -207,7 +208,10 @@ def validate(opts: PipelineOptions) -> ExtractJob:
     classes = class_subset(opts.classes, scheme)
     try:
         block = None if opts.split_block_size == AUTO else float(opts.split_block_size)
-        split = SplitConfig.for_patches(opts.validation_fraction, block, opts.patch_size, sources.grid.scale)
+        area = regions_area(sources.regions, sources.grid.crs) if block is None else None
+        split = SplitConfig.for_patches(
+            opts.validation_fraction, block, opts.patch_size, sources.grid.scale, area
+        )
     except ValueError as e:
         raise UsageError(str(e)) from None
     extraction_output(opts.output, opts.overwrite)
@@ -523,6 +527,12 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> O
     written = read_manifest(job.output) if outcome else {}
     if written.get("split"):
         print(split_line(written["split"]))
+        if job.split.validation_fraction and not written["splits"]["validation"]["patches"]:
+            print(
+                "warning: the split left no validation patch (too few blocks of the split over the "
+                "regions): pass a smaller --split-block-size or a larger --validation-fraction.",
+                file=sys.stderr,
+            )
     for line in warning_lines(outcome) if outcome else []:
         print(line, file=sys.stderr)
     return outcome

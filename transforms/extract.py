@@ -29,12 +29,12 @@ from transforms.contracts.schema import (
 from transforms.geometry.grid import GridSpec
 from transforms.geometry.sampling import Point, Region, sample_region
 from transforms.geometry.split import (
-    BLOCKS_PER_PATCH_EXTENT,
     GUARD,
     RULE_BLOCKS,
     RULE_PER_POINT,
     TRAIN,
     VALIDATION,
+    auto_block_size,
     block_split_of,
     guarded_block_split_of,
     split_of,
@@ -92,17 +92,22 @@ class SplitConfig:
 
     @classmethod
     def for_patches(
-        cls, validation_fraction: float, block_size: float | None, patch_size: int, scale: float
+        cls,
+        validation_fraction: float,
+        block_size: float | None,
+        patch_size: int,
+        scale: float,
+        sampled_area: float | None = None,
     ) -> SplitConfig:
         """The leak-free default for patches of `patch_size` pixels of `scale` CRS units: blocks of
-        BLOCKS_PER_PATCH_EXTENT patch extents (`block_size` None) or of `block_size`, with a guard band;
-        `block_size` 0 is the per-point split."""
+        `auto_block_size` (`block_size` None; `sampled_area` in CRS units² sizes them) or of
+        `block_size`, with a guard band; `block_size` 0 is the per-point split."""
         if block_size == 0:
             return cls(validation_fraction)
         # The patch's centre pixel holds the point, so its edges are within half a patch plus one pixel.
         half_extent = (patch_size / 2 + 1) * scale
         if block_size is None:
-            block_size = BLOCKS_PER_PATCH_EXTENT * patch_size * scale
+            block_size = auto_block_size(sampled_area, patch_size * scale)
         return cls(validation_fraction, block_size, half_extent)
 
     @property

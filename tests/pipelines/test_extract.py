@@ -301,12 +301,15 @@ def test_the_per_point_split_measures_its_leak(tiny_scene, tmp_path, capsys):
     assert "Split: per point;" in capsys.readouterr().out
 
 
-def test_auto_blocks_are_four_patch_extents(tiny_scene, tmp_path):
+def test_auto_blocks_shrink_to_two_patch_extents_over_small_regions(tiny_scene, tmp_path):
     out = tmp_path / "auto"
     assert extract(tiny_scene, out, "--validation-fraction", "0.3") == 0
-    split = read_manifest(str(out))["split"]
-    assert split["block_size"] == 4 * 32 * 10.0 and split["guard_half_extent"] == 17 * 10.0
-    assert read_manifest(str(out))["options"]["split_block_size"] == "auto"
+    manifest = read_manifest(str(out))
+    # Four extents (1,280 m) would give the two 1.2 km regions fewer than 64 blocks: two extents, then.
+    assert (
+        manifest["split"]["block_size"] == 2 * 32 * 10.0 and manifest["split"]["guard_half_extent"] == 170.0
+    )
+    assert manifest["options"]["split_block_size"] == "auto"
 
 
 def test_a_block_smaller_than_a_patch_is_refused(tiny_scene, tmp_path, capsys):

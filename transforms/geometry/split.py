@@ -1,13 +1,14 @@
-"""Deterministic train/validation split: a hash decides, so a point lands on the same side on every
-run and runner.
+"""Deterministic train/validation split: the same on every run and runner.
 
 Two rules:
 - **per point** (`split_of`): each point's id is hashed on its own. Neighbouring patches overlap, so a
   validation patch can share most of its pixels with training patches: the score leaks.
 - **spatial blocks with a guard band** (`guarded_block_split_of`, the default): the plane is cut into
-  square blocks, each block's coordinates are hashed, and a point whose patch would reach into a block
-  of the other side is left out (GUARD). Every validation patch then lies inside validation blocks and
-  every training patch inside training blocks, so no validation pixel is in any training patch.
+  square blocks and a fraction of them are validation blocks, spread evenly (a Kronecker sequence over
+  the block indices, so that every sizeable region gets its share, where independent coin flips would
+  leave small scenes without any). Validation keeps every point of its blocks; a training point whose
+  patch could touch a validation patch (its patch within half a patch of a validation block) is left out
+  (GUARD). No validation pixel is then in any training patch.
 
 `overlap_fraction` measures what a split leaked: the share of validation patch pixels that some
 training patch covers (0 for the guarded rule).
@@ -27,10 +28,13 @@ VALIDATION = "validation"
 # A point whose patch would straddle blocks of both sides: left out of both.
 GUARD = "guard"
 
-# Default block side, in patch extents: large enough that the guard band (half a patch on each side of
-# a boundary between sides) leaves out ~9 % of the points at a 0.1 validation fraction
-# (0.36 x patch / block), small enough that a scene a few dozen patches wide still has many blocks.
+# Default block side, in patch extents: the guard band (one patch around each validation block) then
+# costs about 1.25 x the validation blocks' points (14 % of the training points at a 0.1 fraction)...
 BLOCKS_PER_PATCH_EXTENT = 4
+# ... but where the sampled area would hold fewer than MIN_BLOCKS such blocks, smaller blocks (down to
+# MIN_BLOCKS_PER_PATCH_EXTENT extents), so that the validation blocks fall in the sampled regions.
+MIN_BLOCKS = 64
+MIN_BLOCKS_PER_PATCH_EXTENT = 2
 
 RULE_PER_POINT = "per-point"
 RULE_BLOCKS = "spatial-blocks-with-guard"
@@ -42,13 +46,29 @@ def unit_hash(key: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
+def auto_block_size(sampled_area: float | None, patch_extent: float) -> float:
+    """The default block side (CRS units) for patches of `patch_extent` over `sampled_area` (CRS units²;
+    None when unknown): BLOCKS_PER_PATCH_EXTENT extents, smaller where that gives under MIN_BLOCKS."""
+    largest = BLOCKS_PER_PATCH_EXTENT * patch_extent
+    if not sampled_area:
+        return largest
+    return max(MIN_BLOCKS_PER_PATCH_EXTENT * patch_extent, min(largest, math.sqrt(sampled_area / MIN_BLOCKS)))
+
+
 def split_of(point_id: str, validation_fraction: float) -> str:
     """TRAIN or VALIDATION for a point, from its id alone."""
     return VALIDATION if unit_hash(point_id) < validation_fraction else TRAIN
 
 
+# Kronecker sequence steps (golden ratio and silver ratio conjugates): frac(a*bx + b*by) is spread
+# evenly over [0, 1) on any window of blocks, so the validation blocks are too.
+_STEP_X = 0.6180339887498949
+_STEP_Y = 0.4142135623730951
+
+
 def _block_side(bx: int, by: int, validation_fraction: float) -> str:
-    return VALIDATION if unit_hash(f"block/{bx}/{by}") < validation_fraction else TRAIN
+    u = (bx * _STEP_X + by * _STEP_Y) % 1.0
+    return VALIDATION if u < validation_fraction else TRAIN
 
 
 def block_split_of(x: float, y: float, block_size: float, validation_fraction: float) -> str:
@@ -64,17 +84,21 @@ def _blocks_spanned(low: float, high: float, block_size: float) -> range:
 def guarded_block_split_of(
     x: float, y: float, block_size: float, half_extent: float, validation_fraction: float
 ) -> str:
-    """TRAIN, VALIDATION, or GUARD when the square of `half_extent` around (x, y) reaches a block of
-    the other side (the patch would overlap the other side's patches)."""
+    """VALIDATION for a point in a validation block; TRAIN for a point in a training block whose patch
+    (`half_extent` around it) stays more than `half_extent` away from every validation block, so that
+    it cannot touch a validation patch; else GUARD."""
     if block_size < 2 * half_extent:
         raise ValueError(
             f"split block size {block_size:g} is smaller than a patch ({2 * half_extent:g}): "
             "a patch would always cross blocks. Use a block of at least one patch extent."
         )
     side = block_split_of(x, y, block_size, validation_fraction)
-    for bx in _blocks_spanned(x - half_extent, x + half_extent, block_size):
-        for by in _blocks_spanned(y - half_extent, y + half_extent, block_size):
-            if _block_side(bx, by, validation_fraction) != side:
+    if side == VALIDATION:
+        return side
+    reach = 2 * half_extent
+    for bx in _blocks_spanned(x - reach, x + reach, block_size):
+        for by in _blocks_spanned(y - reach, y + reach, block_size):
+            if _block_side(bx, by, validation_fraction) == VALIDATION:
                 return GUARD
     return side
 

@@ -14,6 +14,7 @@ from transforms.geometry.split import (
     RULE_PER_POINT,
     TRAIN,
     VALIDATION,
+    auto_block_size,
     block_split_of,
     guarded_block_split_of,
     overlap_fraction,
@@ -35,7 +36,7 @@ def test_split_is_deterministic_and_near_the_fraction():
 
 def test_block_split_keeps_neighbours_together():
     sides = {
-        block_split_of(1000 + dx, 2000 + dy, 1280, 0.5)
+        block_split_of(1300 + dx, 2600 + dy, 1280, 0.5)  # every point in block (1, 2)
         for dx in range(0, 1200, 100)
         for dy in range(0, 1200, 100)
     }
@@ -75,7 +76,7 @@ def test_per_point_split_leaks_and_the_default_split_does_not():
     assert overlap_fraction(leaky[TRAIN], leaky[VALIDATION], PATCH, SCALE) > 0.9
     assert default[VALIDATION], "the default split must still give a validation set"
     assert overlap_fraction(default[TRAIN], default[VALIDATION], PATCH, SCALE) == 0.0
-    # The guard band costs about 0.36 x patch / block = 9 % of the points at a 0.1 fraction.
+    # The guard band costs about 1.25 x the validation blocks' points at 4 patch extents (~13 % at 0.1).
     guarded = len(default[GUARD]) / len(points)
     assert 0.03 < guarded < 0.2, guarded
 
@@ -100,3 +101,24 @@ def test_split_rules_are_named_for_the_manifest():
         "guard_half_extent": (PATCH / 2 + 1) * SCALE,
     }
     assert SplitConfig.for_patches(0.1, 0, PATCH, SCALE).rule == RULE_PER_POINT
+
+
+def test_auto_blocks_are_four_patch_extents_unless_the_regions_are_small():
+    extent = PATCH * SCALE
+    assert auto_block_size(None, extent) == 4 * extent
+    assert auto_block_size(64 * (4 * extent) ** 2 * 10, extent) == 4 * extent
+    assert auto_block_size(64 * (3 * extent) ** 2, extent) == pytest.approx(3 * extent)
+    assert auto_block_size(10 * extent**2, extent) == 2 * extent
+
+
+def test_validation_blocks_are_spread_evenly():
+    """Every window of 10 x 10 blocks holds close to the fraction of validation blocks (coin flips would
+    leave some windows without any)."""
+    for wx in range(0, 100, 10):
+        for wy in range(0, 100, 10):
+            sides = [
+                block_split_of(bx + 0.5, by + 0.5, 1.0, 0.1)
+                for bx in range(wx, wx + 10)
+                for by in range(wy, wy + 10)
+            ]
+            assert 6 <= sides.count(VALIDATION) <= 14
