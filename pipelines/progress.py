@@ -63,12 +63,16 @@ class Progress:
 
 EXTRACTION = Progress(
     title="Extraction",
-    unit="patches",
-    done=("extract/patches_encoded", "extract/patches_failed"),
+    # Points, not patches: a point ends as a patch, a dead letter, or left out in the split's guard band.
+    unit="points",
+    done=("extract/patches_encoded", "extract/patches_failed", "extract/points_in_guard_band"),
     total="extract/points_sampled",
     failed=("extract/patches_failed",),
     waiting="sampling points",
-    notes=(("points sampled", "extract/points_sampled"),),
+    notes=(
+        ("points sampled", "extract/points_sampled"),
+        ("in the guard band", "extract/points_in_guard_band"),
+    ),
 )
 
 PREDICTION = Progress(
@@ -112,7 +116,12 @@ def status_line(
     done = sum(counts.get(k, 0) for k in progress.done)
     total = counts.get(progress.total, 0)
     failed = sum(counts.get(k, 0) for k in progress.failed)
-    notes = [f"{counts.get(k, 0):,} {label}" for label, k in progress.notes]
+    # A note of 0 says nothing (no guard band), except the first: the points sampled so far.
+    notes = [
+        f"{counts.get(k, 0):,} {label}"
+        for i, (label, k) in enumerate(progress.notes)
+        if i == 0 or counts.get(k, 0)
+    ]
     if failed:
         notes.append(f"{failed:,} failed")
     if not total and not final:

@@ -22,17 +22,17 @@ from pipelines.progress import EXTRACTION, PREDICTION, RateMeter, Reporter, stat
 from transforms.contracts.manifest import read_manifest
 from transforms.runtime import progress as counters
 
-LINE = re.compile(r"Extraction: ([\d,]+)/([\d,]+) patches")
+LINE = re.compile(r"Extraction: ([\d,]+)/([\d,]+) points")
 
 
 def test_status_line_for_a_terminal_and_for_a_log():
     counts = {"extract/points_sampled": 400, "extract/patches_encoded": 96, "extract/patches_failed": 4}
     log = status_line(EXTRACTION, counts, elapsed=12.0, rate=10.0)
     assert log == (
-        "Extraction: 100/400 patches (25%), 10.0 patches/s, 0:00:30 left; 400 points sampled, 4 failed"
+        "Extraction: 100/400 points (25%), 10.0 points/s, 0:00:30 left; 400 points sampled, 4 failed"
     )
     tty = status_line(EXTRACTION, counts, elapsed=12.0, rate=10.0, tty=True)
-    assert tty.startswith("Extraction [######------------------] 100/400 patches (25%)")
+    assert tty.startswith("Extraction [######------------------] 100/400 points (25%)")
     assert status_line(PREDICTION, {}, elapsed=3.0, rate=None) == "Prediction: planning tiles, 0:00:03 so far"
     done = {"predict/tiles_planned": 9, "predict/tiles_written": 9}
     assert status_line(PREDICTION, done, 4.0, 2.0) == "Prediction: 9/9 tiles (100%), writing the outputs"
@@ -63,7 +63,7 @@ def test_a_terminal_gets_one_line_redrawn_in_place():
     reporter.finish({"extract/points_sampled": 10, "extract/patches_encoded": 10})
     text = stream.getvalue()
     assert text.count("\r") == 3 and text.endswith("\n") and text.count("\n") == 1
-    assert "[" in text and "8/10 patches (80%)" in text and "Extraction: 10/10 patches in" in text
+    assert "[" in text and "8/10 points (80%)" in text and "Extraction: 10/10 points in" in text
 
 
 def test_counters_write_per_process_totals_that_the_reporter_sums(tmp_path, monkeypatch):
@@ -102,11 +102,13 @@ def test_extraction_reports_progress_from_worker_processes(tiny_scene, tmp_path,
         ]
     )  # fmt: skip
     manifest = read_manifest(str(output))
-    written = sum(s["patches"] for s in manifest["splits"].values())
+    # Every point ends as a patch, a dead letter or in the split's guard band.
+    handled = sum(s["patches"] for s in manifest["splits"].values())
+    handled += manifest["errors"]["count"] + manifest["split"]["points_in_guard_band"]
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("Extraction")]
     final = LINE.search(lines[-1])
-    assert final and int(final.group(1).replace(",", "")) == written, lines  # from Beam's own metrics
-    assert lines[-1].startswith(f"Extraction: {written:,}/{written:,} patches in ")
+    assert final and int(final.group(1).replace(",", "")) == handled, lines  # from Beam's own metrics
+    assert lines[-1].startswith(f"Extraction: {handled:,}/{handled:,} points in ")
     # While it ran, the reporter saw patches counted in processes other than this one.
     main = f"{os.getpid()}{counters.SUFFIX}"
     assert any(count > 0 and files - {main} for count, files in seen), seen[-5:]
@@ -212,7 +214,7 @@ def test_dataflow_prints_the_job_id_and_console_url_at_once():
     url = f"https://console.cloud.google.com/dataflow/jobs/europe-west1/{job}?project=my-project"
     assert EVENTS[0] == "submitted"
     assert EVENTS[1] == f"wait: Extraction: Dataflow job {job}\n  {url}\n"  # printed before waiting
-    assert STREAM.getvalue().splitlines()[-1].startswith("Extraction: 42/42 patches in ")
+    assert STREAM.getvalue().splitlines()[-1].startswith("Extraction: 42/42 points in ")
 
     FakeDataflowRunner.fail = True
     try:

@@ -149,7 +149,10 @@ def test_sen1floods11_binary_water_probability(tmp_path):
     valid = ~np.isnan(probability)
     assert valid.mean() > 0.95 and 0.0 <= probability[valid].min() and probability[valid].max() <= 1.0
     assert set(np.unique(classes).tolist()) <= {0, 1, 255}
-    np.testing.assert_array_equal(classes[valid], (probability[valid] > 0.5).astype(np.uint8) | 0)
+    # The class is the argmax of two float32 probabilities that sum to 1 within rounding: a pixel within
+    # rounding of 0.5 may go either way.
+    decided = valid & (np.abs(probability - 0.5) > 1e-6)
+    np.testing.assert_array_equal(classes[decided], (probability[decided] > 0.5).astype(np.uint8) | 0)
     # The map tells water from land: ranked by water probability, a hand-labelled water pixel comes
     # before a land pixel most of the time (the area under the ROC curve), after a short training.
     labelled = valid & (truth >= 0)

@@ -31,6 +31,8 @@ class _ProcessTotals:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.lock = threading.Lock()
+        # Held from snapshot to rename: a flush never replaces a newer snapshot with an older one.
+        self.write_lock = threading.Lock()
         self.totals: dict[str, int] = {}
         self.dirty = threading.Event()
         self.folder: str | None = None
@@ -58,6 +60,10 @@ class _ProcessTotals:
             time.sleep(FLUSH_SECONDS)  # the increments of the next interval go in one write
 
     def flush(self) -> None:
+        with self.write_lock:
+            self._write()
+
+    def _write(self) -> None:
         with self.lock:
             self.dirty.clear()
             folder, totals = self.folder, dict(self.totals)
