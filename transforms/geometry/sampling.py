@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import rasterio
@@ -97,31 +97,14 @@ def parse_regions(doc: object, source: str = "regions") -> list[Region]:
 def regions_area(regions: Sequence[Region], crs: str) -> float:
     """The summed area of the regions' bounding boxes in `crs` (CRS units²): the extent that points are
     sampled over, what the split's default block size is sized from."""
+    from rasterio.features import bounds
     from rasterio.warp import transform_bounds
 
     total = 0.0
     for region in regions:
-        xs, ys = zip(*_coordinates(region.geometry))
-        left, bottom, right, top = transform_bounds("EPSG:4326", crs, min(xs), min(ys), max(xs), max(ys))
+        left, bottom, right, top = transform_bounds("EPSG:4326", crs, *bounds(region.geometry))
         total += max(0.0, right - left) * max(0.0, top - bottom)
     return total
-
-
-def _coordinates(geometry: dict) -> Iterator[tuple[float, float]]:
-    """Every (lon, lat) of a GeoJSON geometry."""
-
-    def walk(value):
-        if isinstance(value, (list, tuple)) and value and isinstance(value[0], (int, float)):
-            yield (float(value[0]), float(value[1]))
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                yield from walk(item)
-
-    if geometry.get("type") == "GeometryCollection":
-        for part in geometry.get("geometries", []):
-            yield from _coordinates(part)
-    else:
-        yield from walk(geometry.get("coordinates", []))
 
 
 def whole_raster_region(path: str, name: str = "all") -> Region:
