@@ -39,19 +39,13 @@ from transforms.assessment.sample_size import (
 )
 from transforms.contracts.label_scheme import LabelSchemeError
 from transforms.io.earthengine.assets import AssetError
-from transforms.runtime.command import (
-    HelpFormatter,
-    add_verbose_flag,
-    fill,
-    prog,
-    quiet_start,
-    unknown_options_message,
-)
+from transforms.runtime.command import CommandParser, prog, quiet_start
 
 MODULE = "pipelines.assess"
 REFERENCE_CSV = "reference.csv"
-# Class maps that `terrabeam predict` writes into its output folder: the mosaic, else the VRT of tiles.
-PREDICTION_MAPS = ("classes.tif", "classes.vrt")
+# Class maps that `terrabeam predict` writes into its output folder (the mosaic, else the VRT of tiles),
+# and the transitions map that `terrabeam change` writes into its own.
+PREDICTION_MAPS = ("classes.tif", "classes.vrt", "transitions.tif")
 # The files that link a prediction to its training data: pipelines.predict.SUMMARY_NAME (its "model"),
 # model.export.MODEL_JSON (its "training": {"data"}), transforms.contracts.manifest.MANIFEST_NAME. Named
 # here, not imported: those modules import TensorFlow or Beam, and this command starts without them.
@@ -78,37 +72,29 @@ how it goes:
 `terrabeam assess design --help` and `terrabeam assess estimate --help` list each step's options."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    base = prog(MODULE)
-    parser = argparse.ArgumentParser(
-        prog=base,
-        description=fill(DESCRIPTION),
-        epilog=fill(EPILOG),
-        formatter_class=HelpFormatter,
-        allow_abbrev=False,
+def build_parser() -> CommandParser:
+    parser = CommandParser(MODULE, DESCRIPTION, epilog=EPILOG, usage="%(prog)s {design,estimate} ...")
+    steps = parser.add_subparsers(
+        dest="step", title="steps", metavar="{design,estimate}", parser_class=CommandParser
     )
-    add_verbose_flag(parser)
-    steps = parser.add_subparsers(dest="step", title="steps", metavar="{design,estimate}")
 
     design = steps.add_parser(
         "design",
-        prog=f"{base} design",
+        module=MODULE,
+        prog=f"{prog(MODULE)} design",
         help="Draw a stratified random sample of a class map: design.json, points.csv, points.geojson.",
-        description=fill(
-            "Draw a stratified random sample of a class map (strata = map classes), sized for a target "
-            "standard error of overall accuracy (Olofsson et al. 2014, Eq. 13), with a minimum per class "
-            "and the rest in proportion to the classes' areas. The same map, options and --seed give the "
-            "same points."
-        ),
-        formatter_class=HelpFormatter,
-        allow_abbrev=False,
+        usage="%(prog)s [options] MAP",
+        description="Draw a stratified random sample of a class map (strata = map classes), sized for a "
+        "target standard error of overall accuracy (Olofsson et al. 2014, Eq. 13), with a minimum per "
+        "class and the rest in proportion to the classes' areas. The same map, options and --seed give "
+        "the same points.",
     )
     group = design.add_argument_group("map")
     group.add_argument(
         "map",
         metavar="MAP",
         help="Class map (e.g. the classes.tif of `terrabeam predict`), or a prediction folder holding "
-        "classes.tif or classes.vrt.",
+        "classes.tif or classes.vrt, or a change folder (its transitions.tif).",
     )
     group.add_argument("--band", type=int, default=1, help="Band of the map that holds the classes.")
     group.add_argument(
@@ -184,20 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--ee-endpoint", metavar="URL", help="Earth Engine API URL (default: the standard endpoint)."
     )
-    add_verbose_flag(design)
 
     estimate = steps.add_parser(
         "estimate",
-        prog=f"{base} estimate",
+        module=MODULE,
+        prog=f"{prog(MODULE)} estimate",
         help="Estimate accuracy and area from the labelled points: assessment.json, .md, .html.",
-        description=fill(
-            "Estimate overall, user's and producer's accuracy and each class's area (proportion and "
-            "hectares), each with its standard error and 95 % confidence interval (estimate ± 1.96 SE), "
-            "from the design's points and their reference labels. Points without a label are left out "
-            "and counted."
-        ),
-        formatter_class=HelpFormatter,
-        allow_abbrev=False,
+        usage="%(prog)s [options] DESIGN",
+        description="Estimate overall, user's and producer's accuracy and each class's area (proportion "
+        "and hectares), each with its standard error and 95 % confidence interval (estimate ± 1.96 SE), "
+        "from the design's points and their reference labels. Points without a label are left out and "
+        "counted.",
     )
     group = estimate.add_argument_group("design")
     group.add_argument(
@@ -233,26 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Folder for the assessment (default: the design folder).",
     )
-    add_verbose_flag(estimate)
     return parser
-
-
-def unknown_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
-    """The did-you-mean message for options neither the command nor its step knows, as every command
-    answers a misspelt option; None when all are known."""
-    steps = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    step = next((a for a in argv if a in steps.choices), None)
-    known = set(parser._option_string_actions)
-    if step:
-        known |= set(steps.choices[step]._option_string_actions)
-    typed = []
-    for arg in argv:
-        if arg == "--":
-            break
-        option = arg.split("=", 1)[0]
-        if option.startswith("--") and option not in known:
-            typed.append(option)
-    return unknown_options_message(typed, sorted(f for f in known if f.startswith("--"))) if typed else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -260,10 +224,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     quiet_start(argv)
     parser = build_parser()
-    misspelt = unknown_options(parser, argv)
-    if misspelt:
-        print(f"error: {misspelt}", file=sys.stderr)
-        return 2
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0), or a usage error that argparse reported (2)

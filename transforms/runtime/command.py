@@ -269,10 +269,14 @@ class CommandParser(argparse.ArgumentParser):
         epilog: str | None = None,
         name: str | None = None,
         allow_abbrev: bool = False,
+        **step: Any,
     ) -> None:
-        """`module` names the command in usage lines (`prog`), unless the caller passes its `name`."""
+        """`module` names the command in usage lines (`prog`), unless the caller passes its `name`.
+
+        A step's parser (`add_subparsers(parser_class=CommandParser)`, `add_parser(NAME, module=...,
+        description=...)`) gets its `prog` from argparse, as "terrabeam assess design"."""
         super().__init__(
-            prog=name or prog(module),
+            prog=step.pop("prog", None) or name or prog(module),
             usage=usage,
             description=fill(description),
             epilog=fill(epilog) if epilog else None,
@@ -282,18 +286,29 @@ class CommandParser(argparse.ArgumentParser):
         self._optionals.title = "general"
         add_verbose_flag(self)
 
-    def long_options(self) -> list[str]:
-        """The long options --help lists."""
+    def _actions_for(self, argv: Sequence[str]) -> dict[str, argparse.Action]:
+        """The options that apply to `argv`: this parser's, and those of the step it names, if any."""
+        known = dict(self._option_string_actions)
+        steps = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if steps is not None:
+            step = next((a for a in argv if a in steps.choices), None)
+            if step is not None:
+                known.update(steps.choices[step]._option_string_actions)
+        return known
+
+    def long_options(self, argv: Sequence[str] = ()) -> list[str]:
+        """The long options --help lists (with those of the step `argv` names)."""
         return sorted(
             flag
-            for flag, action in self._option_string_actions.items()
+            for flag, action in self._actions_for(argv).items()
             if flag.startswith("--") and action.help != argparse.SUPPRESS
         )
 
     def unknown_options(self, argv: Sequence[str]) -> list[str]:
-        """The long options of `argv` this parser does not know, as typed (an abbreviation counts as
-        known where the parser allows them; argparse itself reports an ambiguous one)."""
-        known = self._option_string_actions
+        """The long options of `argv` this parser (or the step `argv` names) does not know, as typed
+        (an abbreviation counts as known where the parser allows them; argparse itself reports an
+        ambiguous one)."""
+        known = self._actions_for(argv)
         unknown = []
         for arg in argv:
             if arg == "--":  # the end of the options
@@ -311,5 +326,5 @@ class CommandParser(argparse.ArgumentParser):
         # Before argparse's own checks: a misspelt --project would otherwise read "--project is required".
         unknown = self.unknown_options(argv)
         if unknown:
-            self.exit(2, f"error: {unknown_options_message(unknown, self.long_options())}\n")
+            self.exit(2, f"error: {unknown_options_message(unknown, self.long_options(argv))}\n")
         return super().parse_args(argv, namespace)
