@@ -365,8 +365,10 @@ def quicklook_png(
     class_counts: Sequence[int],
     title: str = "",
     max_side: int = QUICKLOOK_MAX_SIDE,
+    only_present: bool = False,
 ) -> bytes:
-    """A PNG of the class map at reduced resolution (read from overviews when there are), with a legend."""
+    """A PNG of the class map at reduced resolution (read from overviews when there are), with a legend
+    (of the classes the map holds only, with `only_present`: a transitions map has dozens of codes)."""
     from PIL import Image, ImageDraw
 
     with rasterio.open(gdal_path(classes_raster)) as src:
@@ -391,7 +393,9 @@ def quicklook_png(
     font = _font(14)
     total = max(sum(class_counts), 1)
     entries = [
-        (colours[i], f"{name}  {100 * class_counts[i] / total:.1f} %") for i, name in enumerate(scheme.names)
+        (colours[i], f"{name}  {100 * class_counts[i] / total:.1f} %")
+        for i, name in enumerate(scheme.names)
+        if class_counts[i] or not only_present
     ]
     pad, swatch, line = 12, 16, 22
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))

@@ -90,3 +90,60 @@ def write_map_and_truth(folder: Path, height: int = 120, width: int = 100, seed:
         mapped,
         truth,
     )
+
+
+def write_prediction(
+    folder: Path,
+    classes: np.ndarray,
+    probabilities: np.ndarray | None = None,
+    names: tuple[str, ...] = CLASSES,
+    colors: tuple[str, ...] = COLORS,
+    transform=None,
+) -> str:
+    """A prediction folder as `terrabeam predict` writes it: classes.tif, probabilities.tif (uint8, one
+    band per class, p x 254, nodata 255) when `probabilities` (h, w, classes) is given, prediction.json."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    transform = transform or from_origin(*ORIGIN, SCALE, SCALE)
+    write_class_map(folder / "classes.tif", classes, names, colors, transform=transform)
+    files = {"classes": "classes.tif"}
+    if probabilities is not None:
+        height, width, count = probabilities.shape
+        bands = np.moveaxis(probabilities, -1, 0)
+        scaled = np.clip(np.rint(np.nan_to_num(bands) * 254), 0, 254).astype(np.uint8)
+        scaled[np.isnan(bands)] = 255
+        profile = dict(
+            driver="GTiff",
+            width=width,
+            height=height,
+            count=count,
+            dtype="uint8",
+            crs=CRS,
+            transform=transform,
+            nodata=255,
+        )
+        with rasterio.open(folder / "probabilities.tif", "w", **profile) as dst:
+            dst.write(scaled)
+        files["probabilities"] = "probabilities.tif"
+    scheme = {
+        "format": "terrabeam-label-scheme/1",
+        "name": SCHEME_NAME,
+        "classes": [{"name": n, "values": [i], "color": c} for i, (n, c) in enumerate(zip(names, colors))],
+        "ignore": [],
+    }
+    summary = {
+        "model": "tiny-model",
+        "classes": list(names),
+        "label_scheme": scheme,
+        "probabilities": "uint8" if probabilities is not None else "none",
+        "files": files,
+        "grid": {
+            "crs": CRS,
+            "transform": list(transform)[:6],
+            "width": classes.shape[1],
+            "height": classes.shape[0],
+        },
+    }
+    (folder / "prediction.json").write_text(json.dumps(summary))
+    return str(folder)
