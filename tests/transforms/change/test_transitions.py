@@ -93,3 +93,34 @@ def test_summary_counts_gain_loss_net_and_ranks_the_transitions():
     top = doc["top_transitions"]
     assert [(x["from"], x["to"], x["pixels"]) for x in top] == [("c0", "c1", 2), ("c2", "c0", 1)]
     assert top[0]["share_of_change"] == pytest.approx(0.5)
+
+
+def test_scoring_against_truth_counts_change_pixels_and_areas(tmp_path):
+    from tests.helpers.class_maps import write_class_map
+    from transforms.change.scoring import score_change
+
+    truth_a = np.zeros((10, 10), np.uint8)
+    truth_b = truth_a.copy()
+    truth_b[:4, :5] = 3  # 20 pixels water -> built, 0.2 ha
+    map_a = truth_a.copy()
+    map_b = truth_a.copy()
+    map_b[:4, :4] = 3  # 16 found
+    map_b[9, 9] = 2  # 1 false alarm: water -> grass
+    paths = [
+        write_class_map(tmp_path / f"{name}.tif", pixels)
+        for name, pixels in (("ma", map_a), ("mb", map_b), ("ta", truth_a), ("tb", truth_b))
+    ]
+    score = score_change(*paths, ("water", "trees", "grass", "built"))
+    assert score["change_pixels"] == {
+        "true_positive": 16,
+        "false_positive": 1,
+        "false_negative": 4,
+        "true_negative": 79,
+    }
+    assert score["precision"] == pytest.approx(16 / 17, abs=1e-4)
+    assert score["recall"] == pytest.approx(0.8)
+    assert score["f1"] == pytest.approx(2 * (16 / 17) * 0.8 / (16 / 17 + 0.8), abs=1e-4)
+    built = next(t for t in score["transitions"] if t["transition"] == "water_to_built")
+    assert (built["true_ha"], built["mapped_ha"], built["relative_error"]) == (0.2, 0.16, -0.2)
+    grass = next(t for t in score["transitions"] if t["transition"] == "water_to_grass")
+    assert grass["true_ha"] == 0 and grass["relative_error"] is None
