@@ -407,8 +407,15 @@ def check_model_bands(
     # Longest label first: `B4_t_0` is B4 of date t_0 even when there is a date 0.
     labels = sorted(bands, key=len, reverse=True)
     date_of = {b: next((lab for lab in labels if b.endswith("_" + lab)), None) for b in model_bands}
+    every = {b for names in bands.values() for b in names}
     wanted = ", ".join(model_bands)
-    if any(date_of.values()):  # the model names dates: it reads the stack
+
+    def suffixed(band: str) -> bool:
+        """A band of the dates with a suffix: the model reads a stack, maybe of other dates."""
+        cuts = [i for i, c in enumerate(band) if c == "_"]
+        return band not in every and any(band[:i] in every for i in cuts)
+
+    if any(date_of.values()) or any(suffixed(b) for b in model_bands):
         problems = []
         for label in bands:
             missing = [b for b in model_bands if date_of[b] == label and b not in stacked]

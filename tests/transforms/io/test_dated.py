@@ -272,3 +272,7 @@ def test_model_bands_are_checked_per_date_or_on_the_stack(tiny_scene, after):
         "elevation (the model's elevation_after); red_later names none of the dates (before, after). Give "
         "the dates the model was trained on, with the same labels and bands."
     )
+    with pytest.raises(
+        DatedInputsError, match=r"but red_2019, nir_2019 name none of the dates \(before, after\)"
+    ):
+        check_model_bands(["red_2019", "nir_2019"], full)  # a stack of other dates
