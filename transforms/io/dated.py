@@ -10,8 +10,8 @@ A change job reads such imagery in one of two ways:
 - post-classification change: one `LocalRasterSource` per date, with the plain band names, so the same
   model runs on each date (`date_sources`);
 - the direct method: one stacked source whose band names carry the date, `{band}_{label}` (`B4_before`,
-  `B4_after`), for a model trained on two-date stacks (`stacked_source`). Earth Engine recipes name
-  their bands the same way (`s2-sr:2019@before+s2-sr:2023@after` -> `B4_before ... B4_after`).
+  `B4_after`), for a model trained on two-date stacks (`stacked_source`). Earth Engine recipes with a
+  date suffix (`s2-sr:2019@before+s2-sr:2023@after`) give the same names with `stacked_band`.
 
 Public API:
 
@@ -123,11 +123,10 @@ def parse_inputs(tokens: Sequence[str] | None, band_names: Sequence[str] | None 
     names = tuple(band_names) if band_names else None
     matches = [_LABELLED.fullmatch(t) for t in tokens]
     plain = [t for t, m in zip(tokens, matches) if not m]
-    stac = [t for t in plain if t.lower().endswith(STAC_SUFFIX)]
-    labelled_stac = [m[0] for m in matches if m and m["path"].lower().endswith(STAC_SUFFIX)]
-    if stac or labelled_stac:
-        if len(tokens) > 1 or labelled_stac:
-            stac = stac or [m["path"] for m in matches if m and m[0] in labelled_stac]
+    paths = [m["path"] if m else t for t, m in zip(tokens, matches)]
+    stac = [path for path in paths if path.lower().endswith(STAC_SUFFIX)]
+    if stac:
+        if len(tokens) > 1 or any(matches):
             raise DatedInputsError(
                 f"--inputs takes a STAC file ({stac[0]}) on its own, without a label or other files: its "
                 "items give the dates and their files."
