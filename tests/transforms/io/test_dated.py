@@ -276,3 +276,23 @@ def test_model_bands_are_checked_per_date_or_on_the_stack(tiny_scene, after):
         DatedInputsError, match=r"but red_2019, nir_2019 name none of the dates \(before, after\)"
     ):
         check_model_bands(["red_2019", "nir_2019"], full)  # a stack of other dates
+
+
+def test_a_file_shared_by_two_dates_is_read_for_each(tiny_scene):
+    """A DEM serves both dates: the stack names its band once per date, and both read its pixels."""
+    red, nir, elevation = tiny_scene.band_files
+    tokens = [f"before={red}", f"before={elevation}", f"after={nir}", f"after={elevation}"]
+    sources = date_sources(parse_inputs(tokens, ["a", "dem"]))
+    assert check_dates(sources) is None
+    stack = stacked_source(sources)
+    assert stack.bands == ("a_before", "dem_before", "a_after", "dem_after")
+    pixels = stack.read(GRID.window(7, 9, 8, 8), ["dem_before", "a_after", "dem_after"]).pixels
+    window = (slice(9, 17), slice(7, 15))
+    np.testing.assert_array_equal(pixels[..., 0], tiny_scene.pixels[(2, *window)])
+    np.testing.assert_array_equal(pixels[..., 1], tiny_scene.pixels[(1, *window)])
+    np.testing.assert_array_equal(pixels[..., 2], tiny_scene.pixels[(2, *window)])
+    # Off the files' lattice the reads go through a WarpedVRT: the shared band still reads twice alike.
+    shifted = GridSpec(CRS, SCALE, ORIGIN[0] + SCALE / 2, ORIGIN[1]).window(7, 9, 8, 8)
+    warped = stack.read(shifted, ["dem_before", "dem_after"]).pixels
+    np.testing.assert_array_equal(warped[..., 0], warped[..., 1])
+    assert not np.array_equal(warped[..., 0], pixels[..., 0])  # resampled, not the aligned read
