@@ -33,6 +33,9 @@ INSTALL_REQUIRES = [
     # model.serving.deploy copies model folders to Cloud Storage and writes deployment.json there (already a
     # Beam[gcp] dependency; used directly).
     "google-cloud-storage>=2.10",
+    # --inputs catalog.json: STAC catalogues and item collections of imagery by date (transforms/io/dated.py);
+    # 1.8 has Catalog.get_items(recursive=True).
+    "pystac>=1.8",
 ]
 
 VIEW_STATIC = [

@@ -265,13 +265,17 @@ class JobOptionGroup(SharedArgumentGroup):
             "--inputs",
             nargs="+",
             default=None,
-            help="Input rasters: one multi-band file or one per band (default: the demo scene).",
+            help="Input rasters: one multi-band file or one per band (default: the demo scene). Imagery by "
+            "date: LABEL=PATH per file (before=a.tif after=b.tif; a label repeats for several files of a "
+            "date), or a STAC catalog or item collection (.json); the dates are read as one stack whose "
+            "bands carry the date, {band}_{label} (docs/prediction.md, Imagery by date).",
         )
         self.add_argument(
             "--band-names",
             dest="band_names",
             default=None,
-            help="Comma-separated names for all input bands, in file order (default: band descriptions, else file names).",
+            help="Comma-separated names for all input bands, in file order; with dated inputs, for each "
+            "date's bands (default: band descriptions, else file names).",
         )
 
     def add_demo_cache(self) -> None:

@@ -1,5 +1,5 @@
 """Where a job's pixels come from, checked before it starts: local rasters (the generated demo scene when
-none are given) or Earth Engine image recipes.
+none are given; imagery by date as one stack, transforms.io.dated) or Earth Engine image recipes.
 
 A broken or cut-short file, a band the job needs but the imagery lacks, regions off the rasters, label
 values no class claims, an Earth Engine project that is missing or unreachable: each stops the job here,
@@ -30,6 +30,14 @@ from transforms.geometry.sampling import (
     whole_raster_region,
 )
 from transforms.geometry.tiling import TilingSpec
+from transforms.io.dated import (
+    PER_DATE,
+    check_dates,
+    check_model_bands,
+    date_sources,
+    parse_inputs,
+    stacked_source,
+)
 from transforms.io.rasters import LocalRasterSource, PixelSource, SourceError
 
 
@@ -47,6 +55,37 @@ class ExtractionSources:
     source: dict[str, Any]  # the source as manifest.json records it
     strata_band: tuple[str, int] | None = None  # (file, band index) of --strata-band
     strata_edges: tuple[float, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalImagery:
+    """--inputs, checked: the source a job reads, what its manifest records, and the dates (dated
+    --inputs or a STAC file: one source per date; None for plain paths)."""
+
+    source: LocalRasterSource
+    record: dict[str, Any]
+    dates: dict[str, LocalRasterSource] | None = None
+
+
+def local_imagery(inputs: Sequence[str], band_names: str | None) -> LocalImagery:
+    """The rasters of --inputs (and --band-names), checked before the job: plain paths as one source;
+    dates (`before=a.tif after=b.tif`, or a STAC file) as one stacked source, bands `{band}_{label}`.
+
+    Dates on different grids get one note; the record lists the dates in order, each with its files.
+    """
+    dated = parse_inputs(inputs, comma_list(band_names))
+    if dated is None:
+        source = LocalRasterSource(inputs, comma_list(band_names))
+        source.check_files()  # a broken or cut-short file stops the job here, not on the workers
+        return LocalImagery(source, {"inputs": list(inputs)})
+    dates = date_sources(dated)
+    note = check_dates(dates)
+    if note:
+        notice(note)
+    source = stacked_source(dates)
+    # `inputs` and `band_names` open the stack as one source again (the map viewer does).
+    record = {"inputs": list(source.paths), "band_names": list(source.bands), **dated.to_json()}
+    return LocalImagery(source, record, dates)
 
 
 def extraction_sources(opts: Any) -> ExtractionSources:
@@ -67,10 +106,10 @@ def extraction_sources(opts: Any) -> ExtractionSources:
         inputs, labels_path, regions_path = [scene.image], scene.labels, scene.regions
         source["kind"] = "demo"
 
-    input_source = LocalRasterSource(inputs, comma_list(opts.band_names))
+    imagery = local_imagery(inputs, opts.band_names)
+    input_source = imagery.source
     label_source = LocalRasterSource([labels_path])
-    input_source.check_files()  # a broken or cut-short file stops the job here, not on the workers
-    label_source.check_files()
+    label_source.check_files()  # a broken or cut-short file stops the job here, not on the workers
     bands = comma_list(opts.bands) or list(input_source.bands)
     input_source.check_bands(bands)
     label_band = opts.label_band or label_source.bands[0]
@@ -117,7 +156,7 @@ def extraction_sources(opts: Any) -> ExtractionSources:
         strata_band = (ref.path, ref.index)
         if not strata_edges:
             raise UsageError("--strata-band needs --strata-edges, e.g. --strata-edges 500,1000,2000.")
-    source.update(inputs=list(inputs), labels=labels_path, regions=regions_path, label_band=label_band)
+    source.update(imagery.record, labels=labels_path, regions=regions_path, label_band=label_band)
     return ExtractionSources(
         input_source,
         label_source,
@@ -203,7 +242,10 @@ def prediction_source(
     if opts.source == "earthengine":
         source, info = _earthengine_prediction(opts, spec, len(bands))
     else:
-        source, info = _local_prediction(opts)
+        imagery = _local_prediction(opts)
+        source, info = imagery.source, imagery.record
+        if imagery.dates is not None:
+            _check_model_reads_the_stack(model_dir, bands, imagery)
     if hasattr(source, "check_bands"):
         try:
             source.check_bands(list(bands))
@@ -215,7 +257,7 @@ def prediction_source(
     return source, info
 
 
-def _local_prediction(opts: Any) -> tuple[Any, dict[str, Any]]:
+def _local_prediction(opts: Any) -> LocalImagery:
     inputs = opts.inputs
     kind = "local"
     if not inputs:
@@ -223,13 +265,26 @@ def _local_prediction(opts: Any) -> tuple[Any, dict[str, Any]]:
 
         inputs = [ensure_demo_scene(opts.demo_cache).image]
         kind = "demo"
-    source = LocalRasterSource(inputs, comma_list(opts.band_names))
     try:
-        source.check_files()  # a broken or cut-short file stops the job here, not on the workers
-        source.native_grid()
+        imagery = local_imagery(inputs, opts.band_names)
+        imagery.source.native_grid()
     except SourceError as e:
         raise UsageError(str(e)) from None
-    return source, {"kind": kind, "inputs": list(inputs)}
+    return dataclasses.replace(imagery, record={"kind": kind, **imagery.record})
+
+
+def _check_model_reads_the_stack(model_dir: str, bands: Sequence[str], imagery: LocalImagery) -> None:
+    """Dated --inputs predict as one stack: the model's bands must be the stack's `{band}_{label}`."""
+    try:
+        mode = check_model_bands(bands, imagery.dates)
+    except SourceError as e:
+        raise UsageError(f"The model at {model_dir!r} cannot read these --inputs: {e}") from None
+    if mode == PER_DATE:
+        raise UsageError(
+            f"The model at {model_dir!r} takes one date's bands ({', '.join(bands)}), but dated --inputs "
+            f"are predicted as one stack of dates ({', '.join(imagery.source.bands)}): predict each date "
+            "with its own --inputs, or train a model on the stack (extract with the same dated --inputs)."
+        )
 
 
 def _earthengine_prediction(opts: Any, spec: TilingSpec, num_bands: int) -> tuple[Any, dict[str, Any]]:

@@ -82,11 +82,23 @@ class PixelSource(Protocol):
 class LocalRasterSource:
     """Named bands from one or more rasters. Picklable: file handles are reopened on each worker."""
 
-    def __init__(self, paths: Sequence[str], band_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str],
+        band_names: Sequence[str] | None = None,
+        *,
+        file_bands: Sequence[Sequence[str] | None] | None = None,
+    ) -> None:
+        """`band_names` names every band of every file, in file order (--band-names); `file_bands` names
+        the bands of each file on its own (None for a file whose names come from the file), as a STAC
+        asset names its bands. Without either, names come from band descriptions, else file names."""
         if not paths:
             raise SourceError("No input rasters given: pass at least one path with --inputs.")
         self.paths = tuple(str(p) for p in paths)
         self._explicit_names = tuple(band_names) if band_names else None
+        if file_bands is not None and len(file_bands) != len(self.paths):
+            raise ValueError(f"file_bands gives names for {len(file_bands)} files, not {len(self.paths)}.")
+        self._file_bands = tuple(tuple(b) if b else None for b in file_bands) if file_bands else None
         self._refs: dict[str, _BandRef] | None = None
         self._datasets: dict[str, rasterio.DatasetReader] = {}
         self._vrts: dict[tuple, WarpedVRT] = {}
@@ -94,10 +106,10 @@ class LocalRasterSource:
         self._health = FileHealth()
 
     def __getstate__(self) -> dict:
-        return {"paths": self.paths, "_explicit_names": self._explicit_names}
+        return {"paths": self.paths, "_explicit_names": self._explicit_names, "_file_bands": self._file_bands}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["paths"], state["_explicit_names"])
+        self.__init__(state["paths"], state["_explicit_names"], file_bands=state.get("_file_bands"))
 
     # --- opening and band names ---------------------------------------------------------------
     def _open(self, path: str) -> rasterio.DatasetReader:
@@ -126,8 +138,17 @@ class LocalRasterSource:
     def band_refs(self) -> dict[str, _BandRef]:
         if self._refs is None:
             names: list[tuple[str, _BandRef]] = []
-            for path in self.paths:
+            for p, path in enumerate(self.paths):
                 dataset = self._open(path)
+                given = self._file_bands[p] if self._file_bands else None
+                if given is not None:
+                    if len(given) != dataset.count:
+                        raise SourceError(
+                            f"Raster {path!r} holds {dataset.count} band(s) but {len(given)} name(s) are "
+                            f"given for it ({', '.join(given)})."
+                        )
+                    names += [(name, _BandRef(path, i)) for i, name in enumerate(given, start=1)]
+                    continue
                 stem = PurePosixPath(path).name.split(".")[0]
                 for i, description in enumerate(dataset.descriptions, start=1):
                     if description:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import rasterio
@@ -157,3 +159,15 @@ def test_reprojected_pixels_do_not_depend_on_the_window_read(tmp_path):
     for dc, dr, size in ((0, 0, 64), (300, 77, 128), (900, 500, 64), (513, 700, 256)):
         small = LocalRasterSource([str(path)]).read(grid.window(col0 + dc, row0 + dr, size, size), ["wgs84"])
         np.testing.assert_array_equal(small.pixels[..., 0], whole[dr : dr + size, dc : dc + size])
+
+
+def test_file_bands_name_each_files_bands_on_its_own(tiny_scene):
+    """A file named on its own (a STAC asset's names), another by its band descriptions."""
+    source = LocalRasterSource([tiny_scene.band_files[0], tiny_scene.image], file_bands=[["B04"], None])
+    assert source.bands == ("B04", "red", "nir", "elevation")
+    source = pickle.loads(pickle.dumps(source))
+    with rasterio.open(tiny_scene.band_files[0]) as src:
+        direct = src.read(1, window=Window(5, 6, 8, 8))
+    np.testing.assert_array_equal(source.read(GRID.window(5, 6, 8, 8), ["B04"]).pixels[..., 0], direct)
+    with pytest.raises(SourceError, match=r"holds 3 band\(s\) but 2 name\(s\) are given for it \(a, b\)"):
+        _ = LocalRasterSource([tiny_scene.image], file_bands=[["a", "b"]]).bands
