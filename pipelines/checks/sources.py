@@ -139,7 +139,7 @@ def _earthengine_extraction(opts: Any) -> ExtractionSources:
     the job before it starts.
     """
     from transforms.io.earthengine import client as earthengine
-    from transforms.io.earthengine.recipes import DEFAULT_INPUTS, DEFAULT_LABELS
+    from transforms.io.earthengine.recipes import DEFAULT_INPUTS, DEFAULT_LABELS, label_scheme_of
 
     if opts.inputs or opts.label_raster or opts.band_names:
         raise UsageError(
@@ -168,7 +168,7 @@ def _earthengine_extraction(opts: Any) -> ExtractionSources:
     # The label values in the regions, counted by Earth Engine: unknown values stop the job here.
     histogram = earthengine.label_histogram(raw_labels, label_band, regions, grid)
     recipe = raw_labels.recipe.spec
-    scheme = earthengine_scheme(opts, recipe, recipe == DEFAULT_LABELS, histogram)
+    scheme = earthengine_scheme(opts, recipe, label_scheme_of(raw_labels.recipe), histogram)
     where = f"--ee-labels {recipe!r}, in the regions,"
     check_unknown_values(scheme, histogram, opts.unknown_labels, where)
     # Earth Engine remaps the labels to class indices on the server (ee.Image.remap).
