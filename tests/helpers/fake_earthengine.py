@@ -12,7 +12,10 @@
 - `value:compute` for `Image.stratifiedSample(...).getInfo()` (points drawn from the local label raster
   by `transforms.geometry.sampling.sample_region` for the region whose polygon the request carries, on the
   remapped labels when the image is remapped), for `Image.reduceRegion` with a frequency histogram
-  (label values counted in the region's bounding box) and for `Image.bandNames().getInfo()`;
+  (label values counted in the region's bounding box), for `Image.bandNames().getInfo()`, and for
+  `ImageCollection.size()` (alone or in an `ee.List`): the scenes of the collections it loads, from
+  `scene_counts` (collection id -> count, whatever the dates and region; `DEFAULT_SCENE_COUNT` for an
+  id not listed), so a test can make a window empty;
 - `projects.assets` create (`ee.data.createAsset`), get and delete: created assets are kept in
   `assets` (name -> the request body, as Earth Engine received it); creating an existing asset is
   refused as Earth Engine does.
@@ -83,6 +86,8 @@ _CASTS = {
     "Image.toInt64": "int64",
 }
 _RESAMPLING = {"bilinear": Resampling.bilinear, "bicubic": Resampling.cubic}
+# Scenes the fake counts in a collection that `scene_counts` does not list.
+DEFAULT_SCENE_COUNT = 12
 
 
 @dataclasses.dataclass
@@ -136,6 +141,7 @@ class FakeEarthEngine(FakeServer):
         self._read_lock = threading.Lock()  # rasterio handles are not shared between threads
         self.requests: list[RequestLog] = []
         self.assets: dict[str, dict] = {}
+        self.scene_counts: dict[str, int] = {}
         self.in_flight = 0
         self.max_in_flight = 0
 
@@ -151,7 +157,7 @@ class FakeEarthEngine(FakeServer):
             self._faults.append(fault or Fault(**kwargs))
 
     def clear(self) -> None:
-        """Forget faults, logged requests, errors and the in-flight maximum (between tests).
+        """Forget faults, logged requests, errors, scene counts and the in-flight maximum (between tests).
 
         Waits (up to 5 s) for answers still being sent, e.g. a slow response whose client gave up,
         so they do not count towards the next test's in-flight figures."""
@@ -161,6 +167,7 @@ class FakeEarthEngine(FakeServer):
         with self._lock:
             self._faults.clear()
             self._thumbnails.clear()
+            self.scene_counts.clear()
             self.requests.clear()
             self.errors.clear()
             self.max_in_flight = self.in_flight
@@ -284,9 +291,20 @@ class FakeEarthEngine(FakeServer):
 
     def compute_value(self, body: dict) -> Any:
         tree = resolve_expression(body["expression"])
+        if isinstance(tree, list):  # an ee.List of values, e.g. scene counts
+            return [self._value(item) for item in tree]
+        return self._value(tree)
+
+    def _value(self, tree: Any) -> Any:
         name = tree.get("functionName") if isinstance(tree, dict) else None
         if name == "Image.bandNames":
             return list(self._band_source)
+        if name == "Collection.size":
+            ids = [load["id"] for load in invocations(tree, "ImageCollection.load")]
+            if not ids:
+                raise HttpError(400, "The fake counts image collections loaded by id only.")
+            with self._lock:
+                return sum(self.scene_counts.get(i, DEFAULT_SCENE_COUNT) for i in ids)
         samples = list(invocations(tree, "Image.stratifiedSample"))
         if samples:
             remaps = list(invocations(tree, "Image.remap"))

@@ -1,6 +1,6 @@
 """Image recipes: the grammar parsed alone, and the expressions the real `earthengine-api` client builds
 for each preset (collection, date filter, cloud mask, scaling, band names), read from its serialized
-graph."""
+graph; scene counts through the local fake of the REST API."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ import ee
 import pytest
 from google.auth.credentials import AnonymousCredentials
 
-from tests.helpers.fake_earthengine import FakeEarthEngine, invocations, resolve_expression
+from tests.helpers.fake_earthengine import (
+    COMPUTE_VALUE,
+    DEFAULT_SCENE_COUNT,
+    FakeEarthEngine,
+    invocations,
+    resolve_expression,
+)
 from transforms.contracts.classes import S2_BANDS
 from transforms.geometry.sampling import load_regions
 from transforms.io.earthengine import client as earthengine
@@ -290,3 +296,27 @@ def test_hansen_loss_is_one_where_forest_was_lost_in_the_years(fake):
     assert constants(tree, "Image.gte") == [1] and constants(tree, "Image.lte") == [20]
     assert calls(tree, "Image.and") and calls(tree, "Image.toUint8")
     assert final_bands(tree) == ["landcover"]
+
+
+def test_scene_counts_ask_once_per_part_and_region(fake, session, tiny_scene):
+    regions = load_regions(tiny_scene.regions)
+    config = session[1]
+    images = earthengine.EarthEngineSource("landsat:2022-summer@a+elevation+s2-sr:2023-summer@b", config)
+    labels = earthengine.EarthEngineSource("dynamicworld-label:2023", config)
+    fake.scene_counts["COPERNICUS/S2_SR_HARMONIZED"] = 0
+    fake.scene_counts["LANDSAT/LC09/C02/T1_L2"] = 2
+    counts = earthengine.scene_counts([images, labels], regions)
+    assert fake.count(COMPUTE_VALUE) == 1  # every part and region in one request
+    assert [(c.part.name, c.region, c.scenes) for c in counts] == [
+        (part, region.name, scenes)
+        for part, scenes in [("landsat", DEFAULT_SCENE_COUNT + 2), ("s2-sr", 0), ("dynamicworld-label", 12)]
+        for region in regions
+    ]
+    (request,) = fake.requests
+    tree = resolve_expression(request.body["expression"])
+    assert len(calls(tree, "Collection.size")) == 3 * len(regions)
+    # Each count is of the window's scenes over a region's polygon.
+    assert ("2023-06-01", "2023-09-01") in date_ranges(tree)
+    polygons = [c["coordinates"] for c in calls(tree, "GeometryConstructors.Polygon")]
+    assert regions[0].geometry["coordinates"] in polygons
+    assert earthengine.scene_counts([earthengine.EarthEngineSource("elevation", config)], regions) == []
