@@ -212,16 +212,20 @@ def add_earthengine_options(parser, *, with_labels: bool) -> None:
         "--ee-image",
         dest="ee_image",
         default=None,
-        help="Input image recipe: presets s2-l1c-median[:YEAR] and elevation, or ASSET_ID[:BAND,...], joined "
-        "with + (default: s2-l1c-median:2020+elevation).",
+        help="Input image recipe: presets s2-l1c, s2-sr, landsat and s1-grd as PRESET:WINDOW[@OPTION...] "
+        "(WINDOW 2023, 2023-summer or 2023-05-01..2023-09-30; OPTION median, mean, p25, greenest, cs=0.6, "
+        "orbit=ASCENDING or a band-name suffix), s2-l1c-median[:YEAR] and elevation, or ASSET_ID[:BAND,...], "
+        "joined with + (default: s2-l1c-median:2020+elevation; two dates: "
+        "s2-sr:2019-summer@before+s2-sr:2023-summer@after). See docs/earth-engine.md.",
     )
     if with_labels:
         ee.add_argument(
             "--ee-labels",
             dest="ee_labels",
             default=None,
-            help="Label image recipe (default: worldcover-dynamicworld, band landcover); points come from "
-            "Earth Engine's stratifiedSample on it.",
+            help="Label image recipe: worldcover-dynamicworld[:YEAR] (the default), "
+            "dynamicworld-label:WINDOW, hansen-loss:YEAR..YEAR (forest loss, 0/1), or ASSET_ID[:BAND]; band "
+            "landcover. Points come from Earth Engine's stratifiedSample on it.",
         )
     ee.add_argument(
         "--ee-fetch",

@@ -16,7 +16,7 @@ from rasterio.warp import transform_bounds, transform_geom
 
 from pipelines.shell import UsageError
 from transforms.geometry.grid import GridSpec, grid_spec_of
-from transforms.geometry.sampling import RegionsError, parse_regions
+from transforms.geometry.sampling import Region, RegionsError, parse_regions
 from transforms.geometry.tiling import RegionMask
 
 Bounds = tuple[float, float, float, float]
@@ -63,11 +63,13 @@ def area_to_predict(aoi: str | None, crs: str, source: Any) -> tuple[Bounds, Reg
     return bounds, region
 
 
-def _region(aoi: str, crs: str) -> tuple[Bounds, RegionMask | None]:
-    """Bounds in `crs` and, for polygons, the mask of pixels outside them."""
+def aoi_regions(aoi: str) -> list[Region]:
+    """--aoi as lon/lat regions: the box W,S,E,N as one polygon, or the GeoJSON file's polygons."""
     box = _bbox(aoi)
     if box is not None:
-        return transform_bounds("EPSG:4326", crs, *box, densify_pts=21), None
+        west, south, east, north = box
+        ring = [[west, south], [east, south], [east, north], [west, north], [west, south]]
+        return [Region("aoi", {"type": "Polygon", "coordinates": [ring]})]
     try:
         with FileSystems.open(aoi) as f:
             doc = json.loads(f.read().decode("utf-8"))
@@ -76,9 +78,17 @@ def _region(aoi: str, crs: str) -> tuple[Bounds, RegionMask | None]:
             f"--aoi {aoi!r} is neither a bounding box W,S,E,N nor a readable GeoJSON file: {e}"
         ) from None
     try:
-        regions = parse_regions(doc, source=aoi)
+        return parse_regions(doc, source=aoi)
     except RegionsError as e:
         raise UsageError(str(e)) from None
+
+
+def _region(aoi: str, crs: str) -> tuple[Bounds, RegionMask | None]:
+    """Bounds in `crs` and, for polygons, the mask of pixels outside them."""
+    box = _bbox(aoi)
+    if box is not None:
+        return transform_bounds("EPSG:4326", crs, *box, densify_pts=21), None
+    regions = aoi_regions(aoi)
     polygons = []
     for region in regions:
         geometry = transform_geom("EPSG:4326", crs, region.geometry)

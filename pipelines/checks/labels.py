@@ -38,8 +38,8 @@ def add_label_options(group: Any) -> None:
         default=None,
         help="Classes of the labels: a preset (" + ", ".join(PRESETS) + "), the binary shortcut "
         "binary:NAME=VALUE[,VALUE...][:ignore=VALUE,...], or a classes file (JSON, local or gs://). "
-        "Default: dynamic-world for the demo scene and the WorldCover recipe, else the class names "
-        "the label raster carries.",
+        "Default: dynamic-world for the demo scene and the WorldCover and Dynamic World recipes, "
+        "forest-loss for hansen-loss, else the class names the label raster carries.",
     )
     group.add_argument(
         "--unknown-labels",
@@ -117,13 +117,14 @@ def class_subset(value: str | None, scheme: LabelScheme) -> tuple[int, ...] | No
     return tuple(sorted(set(indices))) or None
 
 
-def earthengine_scheme(opts: Any, recipe: str, default_recipe: bool, histogram: dict) -> LabelScheme:
-    """--label-scheme, else Dynamic World's for the default label recipe; never a guess. `histogram`:
-    the label values Earth Engine counted in the regions."""
+def earthengine_scheme(opts: Any, recipe: str, recipe_scheme: str | None, histogram: dict) -> LabelScheme:
+    """--label-scheme, else the scheme a label preset names (`recipe_scheme`: dynamic-world for the
+    WorldCover and Dynamic World recipes, forest-loss for hansen-loss); never a guess. `histogram`: the
+    label values Earth Engine counted in the regions."""
     if opts.label_scheme:
         return resolve(opts.label_scheme)
-    if default_recipe:
-        return dynamic_world()
+    if recipe_scheme:
+        return PRESETS[recipe_scheme]
     raise UsageError(
         f"--ee-labels {recipe!r} needs --label-scheme: terrabeam will not guess class "
         f"names. Values found in the regions: {describe_histogram(histogram)}. Write a classes file, "

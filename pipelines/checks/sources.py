@@ -16,6 +16,7 @@ from typing import Any
 
 from rasterio.warp import transform_bounds
 
+from pipelines.checks.area import aoi_regions
 from pipelines.checks.labels import check_unknown_values, earthengine_scheme, local_scheme
 from pipelines.shell import UsageError, comma_list, notice
 from transforms.contracts.label_scheme import label_histogram
@@ -178,7 +179,7 @@ def _earthengine_extraction(opts: Any) -> ExtractionSources:
     the job before it starts.
     """
     from transforms.io.earthengine import client as earthengine
-    from transforms.io.earthengine.recipes import DEFAULT_INPUTS, DEFAULT_LABELS
+    from transforms.io.earthengine.recipes import DEFAULT_INPUTS, DEFAULT_LABELS, label_scheme_of
 
     if opts.inputs or opts.label_raster or opts.band_names:
         raise UsageError(
@@ -197,6 +198,7 @@ def _earthengine_extraction(opts: Any) -> ExtractionSources:
     regions = tuple(load_regions(opts.regions))
     inputs.connect()
     raw_labels.connect()
+    check_scenes(regions, {"--ee-image": inputs, "--ee-labels": raw_labels})
     bands = comma_list(opts.bands) or list(inputs.bands)
     inputs.check_bands(bands)
     label_band = opts.label_band or raw_labels.bands[0]
@@ -207,7 +209,7 @@ def _earthengine_extraction(opts: Any) -> ExtractionSources:
     # The label values in the regions, counted by Earth Engine: unknown values stop the job here.
     histogram = earthengine.label_histogram(raw_labels, label_band, regions, grid)
     recipe = raw_labels.recipe.spec
-    scheme = earthengine_scheme(opts, recipe, recipe == DEFAULT_LABELS, histogram)
+    scheme = earthengine_scheme(opts, recipe, label_scheme_of(raw_labels.recipe), histogram)
     where = f"--ee-labels {recipe!r}, in the regions,"
     check_unknown_values(scheme, histogram, opts.unknown_labels, where)
     # Earth Engine remaps the labels to class indices on the server (ee.Image.remap).
@@ -299,6 +301,7 @@ def _earthengine_prediction(opts: Any, spec: TilingSpec, num_bands: int) -> tupl
         raise UsageError("--source earthengine needs --aoi: a GeoJSON file of lon/lat polygons, or W,S,E,N.")
     config, (source,) = earthengine_sources(opts, opts.ee_image or DEFAULT_INPUTS)
     source.connect()
+    check_scenes(aoi_regions(opts.aoi), {"--ee-image": source})
     source.check_request(spec.tile_size, spec.tile_size, num_bands, "float32")
     info = {
         "kind": "earthengine",
@@ -341,6 +344,29 @@ def earthengine_sources(opts: Any, *recipes: str) -> tuple[Any, list[Any]]:
         return config, [client.EarthEngineSource(recipe, config, opts.ee_fetch) for recipe in recipes]
     except ValueError as e:  # a recipe that does not parse (RecipeError), or settings the source refuses
         raise UsageError(str(e)) from None
+
+
+def check_scenes(regions: Sequence[Region], sources: dict[str, Any]) -> None:
+    """Stop before the job when a dated part of an Earth Engine recipe finds no scenes in its window over
+    a region (its image would be masked everywhere); `sources` maps each option to its source. Earth
+    Engine counts the scenes of every part and region in one request."""
+    from transforms.io.earthengine.client import scene_counts
+    from transforms.io.earthengine.recipes import collection_ids
+
+    flags = {source.recipe.spec: flag for flag, source in sources.items()}
+    empty = [c for c in scene_counts(list(sources.values()), regions) if c.scenes == 0]
+    if not empty:
+        return
+    found = "; ".join(
+        f"{flags[c.recipe]} part {c.part.text!r} ({', '.join(collection_ids(c.part))}, "
+        f"{c.part.window.start.isoformat()} to {c.part.window.end.isoformat()}) over region {c.region!r}"
+        for c in empty
+    )
+    raise UsageError(
+        f"No scenes in the date window: {found}. Widen the window (e.g. the whole year), pick another "
+        "season or year, or another sensor (s2-l1c, s2-sr, landsat, s1-grd), and check that the region "
+        "lies where the sensor looks."
+    )
 
 
 def _numbers(value: str | None, kind, flag: str) -> list:

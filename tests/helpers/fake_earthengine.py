@@ -12,7 +12,10 @@
 - `value:compute` for `Image.stratifiedSample(...).getInfo()` (points drawn from the local label raster
   by `transforms.geometry.sampling.sample_region` for the region whose polygon the request carries, on the
   remapped labels when the image is remapped), for `Image.reduceRegion` with a frequency histogram
-  (label values counted in the region's bounding box) and for `Image.bandNames().getInfo()`;
+  (label values counted in the region's bounding box), for `Image.bandNames().getInfo()`, and for
+  `ImageCollection.size()` (alone or in an `ee.List`): the scenes of the collections it loads, from
+  `scene_counts` (collection id -> count, whatever the dates and region; `DEFAULT_SCENE_COUNT` for an
+  id not listed), so a test can make a window empty;
 - `projects.assets` create (`ee.data.createAsset`), get and delete: created assets are kept in
   `assets` (name -> the request body, as Earth Engine received it); creating an existing asset is
   refused as Earth Engine does.
@@ -83,6 +86,8 @@ _CASTS = {
     "Image.toInt64": "int64",
 }
 _RESAMPLING = {"bilinear": Resampling.bilinear, "bicubic": Resampling.cubic}
+# Scenes the fake counts in a collection that `scene_counts` does not list.
+DEFAULT_SCENE_COUNT = 12
 
 
 @dataclasses.dataclass
@@ -136,6 +141,7 @@ class FakeEarthEngine(FakeServer):
         self._read_lock = threading.Lock()  # rasterio handles are not shared between threads
         self.requests: list[RequestLog] = []
         self.assets: dict[str, dict] = {}
+        self.scene_counts: dict[str, int] = {}
         self.in_flight = 0
         self.max_in_flight = 0
 
@@ -151,7 +157,7 @@ class FakeEarthEngine(FakeServer):
             self._faults.append(fault or Fault(**kwargs))
 
     def clear(self) -> None:
-        """Forget faults, logged requests, errors and the in-flight maximum (between tests).
+        """Forget faults, logged requests, errors, scene counts and the in-flight maximum (between tests).
 
         Waits (up to 5 s) for answers still being sent, e.g. a slow response whose client gave up,
         so they do not count towards the next test's in-flight figures."""
@@ -161,6 +167,7 @@ class FakeEarthEngine(FakeServer):
         with self._lock:
             self._faults.clear()
             self._thumbnails.clear()
+            self.scene_counts.clear()
             self.requests.clear()
             self.errors.clear()
             self.max_in_flight = self.in_flight
@@ -208,7 +215,7 @@ class FakeEarthEngine(FakeServer):
 
     def compute_pixels(self, body: dict) -> bytes:
         grid = grid_from_rest(body["grid"])
-        return self._pixels(_resolve(body["expression"]), grid, body.get("bandIds"))
+        return self._pixels(resolve_expression(body["expression"]), grid, body.get("bandIds"))
 
     def create_thumbnail(self, body: dict) -> dict:
         name = f"projects/{self.project}/thumbnails/{uuid.uuid4().hex}"
@@ -223,24 +230,24 @@ class FakeEarthEngine(FakeServer):
             raise HttpError(404, f"Thumbnail {name} not found.")
         if body.get("fileFormat") != "NPY":
             raise HttpError(400, f"The fake serves NPY downloads only, not {body.get('fileFormat')}.")
-        tree = _resolve(body["expression"])
+        tree = resolve_expression(body["expression"])
         return self._pixels(tree, grid_from_download(tree), body.get("bandIds"))
 
     def _pixels(self, tree: Any, grid: PixelGrid, band_ids: Sequence[str] | None) -> bytes:
-        selections = list(_calls(tree, "Image.select"))  # outermost first: what the request asks for
+        selections = list(invocations(tree, "Image.select"))  # outermost first: what the request asks for
         bands = list(band_ids or []) or (selections[0]["bandSelectors"] if selections else [])
         if not bands:
             raise HttpError(400, "The fake needs the band names (Image.select or bandIds).")
         unknown = [b for b in bands if b not in self._band_source]
         if unknown:
             raise HttpError(400, f"Image.select: Pattern '{unknown[0]}' did not match any bands.")
-        unmasks = list(_calls(tree, "Image.unmask"))  # the outermost fill wins
+        unmasks = list(invocations(tree, "Image.unmask"))  # the outermost fill wins
         fill = _number(unmasks[0].get("value")) if unmasks else 0.0
-        casts = list(_calls(tree, *_CASTS))  # the outermost cast gives the pixel type
+        casts = list(invocations(tree, *_CASTS))  # the outermost cast gives the pixel type
         dtype = _CASTS[casts[0]["functionName"]] if casts else "float64"
-        resamples = list(_calls(tree, "Image.resample"))
+        resamples = list(invocations(tree, "Image.resample"))
         resampling = _RESAMPLING[resamples[0].get("mode") or "bilinear"] if resamples else Resampling.nearest
-        remaps = list(_calls(tree, "Image.remap"))
+        remaps = list(invocations(tree, "Image.remap"))
         fields = []
         with self._read_lock:
             for band in bands:
@@ -283,17 +290,28 @@ class FakeEarthEngine(FakeServer):
         return {}
 
     def compute_value(self, body: dict) -> Any:
-        tree = _resolve(body["expression"])
+        tree = resolve_expression(body["expression"])
+        if isinstance(tree, list):  # an ee.List of values, e.g. scene counts
+            return [self._value(item) for item in tree]
+        return self._value(tree)
+
+    def _value(self, tree: Any) -> Any:
         name = tree.get("functionName") if isinstance(tree, dict) else None
         if name == "Image.bandNames":
             return list(self._band_source)
-        samples = list(_calls(tree, "Image.stratifiedSample"))
+        if name == "Collection.size":
+            ids = [load["id"] for load in invocations(tree, "ImageCollection.load")]
+            if not ids:
+                raise HttpError(400, "The fake counts image collections loaded by id only.")
+            with self._lock:
+                return sum(self.scene_counts.get(i, DEFAULT_SCENE_COUNT) for i in ids)
+        samples = list(invocations(tree, "Image.stratifiedSample"))
         if samples:
-            remaps = list(_calls(tree, "Image.remap"))
+            remaps = list(invocations(tree, "Image.remap"))
             return self._stratified_sample(samples[0], scheme_of_remap(remaps[0]) if remaps else None)
-        reductions = list(_calls(tree, "Image.reduceRegion"))
+        reductions = list(invocations(tree, "Image.reduceRegion"))
         if reductions:
-            return self._frequency_histogram(reductions[0], list(_calls(tree, "Image.select")))
+            return self._frequency_histogram(reductions[0], list(invocations(tree, "Image.select")))
         raise HttpError(400, f"The fake cannot evaluate {name or 'this expression'}.")
 
     def _frequency_histogram(self, args: dict, selections: list[dict]) -> dict:
@@ -420,14 +438,18 @@ def _json(value: Any) -> bytes:
 
 
 # --- reading the expression graph ---------------------------------------------------------------
-def _resolve(expression: dict) -> Any:
-    """The expression as one tree: value references replaced by the values they name."""
+def resolve_expression(expression: dict) -> Any:
+    """The expression as one tree: value references, and the bodies of mapped functions (which name
+    their value by key), replaced by the values they name."""
     values = expression["values"]
 
     def inline(node: Any) -> Any:
         if isinstance(node, dict):
             if set(node) == {"valueReference"}:
                 return inline(values[node["valueReference"]])
+            if "functionDefinitionValue" in node:
+                function = node["functionDefinitionValue"]
+                return {"functionDefinitionValue": {**function, "body": inline(values[function["body"]])}}
             return {k: inline(v) for k, v in node.items()}
         if isinstance(node, list):
             return [inline(v) for v in node]
@@ -457,16 +479,16 @@ def _unwrap(node: Any) -> Any:
     return node
 
 
-def _calls(tree: Any, *names: str) -> Iterator[dict]:
+def invocations(tree: Any, *names: str) -> Iterator[dict]:
     """Arguments (plus "functionName") of every invocation of one of `names`, outermost first."""
     if isinstance(tree, dict):
         if tree.get("functionName") in names:
             yield {**tree["arguments"], "functionName": tree["functionName"]}
         for value in tree.values():
-            yield from _calls(value, *names)
+            yield from invocations(value, *names)
     elif isinstance(tree, list):
         for value in tree:
-            yield from _calls(value, *names)
+            yield from invocations(value, *names)
 
 
 def remap_values(values: np.ndarray, remap: dict) -> np.ndarray:
@@ -541,8 +563,8 @@ def grid_from_rest(grid: dict) -> PixelGrid:
 
 def grid_from_download(tree: Any) -> PixelGrid:
     """The grid of a getDownloadURL request made with crs, crs_transform and dimensions."""
-    reprojections = list(_calls(tree, "Image.reproject"))
-    clips = list(_calls(tree, "Image.clipToBoundsAndScale"))
+    reprojections = list(invocations(tree, "Image.reproject"))
+    clips = list(invocations(tree, "Image.clipToBoundsAndScale"))
     if not reprojections or not clips:
         raise HttpError(
             400, "The fake serves downloads on an explicit grid (crs, crs_transform, dimensions)."

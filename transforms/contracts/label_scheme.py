@@ -29,7 +29,8 @@ The classes file (JSON), following Raster Vision's class config (names, colours,
 
 Presets by name: `dynamic-world` (the 9 Dynamic World classes, values 0-8), `worldcover` (the 11 ESA
 WorldCover codes), `dynamic-world-from-worldcover` (WorldCover codes grouped into the Dynamic World
-classes), `nlcd` (the NLCD legend), and the binary shortcut `binary:NAME=V[,V...][:ignore=V[,V...]]`
+classes), `nlcd` (the NLCD legend), `forest-loss` (0 `no_forest_loss`, 1 `forest_loss`: the Earth
+Engine recipe hansen-loss), and the binary shortcut `binary:NAME=V[,V...][:ignore=V[,V...]]`
 (class 1 NAME from those values, class 0 `not_NAME` from every other value).
 """
 
@@ -500,6 +501,8 @@ _DYNAMIC_WORLD_FROM_WORLDCOVER = {
     "bare": (60, 100),
     "snow_and_ice": (70,),
 }
+# Binary forest loss (the Earth Engine label recipe hansen-loss): value 1 lost, 0 not; loss in red.
+_FOREST_LOSS = ((0, "no_forest_loss", BINARY_NEGATIVE_COLOR), (1, "forest_loss", "#e31a1c"))
 # NLCD legend (MRLC), code, name, colour; 0 and 250 are no data.
 _NLCD = (
     (11, "open_water", "#466b9f"),
@@ -538,6 +541,7 @@ def _presets() -> dict[str, LabelScheme]:
             ignore=(0,),
         ),
         "nlcd": LabelScheme("nlcd", tuple(LabelClass(n, (v,), c) for v, n, c in _NLCD), ignore=(0, 250)),
+        "forest-loss": LabelScheme("forest-loss", tuple(LabelClass(n, (v,), c) for v, n, c in _FOREST_LOSS)),
     }
 
 

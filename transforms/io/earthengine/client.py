@@ -773,6 +773,40 @@ def label_histogram(
     return dict(counts)
 
 
+@dataclasses.dataclass(frozen=True)
+class SceneCount:
+    """How many scenes a dated part of a recipe finds in its window over one region."""
+
+    recipe: str
+    part: ee_recipes.Part
+    region: str
+    scenes: int
+
+
+def scene_counts(sources: Sequence[EarthEngineSource], regions: Sequence[Region]) -> list[SceneCount]:
+    """The scenes each dated part of the sources' recipes finds in its window over each region, before
+    per-pixel cloud masks (`filterDate(...).filterBounds(region).size()`), all counted in one request.
+    Zero scenes means an image masked everywhere; parts without a window are not counted."""
+    if not sources:
+        return []
+    initialize(sources[0].config)
+    asked, sizes = [], []
+    for source in sources:
+        for part in source.recipe.parts:
+            collection = ee_recipes.scene_collection(part)
+            if collection is None:
+                continue
+            for region in regions:
+                asked.append((source.recipe.spec, part, region.name))
+                sizes.append(collection.filterBounds(ee.Geometry(region.geometry)).size())
+    if not sizes:
+        return []
+    counts = sources[0]._call("scene count", ee.List(sizes).getInfo) or []
+    if len(counts) != len(asked):
+        raise SourceError(f"Earth Engine answered {len(counts)} scene counts for the {len(asked)} asked.")
+    return [SceneCount(*key, int(n)) for key, n in zip(asked, counts)]
+
+
 # --- job-level helpers ---------------------------------------------------------------------------
 def requests_per_process(max_requests: int, options) -> tuple[int, int]:
     """(in-flight requests per worker process, worker processes) for a job-wide `max_requests`.

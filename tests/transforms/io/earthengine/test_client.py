@@ -28,7 +28,6 @@ from tests.helpers.fake_earthengine import (
 )
 from tests.helpers.records import read_all
 from tests.helpers.scenes import TINY_CLASSES
-from transforms.contracts.classes import S2_BANDS
 from transforms.contracts.label_scheme import scheme_from_metadata
 from transforms.contracts.manifest import read_manifest
 from transforms.contracts.schema import LABEL_NODATA, PatchSchema
@@ -36,7 +35,6 @@ from transforms.extract import CENTRES, ERRORS, STATS, FetchPatches, LabelConfig
 from transforms.geometry.grid import GridSpec
 from transforms.geometry.sampling import load_regions, sample_region
 from transforms.io.earthengine import client as earthengine
-from transforms.io.earthengine import recipes as ee_recipes
 from transforms.io.rasters import LocalRasterSource, SourceError, TransientSourceError
 from transforms.io.retry import RetryConfig
 
@@ -94,54 +92,6 @@ def scene_grid(tiny_scene) -> GridSpec:
 
 def local_sources(tiny_scene):
     return LocalRasterSource([tiny_scene.image]), LocalRasterSource([tiny_scene.labels])
-
-
-# --- recipes ------------------------------------------------------------------------------------
-def test_recipes_name_their_bands():
-    assert ee_recipes.parse_recipe("s2-l1c-median").bands == S2_BANDS
-    assert ee_recipes.parse_recipe(ee_recipes.DEFAULT_INPUTS).bands == (*S2_BANDS, "elevation")
-    assert ee_recipes.parse_recipe(ee_recipes.DEFAULT_LABELS).bands == ("landcover",)
-    assert ee_recipes.parse_recipe("USGS/SRTMGL1_003:elevation+s2-l1c-median:2021").bands == (
-        "elevation",
-        *S2_BANDS,
-    )
-    assert ee_recipes.parse_recipe("projects/p/assets/x").bands is None
-
-
-@pytest.mark.parametrize(
-    "spec, message",
-    [
-        ("s2-l2a", "Unknown Earth Engine image 's2-l2a'"),
-        ("s2-l1c-median:20", "a year such as 2020"),
-        ("s2-l1c-median:2012", "starts in 2015"),
-        ("worldcover-dynamicworld:2019", "exists for [2020, 2021]"),
-        ("elevation:30", "takes no argument"),
-        ("elevation+USGS/SRTMGL1_003:elevation", "more than once"),
-        ("", "empty"),
-    ],
-)
-def test_bad_recipes_say_what_to_change(spec, message):
-    with pytest.raises(ee_recipes.RecipeError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        ee_recipes.parse_recipe(spec)
-
-
-def test_presets_build_with_the_real_client(fake):
-    earthengine.initialize(config_for(fake))
-    graph = ee_recipes.build_image("s2-l1c-median:2021+elevation").serialize()
-    for expected in (
-        "COPERNICUS/S2_HARMONIZED",
-        "2021-01-01",
-        "2022-01-01",
-        "CLOUDY_PIXEL_PERCENTAGE",
-        "QA60",
-        "reduce.median",
-        "USGS/SRTMGL1_003",
-        "Image.addBands",
-    ):
-        assert expected in graph
-    labels = ee_recipes.build_image("worldcover-dynamicworld").serialize()
-    assert "ESA/WorldCover/v100/2020" in labels and "Image.remap" in labels
-    assert '"landcover"' in labels and "Image.toUint8" in labels
 
 
 # --- reading patches ----------------------------------------------------------------------------
