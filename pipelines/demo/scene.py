@@ -63,6 +63,9 @@ LABEL_NODATA = 255
 # Regions stay this far inside the scene edge, so that 128-pixel patches centred inside them fit.
 REGION_MARGIN_PX = 80
 MIN_SIZE = 64
+# A lake is this many metres deeper per unit of its shape field below 1 (its shore): a level drop of
+# d metres lays bare the shore where the shape field is above 1 - d / LAKE_DEPTH_SLOPE.
+LAKE_DEPTH_SLOPE = 12.0
 
 IMAGE_FILE = "image.tif"
 LABELS_FILE = "labels.tif"
@@ -146,10 +149,11 @@ def generate_demo_scene(directory: str | os.PathLike, size: int, seed: int) -> N
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
     )
     layout = _draw_layout(terrain_rng, size)
-    elevation, lakes = _terrain(terrain_rng, layout)
-    labels, offsets = _landcover(cover_rng, layout, elevation, lakes)
-    _write_labels(directory / LABELS_FILE, labels, size, seed)
-    _write_image(directory / IMAGE_FILE, labels, elevation, offsets, spectra_rng, size, seed)
+    elevation, lakes, _ = _terrain(terrain_rng, layout)
+    cover = _landcover(cover_rng, layout, elevation, lakes)
+    tables = _spectra_tables(spectra_rng)
+    _write_labels(directory / LABELS_FILE, cover.labels, size, seed)
+    _write_image(directory / IMAGE_FILE, cover.labels, elevation, cover.offsets, tables, spectra_rng, size, seed)
     _write_regions(directory / REGIONS_FILE, layout)
     files = {name: (directory / name).stat().st_size for name in (IMAGE_FILE, LABELS_FILE, REGIONS_FILE)}
     manifest = {"version": GENERATOR_VERSION, "size": size, "seed": seed, "files": files}
@@ -313,8 +317,9 @@ def _mountainness(layout: _Layout) -> np.ndarray:
     return np.clip((front - rows) / front, 0, 1)
 
 
-def _terrain(rng: np.random.Generator, layout: _Layout) -> tuple[np.ndarray, np.ndarray]:
-    """Elevation in metres, and the lakes' shape field (below 1 in a lake).
+def _terrain(rng: np.random.Generator, layout: _Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Elevation in metres, the lakes' shape field (below 1 in a lake), and per pixel the index in
+    `layout.lakes` of the lake whose shape field that is.
 
     Flat lowlands around 400 m with the river and lakes in the lowest parts, and a mountain side
     rising above 3000 m in the north.
@@ -336,23 +341,38 @@ def _terrain(rng: np.random.Generator, layout: _Layout) -> tuple[np.ndarray, np.
     elevation -= 15 * np.exp(-((river / (12 * layout.detail)) ** 2))  # the river's bed
     wobble = _fractal(rng, size, 16, 3)
     lakes = np.full((size, size), np.inf, np.float32)
-    for lake in layout.lakes:
+    nearest = np.zeros((size, size), np.uint8)
+    for i, lake in enumerate(layout.lakes):
         q = _lake_shape(layout, lake, wobble)
         col, row = int(lake[0]), int(min(lake[1], size - 1))
         level = float(elevation[row, col]) - 10
-        basin = np.where(q < 1, level - 12 * (1 - q), level + 40 * (q - 1))
+        basin = np.where(q < 1, level - LAKE_DEPTH_SLOPE * (1 - q), level + 40 * (q - 1))
         elevation = np.minimum(elevation, basin)
+        nearest[q < lakes] = i
         np.minimum(lakes, q, out=lakes)
-    return elevation.astype(np.float32), lakes
+    return elevation.astype(np.float32), lakes, nearest
 
 
 # --- Land cover -----------------------------------------------------------------------------------------
 
 
-def _landcover(
-    rng: np.random.Generator, layout: _Layout, elevation: np.ndarray, lake_q: np.ndarray
-) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """Class indices, and two offset fields for the spectra (smooth, or constant per field/block)."""
+@dataclass(frozen=True)
+class _Cover:
+    """The first date's land cover, and the objects it was drawn from (the second date reuses them)."""
+
+    labels: np.ndarray  # uint8 class indices
+    offsets: tuple[np.ndarray, np.ndarray]  # brightness and tint, standardised per class
+    smooth: tuple[np.ndarray, np.ndarray]  # the smooth brightness and tint fields before that
+    farmland: np.ndarray  # bool: where the field grid is farmed
+    field_id: np.ndarray  # field index of every pixel
+    field_edge: np.ndarray  # bool: the lanes between fields
+    block_id: np.ndarray  # town block index of every pixel
+    town_reach: np.ndarray  # the town takes the pixels where this is below 1 (see `_town`)
+
+
+def _landcover(rng: np.random.Generator, layout: _Layout, elevation: np.ndarray, lake_q: np.ndarray) -> _Cover:
+    """Class indices, two offset fields for the spectra (smooth, or constant per field/block), and the
+    objects they were drawn from."""
     size, detail = layout.size, layout.detail
     _, rows = _grid(size)
     forest = _fractal(rng, size, 6, 4, 0.5)
@@ -407,7 +427,8 @@ def _landcover(
     labels[(lake_q > 0.95) & (lake_q < 1.3) & (wet > -0.5)] = FLOODED
 
     # The town: blocks between streets, with a few parks, its outline frayed by noise.
-    block_id, street, inside = _town(rng, layout, farm)
+    block_id, street, reach = _town(rng, layout, farm)
+    inside = reach < 1
     block_kind = rng.random(block_id.max() + 1)
     labels[inside & (block_kind[block_id] < 0.88)] = BUILT
     labels[inside & (block_kind[block_id] >= 0.88)] = GRASS
@@ -419,9 +440,19 @@ def _landcover(
     # that every class keeps its real mean spectrum.
     field_offset = rng.standard_normal(field_id.max() + 1).astype(np.float32)
     block_offset = rng.standard_normal(block_id.max() + 1).astype(np.float32)
+    smooth = brightness
     brightness = np.where(farmland, field_offset[field_id], brightness)
     brightness = np.where(inside, block_offset[block_id], brightness)
-    return labels, (_standardise_per_class(brightness, labels), _standardise_per_class(tint, labels))
+    return _Cover(
+        labels=labels,
+        offsets=(_standardise_per_class(brightness, labels), _standardise_per_class(tint, labels)),
+        smooth=(smooth, tint),
+        farmland=farmland,
+        field_id=field_id,
+        field_edge=field_edge,
+        block_id=block_id,
+        town_reach=reach,
+    )
 
 
 def _field_grid(rng: np.random.Generator, layout: _Layout) -> tuple[np.ndarray, np.ndarray]:
@@ -453,7 +484,10 @@ def _field_grid(rng: np.random.Generator, layout: _Layout) -> tuple[np.ndarray, 
 def _town(
     rng: np.random.Generator, layout: _Layout, frayed: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Block index of every pixel, the street grid, and the town's extent."""
+    """Block index of every pixel, the street grid, and the town's reach: the town is where it is below 1.
+
+    The reach grows outwards block by block; a second date's town takes a little more of it.
+    """
     size, detail = layout.size, layout.detail
     cols, rows = _grid(size)
     col, row, half_w, half_h = layout.town
@@ -468,8 +502,8 @@ def _town(
     # Blocks near the centre are all built; the outline frays block by block.
     radius = np.maximum(np.abs((bx + 0.5) * block / half_w), np.abs((by + 0.5) * block / half_h))
     jitter = rng.uniform(-0.25, 0.25, (2 * n) * (2 * n)).astype(np.float32)
-    inside = radius + jitter[block_id] + 0.1 * frayed < 1
-    return block_id, streets, inside
+    reach = radius + jitter[block_id] + 0.1 * frayed
+    return block_id, streets, reach
 
 
 def _standardise_per_class(field: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -528,12 +562,18 @@ def _write_image(
     labels: np.ndarray,
     elevation: np.ndarray,
     offsets: tuple[np.ndarray, np.ndarray],
+    tables: tuple[np.ndarray, ...],
     rng: np.random.Generator,
     size: int,
     seed: int,
+    gain: np.ndarray | None = None,
 ) -> None:
-    """Writes the spectra and elevation strip by strip: one strip of tiles is in memory at a time."""
-    mean, k_brightness, k_tint, k_noise = _spectra_tables(rng)
+    """Writes the spectra and elevation strip by strip: one strip of tiles is in memory at a time.
+
+    `tables` are `_spectra_tables`; `rng` draws the per-pixel noise; `gain`, per band, scales the
+    spectra as another acquisition's calibration and atmosphere would (None: no scaling).
+    """
+    mean, k_brightness, k_tint, k_noise = tables
     brightness, tint = offsets
     bands = (*S2_BANDS, ELEVATION_BAND)
     with rasterio.open(path, "w", **_profile(size, len(bands), "float32", predictor=None)) as dst:
@@ -554,6 +594,8 @@ def _write_image(
                 value = mean[:, b][lab] + k_brightness[:, b][lab] * brightness[rows]
                 value += k_tint[:, b][lab] * tint[rows]
                 value += k_noise[:, b][lab] * (common + np.float32(0.6) * noise[b])
+                if gain is not None:
+                    value *= gain[b]
                 np.maximum(np.rint(value, out=value), 0, out=strip[b])
             strip[-1] = elevation[rows]
             dst.write(strip, window=Window(0, top, size, lab.shape[0]))

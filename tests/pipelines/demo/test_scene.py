@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
@@ -48,6 +49,25 @@ def _neighbour_agreement(labels: np.ndarray) -> float:
     """Fraction of horizontally or vertically adjacent pixel pairs that share their class."""
     pairs = np.concatenate([(labels[1:] == labels[:-1]).ravel(), (labels[:, 1:] == labels[:, :-1]).ravel()])
     return float(pairs.mean())
+
+
+# sha256 of the first date's pixels (image.tif as little-endian float32 bands, labels.tif as uint8) for
+# size 256, seed 0, as generator version 2 wrote them, before the second date existed: benchmarks and
+# figures rest on these arrays, so adding to the scene must not move them (numpy as pinned).
+FIRST_DATE_SHA256 = {
+    "image": "5caeb1620c56929b06bf6abb3f12027a32bf65aab6ecddacb36fd1905e7756ca",
+    "labels": "7078fa34148c59986a084f92e2ef754c64eef400c6a93431a194b001a98a4165",
+}
+
+
+def _sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()).hexdigest()
+
+
+def test_first_date_pixels_are_those_of_version_2(image, labels):
+    assert SIZE == 256
+    assert _sha256(image.astype(np.float32)) == FIRST_DATE_SHA256["image"]
+    assert _sha256(labels[None]) == FIRST_DATE_SHA256["labels"]
 
 
 def test_files_grid_and_bands(scene):
