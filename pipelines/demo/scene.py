@@ -532,7 +532,7 @@ def _field_grid(rng: np.random.Generator, layout: _Layout) -> tuple[np.ndarray, 
 
 def _town(
     rng: np.random.Generator, layout: _Layout, frayed: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Block index of every pixel, the street grid, the town's extent, and each pixel's block's reach.
 
     The reach grows outwards from the centre, block by block (1 at the town's edge, give or take the
@@ -684,7 +684,9 @@ def _clearing(rng: np.random.Generator, layout: _Layout, labels: np.ndarray) -> 
     row, col = divmod(int(rng.choice(centres)), size)
     dy, dx = np.mgrid[-half : half + 1, -half : half + 1]
     angle = np.arctan2(dy, dx)
-    outline = radius * (1 + sum(a * np.cos(k * angle + p) for k, a, p in zip((2, 3, 4), amplitudes, phases)))
+    outline = radius * (
+        1 + sum(a * np.cos(k * angle + p) for k, a, p in zip((2, 3, 4), amplitudes, phases, strict=True))
+    )
     inside = np.hypot(dx, dy) <= outline
     pixels = ((row + dy) * size + (col + dx))[inside]
     return [_Change("forest clearing", TREES, target, np.sort(pixels))]
@@ -747,7 +749,9 @@ def _field_changes(
         if not eligible[source].size:
             continue
         chosen = np.sort(rng.choice(eligible[source], min(count, eligible[source].size), replace=False))
-        for field, brightness in zip(chosen, rng.standard_normal(chosen.size).astype(np.float32)):
+        for field, brightness in zip(
+            chosen, rng.standard_normal(chosen.size).astype(np.float32), strict=True
+        ):
             where = (field_id == field) & interior
             changes.append(_change(name, source, target, where, np.full(int(total[field]), brightness)))
     return changes
