@@ -697,7 +697,7 @@ def _town_growth(rng: np.random.Generator, layout: _Layout, cover: _Cover) -> li
     where they are grass and crops (woods, wetlands and water are left alone)."""
     size = layout.size
     col, row, half_w, half_h = layout.town
-    grow = rng.uniform(0.2, 0.35)  # how much further the town reaches: one or two blocks
+    grow = rng.uniform(0.12, 0.2)  # how much further the town reaches: a block or so
     new_offsets = rng.standard_normal(int(cover.block_id.max()) + 1).astype(np.float32)
     labels = cover.labels
     ring = ~cover.town & (cover.town_reach < 1 + grow) & ((labels == GRASS) | (labels == CROPS))
@@ -713,7 +713,7 @@ def _town_growth(rng: np.random.Generator, layout: _Layout, cover: _Cover) -> li
     # The town grows where there is room: towards a random pixel of the open ring.
     towards = block_angle[ids[rng.choice(np.flatnonzero(ring))]]
     turn = np.angle(np.exp(1j * (block_angle - towards)))  # wrapped to [-pi, pi]
-    grown = ring & (np.abs(turn[cover.block_id]) < np.pi / 4)
+    grown = ring & (np.abs(turn[cover.block_id]) < np.pi / 6)
     changes = []
     for source in (GRASS, CROPS):
         where = grown & (labels == source)

@@ -66,6 +66,11 @@ def _gain(changes: dict) -> np.ndarray:
     return np.array([changes["after"]["gain"][band] for band in S2_BANDS])
 
 
+def _distance_to(points: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Chessboard distance in pixels from each of `points` (row, col) to the nearest of `targets`."""
+    return np.abs(points[:, None, :] - targets[None, :, :]).max(axis=2).min(axis=1)
+
+
 def test_files_match_the_first_date(scene, changes):
     folder = pathlib.Path(scene.image).parent
     assert pathlib.Path(scene.image_after) == folder / "image_after.tif"
@@ -155,26 +160,31 @@ def test_town_grows_at_its_edge(dates, changes, transform):
     events = _events(changes, "town growth")
     built = np.argwhere(dates["labels"] == CLASS_NAMES.index("built"))
     grown = np.argwhere(np.logical_or.reduce([_pair(dates, e) for e in events]))
-    # Every new built pixel is within two blocks (24 px at full detail, 9 px here) of the old town.
-    gap = np.abs(grown[:, None, :] - built[None, :, :]).max(axis=2).min(axis=1)
-    assert gap.max() <= 18
-    assert (gap == 1).any()  # and the new blocks join it
+    # Every new built pixel is within three blocks of the old town (a block is 24 px at full detail, 9 px
+    # here; the new blocks may leap a park or a stream), and the new blocks join it.
+    gap = _distance_to(grown, built)
+    assert gap.max() <= 3 * 24 * max(SIZE / 2048, 0.375)
+    assert (gap == 1).any()
 
 
-def test_lake_keeps_water_inside_its_lowered_shore(dates, changes, transform):
+def test_lake_shrinks_from_its_shore(dates, changes, transform):
     events = _events(changes, "lake level drop")
-    water = CLASS_NAMES.index("water")
-    exposed = np.logical_or.reduce([_pair(dates, e) for e in events])
     windows = [_window(e, transform) for e in events]
-    rows = slice(min(w[0].start for w in windows), max(w[0].stop for w in windows))
-    cols = slice(min(w[1].start for w in windows), max(w[1].stop for w in windows))
-    lake_before = dates["labels"][rows, cols] == water
-    lake_after = dates["labels_after"][rows, cols] == water
-    assert lake_after.sum() > exposed.sum()  # lower, not gone
-    # The exposed ring hugs the old shore: within 3 px (1.5-2.5 m of level) of the first date's land.
-    land = np.argwhere(~lake_before)
-    ring = np.argwhere(exposed[rows, cols])
-    assert np.abs(ring[:, None, :] - land[None, :, :]).max(axis=2).min(axis=1).max() <= 3
+    rows = slice(min(w[0].start for w in windows) - 1, max(w[0].stop for w in windows) + 1)
+    cols = slice(min(w[1].start for w in windows) - 1, max(w[1].stop for w in windows) + 1)
+    water = CLASS_NAMES.index("water")
+    land = np.argwhere(dates["labels"][rows, cols] != water)
+    left = np.argwhere(dates["labels_after"][rows, cols] == water)
+    assert len(left) > sum(e["pixels"] for e in events)  # lower, not gone
+    # The ring laid bare is the lake's margin: nearer its old shore than the water that is left, and
+    # the reeds that followed the water down lie nearer the old shore than the bare mud.
+    depth = {}
+    for event in events:
+        where = np.argwhere(_pair(dates, event)[rows, cols])
+        depth[event["to"]] = _distance_to(where, land)
+    ring = np.concatenate(list(depth.values()))
+    assert ring.mean() < _distance_to(left, land).mean()
+    assert depth["flooded_vegetation"].mean() <= depth["bare"].mean()
 
 
 def test_unchanged_pixels_are_close_but_not_identical(dates, changes):
@@ -203,26 +213,27 @@ def test_second_date_class_means_are_the_real_ones(dates, changes):
         np.testing.assert_allclose(spectra[:, mask].mean(axis=1), SPECTRA_MEAN[name], rtol=0.2, err_msg=name)
 
 
-def test_changed_pixels_take_the_new_class_spectra(dates, changes):
-    spectra = dates["after"] / _gain(changes)[:, None, None]
+def _log_likelihood(spectra: np.ndarray, sample: np.ndarray) -> np.ndarray:
+    """Log-likelihood (up to a constant) of each column of `spectra` under a Gaussian fitted to `sample`."""
+    mean, cov = sample.mean(axis=1), np.cov(sample) + np.eye(len(sample))  # + 1 count²: rounding
+    inverse, (_, logdet) = np.linalg.inv(cov), np.linalg.slogdet(cov)
+    d = spectra - mean[:, None]
+    return -0.5 * (np.einsum("ij,ik,kj->j", d, inverse, d) + logdet)
+
+
+@pytest.mark.parametrize("date", ["before", "after"])
+def test_changed_pixels_have_their_class_spectra(dates, changes, date):
+    # Each class's spectra, as the pixels that kept their class show them on that date, form a
+    # distribution of their own (mean, spread, and how the bands move together). A changed pixel is
+    # likelier under its class of that date than under its class of the other date. Grass, crops and
+    # built share much of their mean spectrum, so comparing means alone would not tell them apart.
+    labels = dates["labels"] if date == "before" else dates["labels_after"]
+    kept = dates["labels"] == dates["labels_after"]
     for pair in changes["pairs"]:
-        old, new = np.array(SPECTRA_MEAN[pair["from"]]), np.array(SPECTRA_MEAN[pair["to"]])
-        if {pair["from"], pair["to"]} == {"grass", "crops"}:
-            continue  # the same mean spectrum: see test_fields_take_the_new_class_spread
-        where = _pair(dates, pair)
-        mean_after, mean_before = spectra[:, where].mean(axis=1), dates["before"][:, where].mean(axis=1)
-        assert np.linalg.norm(mean_after - new) < np.linalg.norm(mean_after - old), pair
-        assert np.linalg.norm(mean_before - old) < np.linalg.norm(mean_before - new), pair
-
-
-def test_fields_take_the_new_class_spread(dates, changes, transform):
-    # Grass and crops share a mean spectrum but not its spread: within a field, pixels vary as much
-    # as their class does (crops about half as much as grass in the blue to red bands).
-    visible = [S2_BANDS.index(band) for band in ("B1", "B2", "B3", "B4")]
-    for name, wider in (("field to grass", "after"), ("field to crops", "before")):
-        for event in _events(changes, name):
-            rows, cols = _window(event, transform)
-            where = _pair(dates, event)[rows, cols]
-            std = {key: dates[key][visible, rows, cols][:, where].std(axis=1) for key in ("before", "after")}
-            narrower = "before" if wider == "after" else "after"
-            assert (std[wider] > 1.3 * std[narrower]).all(), (event, std)
+        source, target = CLASS_NAMES.index(pair["from"]), CLASS_NAMES.index(pair["to"])
+        own, other = (source, target) if date == "before" else (target, source)
+        samples = {c: dates[date][:, kept & (labels == c)] for c in (own, other)}
+        assert min(sample.shape[1] for sample in samples.values()) >= 50, pair
+        changed = dates[date][:, _pair(dates, pair)]
+        likelier = _log_likelihood(changed, samples[own]) > _log_likelihood(changed, samples[other])
+        assert likelier.mean() >= 0.9, (pair, likelier.mean())
