@@ -14,7 +14,7 @@ from pipelines.demo.scene import DemoScene, ensure_demo_scene
 from transforms.contracts.classes import CLASS_NAMES, S2_BANDS, SPECTRA_MEAN, SPECTRA_STD
 from transforms.contracts.label_scheme import PRESETS
 
-SIZE = 256
+SIZE = 512
 KINDS = {"forest clearing", "lake level drop", "town growth", "field to grass", "field to crops"}
 
 
