@@ -6,7 +6,8 @@ with two lakes and wetlands on their shores, a small town of blocks and parks, a
 in the flat lowlands. Everything is drawn from one seed with numpy alone, so the same seed gives the
 same arrays (for a given numpy version), and nothing is read from the network.
 
-Three files are written, all on one 10 m grid in UTM zone 32N:
+Two dates of the same place are written, all on one 10 m grid in UTM zone 32N. The first date, the one
+the pipelines extract and train on:
 
 - ``image.tif``: float32, the 13 Sentinel-2 L1C bands (TOA reflectance x10000, whole numbers as in
   the real product) followed by ``elevation`` in metres; band descriptions hold the band names.
@@ -16,6 +17,22 @@ Three files are written, all on one 10 m grid in UTM zone 32N:
 - ``labels.tif``: uint8 Dynamic World class indices, nodata 255 (no pixel is nodata), palette set.
 - ``regions.geojson``: a few named lon/lat polygons to sample patches from, each at least
   `region_margin(size)` pixels inside the scene edge (`REGION_MARGIN_PX` unless the scene is tiny).
+
+The second date, as a later acquisition would see the place, for comparing two dates' maps:
+
+- ``image_after.tif`` and ``labels_after.tif``: as ``image.tif`` and ``labels.tif``. A few known changes
+  have happened in between: a clearing in a forest stand (trees to bare or grass), a lake's level has
+  dropped (a ring of its shore to flooded vegetation and bare mud), the town has grown by a few blocks
+  at its edge (grass and crops to built), and a few whole fields have changed use (crops to grass,
+  grass to crops). Every other pixel keeps its class and its object's offsets, with fresh per-pixel
+  noise and a gain of a few per cent over the whole scene (another acquisition's calibration and
+  atmosphere). The elevation band is the first date's.
+- ``changes.json``: each change (name, from and to class, pixels, hectares, bounding box as west,
+  south, east, north in the scene CRS; a change over two classes is one entry per class), the pixels
+  per from-to pair, the second date's gain per band, and the label scheme.
+
+The first date's pixels are those of generator version 2, before the second date existed: the second
+date draws from a random stream of its own.
 
 Run ``python -m pipelines.demo.scene --help`` to generate one from the command line.
 """
@@ -48,11 +65,11 @@ from transforms.contracts.classes import (
     SPECTRA_STD,
     palette_rgb,
 )
-from transforms.contracts.label_scheme import classes_tag
+from transforms.contracts.label_scheme import PRESETS, classes_tag
 from transforms.runtime.command import HelpFormatter, add_verbose_flag, fill, prog, quiet_start
 
 # Raise when the generated content changes: cached scenes of another version are then regenerated.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: the second date (the first date's pixels are those of version 2)
 
 CRS = "EPSG:32632"  # UTM zone 32N
 ORIGIN = (600_000.0, 5_120_000.0)  # upper-left corner (easting, northing), in the western Alps
@@ -63,10 +80,17 @@ LABEL_NODATA = 255
 # Regions stay this far inside the scene edge, so that 128-pixel patches centred inside them fit.
 REGION_MARGIN_PX = 80
 MIN_SIZE = 64
+# A lake is this many metres deeper per unit of its shape field below 1 (its shore): a level drop of
+# d metres lays bare the shore where the shape field is above 1 - d / LAKE_DEPTH_SLOPE.
+LAKE_DEPTH_SLOPE = 12.0
 
 IMAGE_FILE = "image.tif"
 LABELS_FILE = "labels.tif"
 REGIONS_FILE = "regions.geojson"
+IMAGE_AFTER_FILE = "image_after.tif"
+LABELS_AFTER_FILE = "labels_after.tif"
+CHANGES_FILE = "changes.json"
+SCENE_FILES = (IMAGE_FILE, LABELS_FILE, REGIONS_FILE, IMAGE_AFTER_FILE, LABELS_AFTER_FILE, CHANGES_FILE)
 MANIFEST_FILE = "scene.json"  # written last; its presence marks a complete scene
 
 WATER, TREES, GRASS, FLOODED, CROPS, SHRUB, BUILT, BARE, SNOW = (
@@ -92,7 +116,10 @@ class DemoScene:
     image: str  # 13 Sentinel-2 L1C bands + "elevation", float32, tiled GeoTIFF
     labels: str  # uint8 class indices on the same grid, nodata 255
     regions: str  # GeoJSON FeatureCollection of named lon/lat polygons
-    bands: tuple[str, ...]  # band names of `image`, in file order
+    bands: tuple[str, ...]  # band names of `image` and `image_after`, in file order
+    image_after: str  # the second date: the same place, grid and bands, with known changes
+    labels_after: str  # the second date's true classes, encoded as `labels`
+    changes: str  # JSON: what changed between the dates, where, and how much
 
 
 def default_cache_dir() -> pathlib.Path:
@@ -136,22 +163,47 @@ def ensure_demo_scene(
         labels=str(target / LABELS_FILE),
         regions=str(target / REGIONS_FILE),
         bands=(*S2_BANDS, ELEVATION_BAND),
+        image_after=str(target / IMAGE_AFTER_FILE),
+        labels_after=str(target / LABELS_AFTER_FILE),
+        changes=str(target / CHANGES_FILE),
     )
 
 
 def generate_demo_scene(directory: str | os.PathLike, size: int, seed: int) -> None:
     """Writes the scene's files into an existing folder, in place (use `ensure_demo_scene` instead)."""
     directory = pathlib.Path(directory)
-    terrain_rng, cover_rng, spectra_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
-    )
+    # The second date draws from a fourth stream of its own: spawn(4)'s first three children are
+    # spawn(3)'s, so the first date's arrays stay those of earlier versions.
+    *first_date, second_date = np.random.SeedSequence(seed).spawn(4)
+    terrain_rng, cover_rng, spectra_rng = (np.random.default_rng(s) for s in first_date)
+    change_rng, after_spectra_rng = (np.random.default_rng(s) for s in second_date.spawn(2))
     layout = _draw_layout(terrain_rng, size)
-    elevation, lakes = _terrain(terrain_rng, layout)
-    labels, offsets = _landcover(cover_rng, layout, elevation, lakes)
-    _write_labels(directory / LABELS_FILE, labels, size, seed)
-    _write_image(directory / IMAGE_FILE, labels, elevation, offsets, spectra_rng, size, seed)
+    elevation, lakes, nearest_lake = _terrain(terrain_rng, layout)
+    cover = _landcover(cover_rng, layout, elevation, lakes)
+    tables = _spectra_tables(spectra_rng)
+    _write_labels(directory / LABELS_FILE, cover.labels, size, seed)
+    _write_image(
+        directory / IMAGE_FILE, cover.labels, elevation, cover.offsets, tables, spectra_rng, size, seed
+    )
     _write_regions(directory / REGIONS_FILE, layout)
-    files = {name: (directory / name).stat().st_size for name in (IMAGE_FILE, LABELS_FILE, REGIONS_FILE)}
+
+    labels_after, offsets_after, changes = _second_date(change_rng, layout, cover, lakes, nearest_lake)
+    gain = _acquisition_gain(after_spectra_rng)
+    _write_labels(directory / LABELS_AFTER_FILE, labels_after, size, seed)
+    _write_image(
+        directory / IMAGE_AFTER_FILE,
+        labels_after,
+        elevation,
+        offsets_after,
+        tables,
+        after_spectra_rng,
+        size,
+        seed,
+        gain=gain,
+    )
+    changes_json = _changes_json(changes, size, seed, gain)
+    (directory / CHANGES_FILE).write_text(json.dumps(changes_json, indent=1) + "\n")
+    files = {name: (directory / name).stat().st_size for name in SCENE_FILES}
     manifest = {"version": GENERATOR_VERSION, "size": size, "seed": seed, "files": files}
     (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
 
@@ -162,9 +214,7 @@ def _is_complete(folder: pathlib.Path, size: int, seed: int) -> bool:
         if (manifest["version"], manifest["size"], manifest["seed"]) != (GENERATOR_VERSION, size, seed):
             return False
         files = manifest["files"]
-        return all(
-            (folder / name).stat().st_size == files[name] for name in (IMAGE_FILE, LABELS_FILE, REGIONS_FILE)
-        )
+        return all((folder / name).stat().st_size == files[name] for name in SCENE_FILES)
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -313,8 +363,9 @@ def _mountainness(layout: _Layout) -> np.ndarray:
     return np.clip((front - rows) / front, 0, 1)
 
 
-def _terrain(rng: np.random.Generator, layout: _Layout) -> tuple[np.ndarray, np.ndarray]:
-    """Elevation in metres, and the lakes' shape field (below 1 in a lake).
+def _terrain(rng: np.random.Generator, layout: _Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Elevation in metres, the lakes' shape field (below 1 in a lake), and per pixel the index in
+    `layout.lakes` of the lake whose shape field that is.
 
     Flat lowlands around 400 m with the river and lakes in the lowest parts, and a mountain side
     rising above 3000 m in the north.
@@ -336,23 +387,41 @@ def _terrain(rng: np.random.Generator, layout: _Layout) -> tuple[np.ndarray, np.
     elevation -= 15 * np.exp(-((river / (12 * layout.detail)) ** 2))  # the river's bed
     wobble = _fractal(rng, size, 16, 3)
     lakes = np.full((size, size), np.inf, np.float32)
-    for lake in layout.lakes:
+    nearest = np.zeros((size, size), np.uint8)
+    for i, lake in enumerate(layout.lakes):
         q = _lake_shape(layout, lake, wobble)
         col, row = int(lake[0]), int(min(lake[1], size - 1))
         level = float(elevation[row, col]) - 10
-        basin = np.where(q < 1, level - 12 * (1 - q), level + 40 * (q - 1))
+        basin = np.where(q < 1, level - LAKE_DEPTH_SLOPE * (1 - q), level + 40 * (q - 1))
         elevation = np.minimum(elevation, basin)
+        nearest[q < lakes] = i
         np.minimum(lakes, q, out=lakes)
-    return elevation.astype(np.float32), lakes
+    return elevation.astype(np.float32), lakes, nearest
 
 
 # --- Land cover -----------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Cover:
+    """The first date's land cover, and the objects it was drawn from (the second date reuses them)."""
+
+    labels: np.ndarray  # uint8 class indices
+    offsets: tuple[np.ndarray, np.ndarray]  # brightness and tint, standardised per class
+    smooth: tuple[np.ndarray, np.ndarray]  # the smooth brightness and tint fields before that
+    farmland: np.ndarray  # bool: where the field grid is farmed
+    field_id: np.ndarray  # field index of every pixel
+    field_edge: np.ndarray  # bool: the lanes between fields
+    block_id: np.ndarray  # town block index of every pixel
+    town: np.ndarray  # bool: the town's extent
+    town_reach: np.ndarray  # per pixel, its block's distance from the town centre (see `_town`)
+
+
 def _landcover(
     rng: np.random.Generator, layout: _Layout, elevation: np.ndarray, lake_q: np.ndarray
-) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """Class indices, and two offset fields for the spectra (smooth, or constant per field/block)."""
+) -> _Cover:
+    """Class indices, two offset fields for the spectra (smooth, or constant per field/block), and the
+    objects they were drawn from."""
     size, detail = layout.size, layout.detail
     _, rows = _grid(size)
     forest = _fractal(rng, size, 6, 4, 0.5)
@@ -407,7 +476,7 @@ def _landcover(
     labels[(lake_q > 0.95) & (lake_q < 1.3) & (wet > -0.5)] = FLOODED
 
     # The town: blocks between streets, with a few parks, its outline frayed by noise.
-    block_id, street, inside = _town(rng, layout, farm)
+    block_id, street, inside, block_reach = _town(rng, layout, farm)
     block_kind = rng.random(block_id.max() + 1)
     labels[inside & (block_kind[block_id] < 0.88)] = BUILT
     labels[inside & (block_kind[block_id] >= 0.88)] = GRASS
@@ -419,9 +488,20 @@ def _landcover(
     # that every class keeps its real mean spectrum.
     field_offset = rng.standard_normal(field_id.max() + 1).astype(np.float32)
     block_offset = rng.standard_normal(block_id.max() + 1).astype(np.float32)
+    smooth = brightness
     brightness = np.where(farmland, field_offset[field_id], brightness)
     brightness = np.where(inside, block_offset[block_id], brightness)
-    return labels, (_standardise_per_class(brightness, labels), _standardise_per_class(tint, labels))
+    return _Cover(
+        labels=labels,
+        offsets=(_standardise_per_class(brightness, labels), _standardise_per_class(tint, labels)),
+        smooth=(smooth, tint),
+        farmland=farmland,
+        field_id=field_id,
+        field_edge=field_edge,
+        block_id=block_id,
+        town=inside,
+        town_reach=block_reach,
+    )
 
 
 def _field_grid(rng: np.random.Generator, layout: _Layout) -> tuple[np.ndarray, np.ndarray]:
@@ -452,8 +532,12 @@ def _field_grid(rng: np.random.Generator, layout: _Layout) -> tuple[np.ndarray, 
 
 def _town(
     rng: np.random.Generator, layout: _Layout, frayed: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Block index of every pixel, the street grid, and the town's extent."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Block index of every pixel, the street grid, the town's extent, and each pixel's block's reach.
+
+    The reach grows outwards from the centre, block by block (1 at the town's edge, give or take the
+    fraying); the second date's town takes the blocks a little further out.
+    """
     size, detail = layout.size, layout.detail
     cols, rows = _grid(size)
     col, row, half_w, half_h = layout.town
@@ -468,8 +552,9 @@ def _town(
     # Blocks near the centre are all built; the outline frays block by block.
     radius = np.maximum(np.abs((bx + 0.5) * block / half_w), np.abs((by + 0.5) * block / half_h))
     jitter = rng.uniform(-0.25, 0.25, (2 * n) * (2 * n)).astype(np.float32)
-    inside = radius + jitter[block_id] + 0.1 * frayed < 1
-    return block_id, streets, inside
+    reach = radius + jitter[block_id]
+    inside = reach + 0.1 * frayed < 1
+    return block_id, streets, inside, reach
 
 
 def _standardise_per_class(field: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -481,6 +566,253 @@ def _standardise_per_class(field: np.ndarray, labels: np.ndarray) -> np.ndarray:
     var = np.bincount(flat_labels, values**2, NUM_CLASSES) / count - mean**2
     std = np.sqrt(np.maximum(var, 1e-6))
     return ((field - mean[labels].astype(np.float32)) / std[labels].astype(np.float32)).astype(np.float32)
+
+
+# --- The second date -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Change:
+    """One known change between the dates: the pixels that went from class `source` to `target`."""
+
+    name: str
+    source: int
+    target: int
+    pixels: np.ndarray  # flat indices into the scene, ascending
+    brightness: np.ndarray | None = None  # the pixels' new brightness offsets; None: the smooth field's
+
+
+def _change(
+    name: str, source: int, target: int, where: np.ndarray, brightness: np.ndarray | None = None
+) -> _Change:
+    return _Change(name, source, target, np.flatnonzero(where), brightness)
+
+
+def _second_date(
+    rng: np.random.Generator, layout: _Layout, cover: _Cover, lake_q: np.ndarray, nearest_lake: np.ndarray
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], list[_Change]]:
+    """The second date's labels and spectral offsets, and the changes that lead there from the first.
+
+    A lake's level drops, a forest stand has a clearing, the town grows at its edge and a few fields
+    change use. Every other pixel keeps its class and its offsets, so that there only the per-pixel
+    noise and the acquisition's gain tell the dates apart. The changes never overlap.
+    """
+    changes = _lake_drop(rng, layout, cover.labels, lake_q, nearest_lake)
+    changes += _clearing(rng, layout, cover.labels)
+    changes += _town_growth(rng, layout, cover)
+    taken = np.zeros(cover.labels.size, bool)
+    for change in changes:
+        taken[change.pixels] = True
+    changes += _field_changes(rng, layout, cover, taken.reshape(cover.labels.shape))
+
+    labels = cover.labels.copy()
+    brightness, tint = (offset.copy() for offset in cover.offsets)
+    smooth_brightness, smooth_tint = (field.reshape(-1) for field in cover.smooth)
+    for change in changes:
+        pixels = change.pixels
+        labels.reshape(-1)[pixels] = change.target
+        new = smooth_brightness[pixels] if change.brightness is None else change.brightness
+        brightness.reshape(-1)[pixels] = new
+        tint.reshape(-1)[pixels] = smooth_tint[pixels]
+    return labels, (brightness, tint), changes
+
+
+def _lake_drop(
+    rng: np.random.Generator,
+    layout: _Layout,
+    labels: np.ndarray,
+    lake_q: np.ndarray,
+    nearest_lake: np.ndarray,
+) -> list[_Change]:
+    """A drier year: one lake's level is 1.5-2.5 m lower and lays bare a ring of its shallow shore.
+
+    The upper part of the ring, next to the old shore, is flooded vegetation (the reeds follow the
+    water down); the rest is bare mud.
+    """
+    drop = rng.uniform(1.5, 2.5)
+    lake_water = (
+        (labels == WATER) & (lake_q < 1) & (np.abs(_river_distance(layout)) >= layout.river_half_width)
+    )
+    present = np.flatnonzero(np.bincount(nearest_lake[lake_water], minlength=len(layout.lakes)))
+    if not present.size:
+        return []
+    lake = int(rng.choice(present))
+    depth = LAKE_DEPTH_SLOPE * (1 - lake_q)  # metres below the first date's level
+    ring = lake_water & (nearest_lake == lake) & (depth < drop)
+    reeds = ring & (depth < 0.4 * drop)
+    changes = [
+        _change("lake level drop", WATER, FLOODED, reeds),
+        _change("lake level drop", WATER, BARE, ring & ~reeds),
+    ]
+    return [change for change in changes if change.pixels.size]
+
+
+def _all_within(mask: np.ndarray, half: int) -> np.ndarray:
+    """True where the (2 half + 1)-pixel square window centred on the pixel lies in the scene and in `mask`."""
+    size = mask.shape[0]
+    n = 2 * half + 1
+    out = np.zeros_like(mask, bool)
+    if n > size:
+        return out
+    # Integral image of the pixels outside the mask: a window sum of 0 means all inside.
+    total = np.zeros((size + 1, size + 1), np.int32)
+    np.cumsum(np.cumsum(~mask, axis=0, dtype=np.int32), axis=1, out=total[1:, 1:])
+    outside = total[n:, n:] - total[:-n, n:] - total[n:, :-n] + total[:-n, :-n]
+    out[half : size - half, half : size - half] = outside == 0
+    return out
+
+
+def _clearing(rng: np.random.Generator, layout: _Layout, labels: np.ndarray) -> list[_Change]:
+    """A clear-cut: a compact, irregular patch of a few hectares well inside a forest stand, now bare
+    soil or grass."""
+    size = layout.size
+    radius = rng.uniform(9, 13) * layout.detail  # pixels: 2.5-5 ha in the default scene
+    # The outline: a circle bent by a few harmonics, so it is irregular but stays compact.
+    amplitudes = rng.uniform(0, 0.1, 3)
+    phases = rng.uniform(0, 2 * np.pi, 3)
+    target = BARE if rng.random() < 0.5 else GRASS
+    reach = 1 + float(amplitudes.sum())  # the outline's largest radius, in radii
+    trees = labels == TREES
+    for _ in range(4):  # smaller clearings where no stand fits this one with a margin of forest around
+        half = math.ceil(reach * radius) + max(2, round(0.5 * radius))
+        centres = np.flatnonzero(_all_within(trees, half))
+        if centres.size:
+            break
+        radius *= 0.75
+    else:
+        return []
+    row, col = divmod(int(rng.choice(centres)), size)
+    dy, dx = np.mgrid[-half : half + 1, -half : half + 1]
+    angle = np.arctan2(dy, dx)
+    outline = radius * (
+        1 + sum(a * np.cos(k * angle + p) for k, a, p in zip((2, 3, 4), amplitudes, phases, strict=True))
+    )
+    inside = np.hypot(dx, dy) <= outline
+    pixels = ((row + dy) * size + (col + dx))[inside]
+    return [_Change("forest clearing", TREES, target, np.sort(pixels))]
+
+
+def _town_growth(rng: np.random.Generator, layout: _Layout, cover: _Cover) -> list[_Change]:
+    """New blocks at the town's edge: on one side the town takes whole blocks a little further out,
+    where they are grass and crops (woods, wetlands and water are left alone)."""
+    size = layout.size
+    col, row, half_w, half_h = layout.town
+    grow = rng.uniform(0.12, 0.2)  # how much further the town reaches: a block or so
+    new_offsets = rng.standard_normal(int(cover.block_id.max()) + 1).astype(np.float32)
+    labels = cover.labels
+    ring = ~cover.town & (cover.town_reach < 1 + grow) & ((labels == GRASS) | (labels == CROPS))
+    if not ring.any():
+        return []
+    # Whole blocks: each block's direction from the town centre is that of its pixels' centroid.
+    cols, rows = _grid(size)
+    ids = cover.block_id.reshape(-1)
+    count = np.maximum(np.bincount(ids), 1)
+    block_col = np.bincount(ids, np.broadcast_to(cols, (size, size)).reshape(-1)) / count
+    block_row = np.bincount(ids, np.broadcast_to(rows, (size, size)).reshape(-1)) / count
+    block_angle = np.arctan2((block_row - row) / half_h, (block_col - col) / half_w)
+    # The town grows where there is room: towards a random pixel of the open ring.
+    towards = block_angle[ids[rng.choice(np.flatnonzero(ring))]]
+    turn = np.angle(np.exp(1j * (block_angle - towards)))  # wrapped to [-pi, pi]
+    grown = ring & (np.abs(turn[cover.block_id]) < np.pi / 6)
+    changes = []
+    for source in (GRASS, CROPS):
+        where = grown & (labels == source)
+        if where.any():
+            pixels = np.flatnonzero(where)
+            changes.append(_Change("town growth", source, BUILT, pixels, new_offsets[ids[pixels]]))
+    return changes
+
+
+def _field_changes(
+    rng: np.random.Generator, layout: _Layout, cover: _Cover, taken: np.ndarray
+) -> list[_Change]:
+    """Fields that changed use: a few crop fields are grass now and as many grass fields are crops.
+
+    Only whole fields change (every pixel between its lanes), and only fields that are whole on the
+    first date: all farmed, all of one class, untouched by the other changes and not cut small by the
+    scene edge. Each gets a new brightness of its own, as a new crop or sward would.
+    """
+    detail = layout.detail
+    field_id, labels = cover.field_id, cover.labels
+    interior = ~cover.field_edge
+    n = int(field_id.max()) + 1
+    total = np.bincount(field_id[interior], minlength=n)
+    min_pixels = 0.5 * (70 * detail) * (35 * detail)  # half the smallest field of `_field_grid`
+    eligible = {}
+    for source in (CROPS, GRASS):
+        whole = np.bincount(field_id[interior & cover.farmland & (labels == source) & ~taken], minlength=n)
+        eligible[source] = np.flatnonzero((whole == total) & (total >= min_pixels))
+    # About one field in forty changes each way, at least one.
+    count = max(1, round((eligible[CROPS].size + eligible[GRASS].size) / 40))
+    changes = []
+    for source, target, name in ((CROPS, GRASS, "field to grass"), (GRASS, CROPS, "field to crops")):
+        if not eligible[source].size:
+            continue
+        chosen = np.sort(rng.choice(eligible[source], min(count, eligible[source].size), replace=False))
+        for field, brightness in zip(
+            chosen, rng.standard_normal(chosen.size).astype(np.float32), strict=True
+        ):
+            where = (field_id == field) & interior
+            changes.append(_change(name, source, target, where, np.full(int(total[field]), brightness)))
+    return changes
+
+
+def _acquisition_gain(rng: np.random.Generator) -> np.ndarray:
+    """Per band, how another acquisition's calibration and atmosphere scale the spectra: the same
+    2-5 % up or down in every band, give or take half a per cent per band."""
+    common = rng.uniform(0.02, 0.05) * rng.choice((-1.0, 1.0))
+    return (1 + common + 0.005 * rng.standard_normal(len(S2_BANDS))).astype(np.float32)
+
+
+def _changes_json(changes: Sequence[_Change], size: int, seed: int, gain: np.ndarray) -> dict:
+    """`changes.json`: every change with its classes, size and bounding box, and the totals per class pair."""
+
+    def hectares(pixels: int) -> float:
+        return round(pixels * PIXEL_SIZE**2 / 10_000, 2)
+
+    events = []
+    pairs: dict[tuple[int, int], int] = {}
+    for change in changes:
+        rows, cols = np.divmod(change.pixels, size)
+        pixels = int(change.pixels.size)
+        events.append(
+            {
+                "name": change.name,
+                "from": CLASS_NAMES[change.source],
+                "to": CLASS_NAMES[change.target],
+                "pixels": pixels,
+                "hectares": hectares(pixels),
+                # west, south, east, north: the outer edges of the pixels, in the scene CRS (metres)
+                "bbox": [
+                    ORIGIN[0] + int(cols.min()) * PIXEL_SIZE,
+                    ORIGIN[1] - (int(rows.max()) + 1) * PIXEL_SIZE,
+                    ORIGIN[0] + (int(cols.max()) + 1) * PIXEL_SIZE,
+                    ORIGIN[1] - int(rows.min()) * PIXEL_SIZE,
+                ],
+            }
+        )
+        pairs[change.source, change.target] = pairs.get((change.source, change.target), 0) + pixels
+    changed = sum(pairs.values())
+    return {
+        "version": GENERATOR_VERSION,
+        "size": size,
+        "seed": seed,
+        "crs": CRS,
+        "pixel_size": PIXEL_SIZE,
+        "before": {"image": IMAGE_FILE, "labels": LABELS_FILE},
+        "after": {
+            "image": IMAGE_AFTER_FILE,
+            "labels": LABELS_AFTER_FILE,
+            "gain": {band: round(float(g), 5) for band, g in zip(S2_BANDS, gain, strict=True)},
+        },
+        "label_scheme": PRESETS["dynamic-world"].to_json(),
+        "events": events,
+        "pairs": [
+            {"from": CLASS_NAMES[a], "to": CLASS_NAMES[b], "pixels": n, "hectares": hectares(n)}
+            for (a, b), n in sorted(pairs.items())
+        ],
+        "changed": {"pixels": changed, "hectares": hectares(changed)},
+    }
 
 
 # --- Spectra and files ----------------------------------------------------------------------------------
@@ -528,12 +860,18 @@ def _write_image(
     labels: np.ndarray,
     elevation: np.ndarray,
     offsets: tuple[np.ndarray, np.ndarray],
+    tables: tuple[np.ndarray, ...],
     rng: np.random.Generator,
     size: int,
     seed: int,
+    gain: np.ndarray | None = None,
 ) -> None:
-    """Writes the spectra and elevation strip by strip: one strip of tiles is in memory at a time."""
-    mean, k_brightness, k_tint, k_noise = _spectra_tables(rng)
+    """Writes the spectra and elevation strip by strip: one strip of tiles is in memory at a time.
+
+    `tables` are `_spectra_tables`; `rng` draws the per-pixel noise; `gain`, per band, scales the
+    spectra as another acquisition's calibration and atmosphere would (None: no scaling).
+    """
+    mean, k_brightness, k_tint, k_noise = tables
     brightness, tint = offsets
     bands = (*S2_BANDS, ELEVATION_BAND)
     with rasterio.open(path, "w", **_profile(size, len(bands), "float32", predictor=None)) as dst:
@@ -554,6 +892,8 @@ def _write_image(
                 value = mean[:, b][lab] + k_brightness[:, b][lab] * brightness[rows]
                 value += k_tint[:, b][lab] * tint[rows]
                 value += k_noise[:, b][lab] * (common + np.float32(0.6) * noise[b])
+                if gain is not None:
+                    value *= gain[b]
                 np.maximum(np.rint(value, out=value), 0, out=strip[b])
             strip[-1] = elevation[rows]
             dst.write(strip, window=Window(0, top, size, lab.shape[0]))
@@ -642,11 +982,23 @@ def _write_regions(path: pathlib.Path, layout: _Layout) -> None:
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}, indent=1) + "\n")
 
 
+EPILOG = """\
+files, in <cache-dir>/demo-scene-<size>-seed<seed>/:
+  image.tif (13 Sentinel-2 L1C bands and elevation), labels.tif (its 9 Dynamic World classes) and
+  regions.geojson: the first date, which extraction and training use. image_after.tif and
+  labels_after.tif: a second date of the same place with known changes (a forest clearing, a lake
+  lower in a drier year, new town blocks, fields that changed use). changes.json: what changed,
+  where and how much.
+
+It prints the files' paths as JSON."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_start(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog=prog("pipelines.demo.scene"),
         description=fill(__doc__.split("\n\n")[0]),
+        epilog=fill(EPILOG),
         formatter_class=HelpFormatter,
         allow_abbrev=False,
     )

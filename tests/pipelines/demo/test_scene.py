@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
@@ -36,18 +37,39 @@ def image(scene) -> np.ndarray:
         return src.read()
 
 
-def _read_all(scene: DemoScene) -> tuple[np.ndarray, np.ndarray, str]:
-    with rasterio.open(scene.image) as src:
-        image = src.read()
-    with rasterio.open(scene.labels) as src:
-        labels = src.read(1)
-    return image, labels, pathlib.Path(scene.regions).read_text()
+def _read_all(scene: DemoScene) -> tuple[np.ndarray, np.ndarray, str, np.ndarray, np.ndarray, str]:
+    """Both dates' images and labels, and the regions and changes as text."""
+    arrays = []
+    for path in (scene.image, scene.labels, scene.image_after, scene.labels_after):
+        with rasterio.open(path) as src:
+            arrays.append(src.read())
+    texts = (pathlib.Path(scene.regions).read_text(), pathlib.Path(scene.changes).read_text())
+    return arrays[0], arrays[1], texts[0], arrays[2], arrays[3], texts[1]
 
 
 def _neighbour_agreement(labels: np.ndarray) -> float:
     """Fraction of horizontally or vertically adjacent pixel pairs that share their class."""
     pairs = np.concatenate([(labels[1:] == labels[:-1]).ravel(), (labels[:, 1:] == labels[:, :-1]).ravel()])
     return float(pairs.mean())
+
+
+# sha256 of the first date's pixels (image.tif as little-endian float32 bands, labels.tif as uint8) for
+# size 256, seed 0, as generator version 2 wrote them, before the second date existed: benchmarks and
+# figures rest on these arrays, so adding to the scene must not move them (numpy as pinned).
+FIRST_DATE_SHA256 = {
+    "image": "5caeb1620c56929b06bf6abb3f12027a32bf65aab6ecddacb36fd1905e7756ca",
+    "labels": "7078fa34148c59986a084f92e2ef754c64eef400c6a93431a194b001a98a4165",
+}
+
+
+def _sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()).hexdigest()
+
+
+def test_first_date_pixels_are_those_of_version_2(image, labels):
+    assert SIZE == 256
+    assert _sha256(image.astype(np.float32)) == FIRST_DATE_SHA256["image"]
+    assert _sha256(labels[None]) == FIRST_DATE_SHA256["labels"]
 
 
 def test_files_grid_and_bands(scene):
@@ -83,32 +105,35 @@ def test_internally_tiled(tmp_path):
 def test_same_seed_gives_same_arrays(tmp_path):
     first = _read_all(ensure_demo_scene(tmp_path / "a", size=128, seed=7))
     second = _read_all(ensure_demo_scene(tmp_path / "b", size=128, seed=7))
-    np.testing.assert_array_equal(first[0], second[0])
-    np.testing.assert_array_equal(first[1], second[1])
-    assert first[2] == second[2]
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
     other = _read_all(ensure_demo_scene(tmp_path / "a", size=128, seed=8))
     assert not np.array_equal(first[1], other[1])
+    assert not np.array_equal(first[4], other[4])
+    assert first[5] != other[5]
 
 
 def test_second_call_only_checks(tmp_path):
     scene = ensure_demo_scene(tmp_path, size=64, seed=1)
-    mtimes = {p: os.stat(p).st_mtime_ns for p in (scene.image, scene.labels, scene.regions)}
+    paths = (scene.image, scene.labels, scene.regions, scene.image_after, scene.labels_after, scene.changes)
+    mtimes = {p: os.stat(p).st_mtime_ns for p in paths}
     assert ensure_demo_scene(tmp_path, size=64, seed=1) == scene
     assert {p: os.stat(p).st_mtime_ns for p in mtimes} == mtimes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo-scene-64-seed1"]  # no leftovers
 
 
-def test_incomplete_scene_is_regenerated(tmp_path):
+@pytest.mark.parametrize("field", ["image", "changes"])
+def test_incomplete_scene_is_regenerated(tmp_path, field):
     scene = ensure_demo_scene(tmp_path, size=64, seed=2)
     expected = _read_all(scene)
-    with open(scene.image, "r+b") as f:  # as if a copy had been cut short
-        f.truncate(1000)
+    with open(getattr(scene, field), "r+b") as f:  # as if a copy had been cut short
+        f.truncate(100)
     # A temporary folder left by an interrupted run is never taken for the scene.
     (tmp_path / ".demo-scene-64-seed2.abc.tmp").mkdir()
     assert ensure_demo_scene(tmp_path, size=64, seed=2) == scene
     actual = _read_all(scene)
-    np.testing.assert_array_equal(actual[0], expected[0])
-    np.testing.assert_array_equal(actual[1], expected[1])
+    for a, b in zip(actual, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_concurrent_calls_share_one_scene(tmp_path):
@@ -204,5 +229,15 @@ def test_cli_prints_paths(tmp_path, capsys):
     assert demo_scene.main(["--cache-dir", str(tmp_path), "--size", "64", "--seed", "4"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["image"] == str(tmp_path / "demo-scene-64-seed4" / "image.tif")
-    assert all(pathlib.Path(printed[key]).is_file() for key in ("image", "labels", "regions"))
+    keys = ("image", "labels", "regions", "image_after", "labels_after", "changes")
+    assert all(pathlib.Path(printed[key]).is_file() for key in keys)
     assert printed["bands"][-1] == "elevation"
+
+
+def test_cli_help_mentions_the_second_date(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        demo_scene.main(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "second date" in text
+    assert all(name in text for name in ("image_after.tif", "labels_after.tif", "changes.json"))
