@@ -135,15 +135,15 @@ def derive_utilization(doc: Mapping[str, Any]) -> dict[str, float]:
     return {"extract": busy("extract"), "predict": busy("predict"), "measured": doc["when"][:10]}
 
 
-# --- the written map ----------------------------------------------------------------------------
-# Bytes per pixel of a class map COG (uint8, DEFLATE, with overviews) as transforms/cog.py writes it.
-# From benchmarks/results/cog_size.json: see COG_SOURCE.
+# --- the written map: benchmarks/results/cog_size.json ----------------------------------------------
 COG_SOURCE = "benchmarks/results/cog_size.json"
-COG_MEASURED = "pending"
-# uint8 class maps written by transforms/cog.py, on a real land-class raster (nc-landsat7 strata.tif,
-# 7 classes, 443×489 pixels): one COG per 192×192 tile core (the default), or one mosaic COG.
-COG_PER_TILE_BYTES_PER_PIXEL = 1.0
-COG_MOSAIC_BYTES_PER_PIXEL = 1.0
+COG_MEASURED = "2026-12-06"
+# Bytes per pixel of a uint8 class map as transforms/cog.py writes it (DEFLATE, overviews, colour table),
+# on a real 7-class land-class raster (shared/data nc-landsat7 strata.tif, 443×489 pixels): 49,350 bytes
+# as one COG per 192×192 tile core (the default; each file has its own header and colour table), 23,529
+# as one mosaic COG (--mosaic). The generated demo map compresses to less than half of these.
+COG_PER_TILE_BYTES_PER_PIXEL = 0.2278
+COG_MOSAIC_BYTES_PER_PIXEL = 0.1086
 
 
 def class_map_bytes_per_pixel(per_tile_files: bool) -> tuple[float, str]:
