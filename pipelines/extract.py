@@ -196,14 +196,29 @@ class ExtractJob:
 
 
 def validate(opts: PipelineOptions) -> ExtractJob:
-    """Check every input and return the job, or raise UsageError/SourceError/RegionsError."""
+    """Check every input and the output folder, and return the job, or raise
+    UsageError/SourceError/RegionsError."""
+    job = resolve(opts)
+    claim_output(job, opts)
+    return job
+
+
+def claim_output(job: ExtractJob, opts: PipelineOptions) -> None:
+    """Stop unless the output folder is writable and free (or --overwrite: then clear it)."""
     from pipelines.checks.output import extraction_output
+
+    extraction_output(opts.output, opts.overwrite)
+
+
+def resolve(opts: PipelineOptions, offline: bool = False) -> ExtractJob:
+    """Check every input (not the output folder) and return the job. `offline` (for a plan): Earth
+    Engine is not contacted (pipelines.checks.sources)."""
     from pipelines.checks.sources import extraction_sources
     from transforms.extract import RetryConfig, SplitConfig
     from transforms.geometry.sampling import regions_area
 
     _check_numbers(opts)
-    sources = extraction_sources(opts)
+    sources = extraction_sources(opts, offline)
     scheme = sources.label_config.scheme
     classes = class_subset(opts.classes, scheme)
     try:
@@ -214,7 +229,6 @@ def validate(opts: PipelineOptions) -> ExtractJob:
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
-    extraction_output(opts.output, opts.overwrite)
     return ExtractJob(
         inputs=sources.inputs,
         labels=sources.labels,

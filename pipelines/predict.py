@@ -180,9 +180,26 @@ class PredictJob:
 
 
 def validate(opts: PipelineOptions) -> PredictJob:
-    """Check every input and return the job, or raise UsageError (or a ValueError subclass)."""
-    from pipelines.checks import area, model_folder, sources
+    """Check every input and the output folder, and return the job, or raise UsageError (or a
+    ValueError subclass)."""
+    return claim_output(resolve(opts), opts)
+
+
+def claim_output(job: PredictJob, opts: PipelineOptions) -> PredictJob:
+    """The job with the output folder checked: free (or --overwrite: cleared), or with --resume the
+    earlier run's complete tiles to keep."""
     from pipelines.checks.output import prediction_output, resumed_prediction
+
+    if opts.resume:
+        return dataclasses.replace(job, reuse=resumed_prediction(job.output, job.record))
+    prediction_output(job.output.output, opts.overwrite)
+    return job
+
+
+def resolve(opts: PipelineOptions, offline: bool = False) -> PredictJob:
+    """Check every input (not the output folder) and return the job. `offline` (for a plan): Earth
+    Engine is not contacted and the SavedModel is not loaded, only its model.json read."""
+    from pipelines.checks import area, model_folder, sources
     from transforms.cog import OutputSpec
     from transforms.geometry.tiling import TilingSpec, plan_for_bounds
     from transforms.io.earthengine.assets import asset_request
@@ -200,7 +217,7 @@ def validate(opts: PipelineOptions) -> PredictJob:
     model_dir = opts.model.rstrip("/")
     info = model_folder.model_info(model_dir, DEFAULT_MODEL)
     model_folder.check_mode(info, spec)
-    source, source_info = sources.prediction_source(opts, spec, model_dir, info["bands"])
+    source, source_info = sources.prediction_source(opts, spec, model_dir, info["bands"], offline)
     lattice = area.output_grid(opts, info, source)
     bounds, region = area.area_to_predict(opts.aoi, lattice.crs, source)
     plan = plan_for_bounds(lattice, bounds, spec)
@@ -211,8 +228,9 @@ def validate(opts: PipelineOptions) -> PredictJob:
             f"--mosaic writes one COG on one worker; the region is {plan.width}×{plan.height} pixels, more "
             f"than {MAX_MOSAIC_PIXELS:,}. Drop --mosaic to get one COG per tile and a VRT mosaic."
         )
-    model_folder.check_signature(model_dir, info, spec)
-    model_folder.warn_receptive_field(info, spec)
+    if not offline:
+        model_folder.check_signature(model_dir, info, spec)
+        model_folder.warn_receptive_field(info, spec)
     written = OutputSpec(
         opts.output.rstrip("/"), model_folder.label_scheme(info, model_dir), opts.probabilities
     )
@@ -225,11 +243,6 @@ def validate(opts: PipelineOptions) -> PredictJob:
         output=written,
         tta=opts.tta,
     )
-    reuse: frozenset[str] = frozenset()
-    if opts.resume:
-        reuse = resumed_prediction(written, record)
-    else:
-        prediction_output(written.output, opts.overwrite)
     return PredictJob(
         model_dir=model_dir,
         model=info,
@@ -243,7 +256,6 @@ def validate(opts: PipelineOptions) -> PredictJob:
         retry=RetryConfig(attempts=opts.max_attempts),
         max_error_fraction=opts.max_error_fraction,
         record=record,
-        reuse=reuse,
         ee_asset=ee_asset,
         tta=opts.tta,
     )
