@@ -25,6 +25,7 @@ from pipelines.options import (
     JobOptionGroup,
     add_earthengine_options,
     add_local_runner_options,
+    add_plan_options,
     use_local_cores,
 )
 from pipelines.shell import JobShell, UsageError, check_shared_options
@@ -166,6 +167,7 @@ def add_options(parser) -> None:
     )
     group.add_output(DEFAULT_OUTPUT, "points", "extraction")
     add_earthengine_options(parser, with_labels=True)
+    add_plan_options(parser)
     add_local_runner_options(parser)
 
 
@@ -509,8 +511,9 @@ def input_errors() -> tuple[type[Exception], ...]:
     """The errors besides UsageError that mean bad input (exit status 2)."""
     from transforms.geometry.sampling import RegionsError
     from transforms.io.rasters import SourceError
+    from transforms.planning import PlanError
 
-    return (SourceError, RegionsError, LabelSchemeError)
+    return (SourceError, RegionsError, LabelSchemeError, PlanError)
 
 
 SHELL = JobShell("pipelines.extract", "ExtractOptions", add_options, DESCRIPTION, "extraction")
@@ -521,11 +524,17 @@ __getattr__ = SHELL.module_attribute
 def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> Outcome | None:
     """Parse flags, validate, run the pipeline to completion; JobFailed when the result is a failure."""
     command = SHELL.parse(argv, save_main_session, label_raster_alias)  # --help ends here
+    from pipelines.plan import extraction_plan, submission_plan, write_plan
     from pipelines.progress import EXTRACTION
     from transforms.contracts.manifest import MANIFEST_NAME, read_manifest
 
     opts, options = command.job, command.options
-    job = validate(opts)
+    job = resolve(opts)
+    # On a distributed runner: the plan first, held to --budget, before anything is written.
+    plan = submission_plan(command, lambda: extraction_plan(job, opts, command), SHELL.job)
+    claim_output(job, opts)
+    if plan is not None:
+        write_plan(job.output, plan, "extract", command.args)
     use_local_cores(
         options, command.args, WORKER_BYTES, opts.max_memory, planned_points(job), MIN_POINTS_PER_WORKER
     )

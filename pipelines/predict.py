@@ -32,6 +32,7 @@ from pipelines.options import (
     JobOptionGroup,
     add_earthengine_options,
     add_local_runner_options,
+    add_plan_options,
     available_cpus,
     use_local_cores,
     worker_environment,
@@ -148,6 +149,7 @@ def add_options(parser) -> None:
         "the mosaic COG; needs a gs:// --output and implies --mosaic.",
     )
     add_earthengine_options(parser, with_labels=False)
+    add_plan_options(parser)
     add_local_runner_options(parser)
 
 
@@ -432,8 +434,9 @@ def input_errors() -> tuple[type[Exception], ...]:
     from transforms.geometry.tiling import TilingError
     from transforms.io.earthengine.assets import AssetError
     from transforms.io.rasters import SourceError
+    from transforms.planning import PlanError
 
-    return (SourceError, TilingError, ModelError, RegionsError, AssetError)
+    return (SourceError, TilingError, ModelError, RegionsError, AssetError, PlanError)
 
 
 SHELL = JobShell("pipelines.predict", "PredictOptions", add_options, DESCRIPTION, "prediction")
@@ -446,13 +449,19 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> d
     command = SHELL.parse(argv, save_main_session, region_alias)  # --help ends here
     from apache_beam.io.filesystems import FileSystems
 
+    from pipelines.plan import prediction_plan, submission_plan, write_plan
     from pipelines.progress import PREDICTION
     from transforms.cog import write_bytes
     from transforms.io.earthengine.assets import register_prediction
     from transforms.resume import PLAN_NAME
 
     opts, options = command.job, command.options
-    job = validate(opts)
+    job = resolve(opts)
+    # On a distributed runner: the plan first, held to --budget, before anything is written.
+    plan = submission_plan(command, lambda: prediction_plan(job, opts, command), SHELL.job)
+    job = claim_output(job, opts)
+    if plan is not None:
+        write_plan(job.output.output, plan, "predict", command.args)
     use_local_cores(
         options,
         command.args,

@@ -106,7 +106,12 @@ def plan_lines(plan: Plan, title: str, width: int = WIDTH) -> list[str]:
     else:
         topics.append(("Earth Engine", "no requests (local rasters)."))
     t = work.throughput
-    topics.append(("compute", f"{compute.cpu_s / 3600:,.3g} CPU-hours at {t.describe()}."))
+    cpu = (
+        f"{compute.cpu_s:,.0f} CPU-seconds"
+        if compute.cpu_s < 3600
+        else f"{compute.cpu_s / 3600:,.1f} CPU-hours"
+    )
+    topics.append(("compute", f"{cpu} at {t.describe()}."))
     m = compute.machine
     pace = "the Earth Engine quota sets the pace" if compute.bound == "quota" else "compute sets the pace"
     topics.append(
