@@ -251,7 +251,7 @@ def extraction_plan(job: ExtractJob, opts: Any, command: CommandLine) -> Plan:
         points = planned_points(job)
         patches, guard = points, None
         how = (
-            f"{job.points_per_class:,} per class × {classes} classes × {len(job.regions)} regions; a class "
+            f"{job.points_per_class:,} per class × {classes} classes × {len(job.regions)} region{'s' if len(job.regions) != 1 else ''}; a class "
             "absent from a region gives fewer, and the split's guard band leaves some unfetched"
         )
         sample = Point("region/123456/123456", "region", 0.0, 0.0, job.grid.crs, 0.0, 0.0, 0, 0)
@@ -484,7 +484,8 @@ def prediction_assumptions(job: PredictJob, s: Settings) -> list[str]:
         "The model's CPU time per input pixel is the default U-Net's (unet_d2_f32, 14 bands, 9 classes: "
         f"{PREDICT_SOURCE}, {PREDICT_MEASURED})"
         + ("" if architecture == "unet_d2_f32" else f"; this model is {architecture!r} and costs otherwise")
-        + f"; workers' cores are {PREDICT_UTILIZATION:.0%} busy ({LOCAL_CORES_SOURCE}, {LOCAL_CORES_MEASURED}).",
+        + f"; workers' cores are {PREDICT_UTILIZATION:.0%} busy ({LOCAL_CORES_SOURCE}, {LOCAL_CORES_MEASURED}). "
+        "A model's speed depends much on the CPU: benchmarks/predict_throughput.py measures it on yours.",
     ]
     if job.source_info.get("kind") == "earthengine":
         lines.append(

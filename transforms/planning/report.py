@@ -10,25 +10,29 @@ from transforms.planning.prices import DATAFLOW_PRICE_SOURCE, PRICE_REGION, PRIC
 
 # Plans print at this width whatever the terminal: they are pasted into docs and logs.
 WIDTH = 108
+# Joins a number to its unit so that wrapping never parts them (printed as a space).
+NBSP = "\u00a0"
 
 
 def size(n: float) -> str:
     """Bytes in decimal units (as Google bills them): 950 B, 12.3 MB, 4.1 TB."""
     for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= scale:
-            return f"{n / scale:,.1f} {unit}"
-    return f"{n:,.0f} B"
+            return f"{n / scale:,.1f}{NBSP}{unit}"
+    return f"{n:,.0f}{NBSP}B"
 
 
 def duration(seconds: float) -> str:
     """7 s, 3 min 20 s, 2 h 05 min, 3.2 days."""
     if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
-    if seconds < 48 * 3600:
-        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
-    return f"{seconds / 86400:.1f} days"
+        text = f"{seconds:.0f} s"
+    elif seconds < 3600:
+        text = f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    elif seconds < 48 * 3600:
+        text = f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+    else:
+        text = f"{seconds / 86400:.1f} days"
+    return text.replace(" ", NBSP)
 
 
 def usd(amount: float) -> str:
@@ -40,8 +44,8 @@ def usd(amount: float) -> str:
 
 def pixels(n: float) -> str:
     if n >= 1e9:
-        return f"{n / 1e9:,.2f} Gpx"
-    return f"{n / 1e6:,.1f} Mpx"
+        return f"{n / 1e9:,.2f}{NBSP}Gpx"
+    return f"{n / 1e6:,.1f}{NBSP}Mpx"
 
 
 def rate(value: float) -> str:
@@ -51,9 +55,10 @@ def rate(value: float) -> str:
 
 def wrapped(head: str, text: str, width: int = WIDTH) -> list[str]:
     """`text` after `head`, wrapped to `width` with continuation lines indented under the text."""
-    return textwrap.wrap(
+    lines = textwrap.wrap(
         text, width, initial_indent=head, subsequent_indent=" " * len(head), break_on_hyphens=False
     )
+    return [line.replace(NBSP, " ") for line in lines]
 
 
 def plan_lines(plan: Plan, title: str, width: int = WIDTH) -> list[str]:
@@ -99,7 +104,7 @@ def plan_lines(plan: Plan, title: str, width: int = WIDTH) -> list[str]:
             (
                 "Earth Engine",
                 f"{r.count:,} requests: {kinds}{how}. {r.concurrency} in flight ({r.per_worker} per worker) at "
-                f"{r.seconds_per_request:g} s each, at most {r.per_minute:,} a minute (the project's quota): "
+                f"{r.seconds_per_request:g}{NBSP}s each, at most {r.per_minute:,} a minute (the project's quota): "
                 f"{r.rate_per_s:,.1f} a second, {duration(r.seconds)}.",
             )
         )
