@@ -35,6 +35,7 @@ bench: $(STAMP) ## Run the benchmarks (figures in benchmarks/results/)
 	$(PY) -m benchmarks.scene_layout
 	$(PY) -m benchmarks.extract_throughput
 	$(PY) -m benchmarks.predict_throughput
+	$(PY) -m benchmarks.cog_size
 	$(PY) -m benchmarks.serve_latency
 	$(PY) -m benchmarks.local_cores
 

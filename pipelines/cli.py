@@ -49,6 +49,11 @@ COMMANDS: dict[str, Command] = {
     "deploy": Command(
         "model.serving.deploy", "main", "Host a model on Vertex AI for Earth Engine; list; undeploy."
     ),
+    "plan": Command(
+        "pipelines.plan",
+        "main",
+        "What an extract or predict job will do and cost (requests, hours, USD), before it runs.",
+    ),
     "assess": Command(
         "pipelines.assess",
         "main",

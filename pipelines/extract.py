@@ -25,6 +25,7 @@ from pipelines.options import (
     JobOptionGroup,
     add_earthengine_options,
     add_local_runner_options,
+    add_plan_options,
     use_local_cores,
 )
 from pipelines.shell import JobShell, UsageError, check_shared_options
@@ -166,6 +167,7 @@ def add_options(parser) -> None:
     )
     group.add_output(DEFAULT_OUTPUT, "points", "extraction")
     add_earthengine_options(parser, with_labels=True)
+    add_plan_options(parser)
     add_local_runner_options(parser)
 
 
@@ -196,14 +198,29 @@ class ExtractJob:
 
 
 def validate(opts: PipelineOptions) -> ExtractJob:
-    """Check every input and return the job, or raise UsageError/SourceError/RegionsError."""
+    """Check every input and the output folder, and return the job, or raise
+    UsageError/SourceError/RegionsError."""
+    job = resolve(opts)
+    claim_output(job, opts)
+    return job
+
+
+def claim_output(job: ExtractJob, opts: PipelineOptions) -> None:
+    """Stop unless the output folder is writable and free (or --overwrite: then clear it)."""
     from pipelines.checks.output import extraction_output
+
+    extraction_output(opts.output, opts.overwrite)
+
+
+def resolve(opts: PipelineOptions, offline: bool = False) -> ExtractJob:
+    """Check every input (not the output folder) and return the job. `offline` (for a plan): Earth
+    Engine is not contacted (pipelines.checks.sources)."""
     from pipelines.checks.sources import extraction_sources
     from transforms.extract import RetryConfig, SplitConfig
     from transforms.geometry.sampling import regions_area
 
     _check_numbers(opts)
-    sources = extraction_sources(opts)
+    sources = extraction_sources(opts, offline)
     scheme = sources.label_config.scheme
     classes = class_subset(opts.classes, scheme)
     try:
@@ -214,7 +231,6 @@ def validate(opts: PipelineOptions) -> ExtractJob:
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
-    extraction_output(opts.output, opts.overwrite)
     return ExtractJob(
         inputs=sources.inputs,
         labels=sources.labels,
@@ -495,8 +511,9 @@ def input_errors() -> tuple[type[Exception], ...]:
     """The errors besides UsageError that mean bad input (exit status 2)."""
     from transforms.geometry.sampling import RegionsError
     from transforms.io.rasters import SourceError
+    from transforms.planning import PlanError
 
-    return (SourceError, RegionsError, LabelSchemeError)
+    return (SourceError, RegionsError, LabelSchemeError, PlanError)
 
 
 SHELL = JobShell("pipelines.extract", "ExtractOptions", add_options, DESCRIPTION, "extraction")
@@ -507,11 +524,17 @@ __getattr__ = SHELL.module_attribute
 def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> Outcome | None:
     """Parse flags, validate, run the pipeline to completion; JobFailed when the result is a failure."""
     command = SHELL.parse(argv, save_main_session, label_raster_alias)  # --help ends here
+    from pipelines.plan import extraction_plan, submission_plan, write_plan
     from pipelines.progress import EXTRACTION
     from transforms.contracts.manifest import MANIFEST_NAME, read_manifest
 
     opts, options = command.job, command.options
-    job = validate(opts)
+    job = resolve(opts)
+    # On a distributed runner: the plan first, held to --budget, before anything is written.
+    plan = submission_plan(command, lambda: extraction_plan(job, opts, command), SHELL.job)
+    claim_output(job, opts)
+    if plan is not None:
+        write_plan(job.output, plan, "extract", command.args)
     use_local_cores(
         options, command.args, WORKER_BYTES, opts.max_memory, planned_points(job), MIN_POINTS_PER_WORKER
     )

@@ -562,6 +562,10 @@ def run_template(argv: Sequence[str]) -> int:
     except LaunchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if "yes" in option_actions(options_class(job)) and "--yes" not in job_argv:
+        # The launch itself was the decision to spend, and the launcher has no terminal to ask on: the
+        # job prints its plan (and writes plan.json) whatever --budget says.
+        job_argv.append("--yes")
     module = importlib.import_module(JOBS[job].module)
     entry = getattr(module, "main", None)
     if entry is not None:

@@ -243,6 +243,48 @@ def add_earthengine_options(parser, *, with_labels: bool) -> None:
     )
 
 
+# A Dataflow job whose plan costs more than this asks before it starts (--budget).
+DEFAULT_BUDGET_USD = 10.0
+
+
+def add_plan_options(parser) -> None:
+    """The plan's options, the same for every job that prints one before it starts on Dataflow
+    (`terrabeam plan` takes them too)."""
+    from transforms.planning.prices import EE_REQUEST_SECONDS, EE_REQUESTS_PER_MINUTE
+
+    plan = SharedArgumentGroup(
+        parser, "plan and budget (DataflowRunner; `terrabeam plan` prints the plan alone)"
+    )
+    plan.add_argument(
+        "--budget",
+        type=float,
+        default=DEFAULT_BUDGET_USD,
+        help="USD. A Dataflow job whose planned cost (with a month of storage) is above this asks "
+        "before it starts (y/N); without a terminal it stops unless --yes.",
+    )
+    plan.add_argument(
+        "--yes",
+        action="store_true",
+        help="Start the Dataflow job whatever its planned cost, without asking.",
+    )
+    plan.add_argument(
+        "--ee-requests-per-minute",
+        dest="ee_requests_per_minute",
+        type=int,
+        default=EE_REQUESTS_PER_MINUTE,
+        help="The project's Earth Engine request quota a minute, for the plan's time (default: "
+        f"{EE_REQUESTS_PER_MINUTE}, Earth Engine's default; concurrency is --max-requests).",
+    )
+    plan.add_argument(
+        "--ee-request-seconds",
+        dest="ee_request_seconds",
+        type=float,
+        default=EE_REQUEST_SECONDS,
+        help="Seconds one Earth Engine pixel request takes, for the plan's time (an assumption: "
+        "measure yours).",
+    )
+
+
 def add_local_runner_options(parser) -> None:
     """Options of a run on this machine (the DirectRunner), the same for every job that uses them."""
     local = SharedArgumentGroup(parser, "this machine (DirectRunner)")

@@ -32,6 +32,7 @@ from pipelines.options import (
     JobOptionGroup,
     add_earthengine_options,
     add_local_runner_options,
+    add_plan_options,
     available_cpus,
     use_local_cores,
     worker_environment,
@@ -148,6 +149,7 @@ def add_options(parser) -> None:
         "the mosaic COG; needs a gs:// --output and implies --mosaic.",
     )
     add_earthengine_options(parser, with_labels=False)
+    add_plan_options(parser)
     add_local_runner_options(parser)
 
 
@@ -180,9 +182,26 @@ class PredictJob:
 
 
 def validate(opts: PipelineOptions) -> PredictJob:
-    """Check every input and return the job, or raise UsageError (or a ValueError subclass)."""
-    from pipelines.checks import area, model_folder, sources
+    """Check every input and the output folder, and return the job, or raise UsageError (or a
+    ValueError subclass)."""
+    return claim_output(resolve(opts), opts)
+
+
+def claim_output(job: PredictJob, opts: PipelineOptions) -> PredictJob:
+    """The job with the output folder checked: free (or --overwrite: cleared), or with --resume the
+    earlier run's complete tiles to keep."""
     from pipelines.checks.output import prediction_output, resumed_prediction
+
+    if opts.resume:
+        return dataclasses.replace(job, reuse=resumed_prediction(job.output, job.record))
+    prediction_output(job.output.output, opts.overwrite)
+    return job
+
+
+def resolve(opts: PipelineOptions, offline: bool = False) -> PredictJob:
+    """Check every input (not the output folder) and return the job. `offline` (for a plan): Earth
+    Engine is not contacted and the SavedModel is not loaded, only its model.json read."""
+    from pipelines.checks import area, model_folder, sources
     from transforms.cog import OutputSpec
     from transforms.geometry.tiling import TilingSpec, plan_for_bounds
     from transforms.io.earthengine.assets import asset_request
@@ -200,7 +219,7 @@ def validate(opts: PipelineOptions) -> PredictJob:
     model_dir = opts.model.rstrip("/")
     info = model_folder.model_info(model_dir, DEFAULT_MODEL)
     model_folder.check_mode(info, spec)
-    source, source_info = sources.prediction_source(opts, spec, model_dir, info["bands"])
+    source, source_info = sources.prediction_source(opts, spec, model_dir, info["bands"], offline)
     lattice = area.output_grid(opts, info, source)
     bounds, region = area.area_to_predict(opts.aoi, lattice.crs, source)
     plan = plan_for_bounds(lattice, bounds, spec)
@@ -211,8 +230,9 @@ def validate(opts: PipelineOptions) -> PredictJob:
             f"--mosaic writes one COG on one worker; the region is {plan.width}×{plan.height} pixels, more "
             f"than {MAX_MOSAIC_PIXELS:,}. Drop --mosaic to get one COG per tile and a VRT mosaic."
         )
-    model_folder.check_signature(model_dir, info, spec)
-    model_folder.warn_receptive_field(info, spec)
+    if not offline:
+        model_folder.check_signature(model_dir, info, spec)
+        model_folder.warn_receptive_field(info, spec)
     written = OutputSpec(
         opts.output.rstrip("/"), model_folder.label_scheme(info, model_dir), opts.probabilities
     )
@@ -225,11 +245,6 @@ def validate(opts: PipelineOptions) -> PredictJob:
         output=written,
         tta=opts.tta,
     )
-    reuse: frozenset[str] = frozenset()
-    if opts.resume:
-        reuse = resumed_prediction(written, record)
-    else:
-        prediction_output(written.output, opts.overwrite)
     return PredictJob(
         model_dir=model_dir,
         model=info,
@@ -243,7 +258,6 @@ def validate(opts: PipelineOptions) -> PredictJob:
         retry=RetryConfig(attempts=opts.max_attempts),
         max_error_fraction=opts.max_error_fraction,
         record=record,
-        reuse=reuse,
         ee_asset=ee_asset,
         tta=opts.tta,
     )
@@ -420,8 +434,9 @@ def input_errors() -> tuple[type[Exception], ...]:
     from transforms.geometry.tiling import TilingError
     from transforms.io.earthengine.assets import AssetError
     from transforms.io.rasters import SourceError
+    from transforms.planning import PlanError
 
-    return (SourceError, TilingError, ModelError, RegionsError, AssetError)
+    return (SourceError, TilingError, ModelError, RegionsError, AssetError, PlanError)
 
 
 SHELL = JobShell("pipelines.predict", "PredictOptions", add_options, DESCRIPTION, "prediction")
@@ -434,13 +449,19 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> d
     command = SHELL.parse(argv, save_main_session, region_alias)  # --help ends here
     from apache_beam.io.filesystems import FileSystems
 
+    from pipelines.plan import prediction_plan, submission_plan, write_plan
     from pipelines.progress import PREDICTION
     from transforms.cog import write_bytes
     from transforms.io.earthengine.assets import register_prediction
     from transforms.resume import PLAN_NAME
 
     opts, options = command.job, command.options
-    job = validate(opts)
+    job = resolve(opts)
+    # On a distributed runner: the plan first, held to --budget, before anything is written.
+    plan = submission_plan(command, lambda: prediction_plan(job, opts, command), SHELL.job)
+    job = claim_output(job, opts)
+    if plan is not None:
+        write_plan(job.output.output, plan, "predict", command.args)
     use_local_cores(
         options,
         command.args,

@@ -84,6 +84,10 @@ class JobShell:
     add_options: Callable[[Any], None]  # adds the job's options, grouped, to an argparse parser
     description: str  # the first paragraph of --help
     job: str  # "extraction": in --help's paragraph on the runner options, and in a failure's report
+    # The command's name in usage lines, and the paragraph after its options, when another command
+    # parses the job's options (`terrabeam plan extract`): default the job's own.
+    name: str | None = None
+    epilog: str | None = None
 
     def options_class(self) -> type:
         """The job's options as a Beam `PipelineOptions` subclass, made on first use.
@@ -120,7 +124,12 @@ class JobShell:
 
     def help_parser(self) -> argparse.ArgumentParser:
         """--help: the job's options as it groups them, then Beam's runner options."""
-        return help_parser(prog(self.module), self.description, [self.add_options], runner_help(self.job))
+        return help_parser(
+            self.name or prog(self.module),
+            self.description,
+            [self.add_options],
+            self.epilog or runner_help(self.job),
+        )
 
     def parse(
         self,

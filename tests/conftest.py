@@ -37,3 +37,11 @@ def viewer_prediction(tmp_path_factory):
     from tests.helpers.viewer_scene import predict_viewer_scene
 
     return predict_viewer_scene(tmp_path_factory.mktemp("viewer"))
+
+
+@pytest.fixture(scope="session")
+def demo_extraction(tmp_path_factory):
+    """The demo scene's extraction with its CPU time (tests/helpers/demo_runs.py), run once."""
+    from tests.helpers.demo_runs import run_demo_extraction
+
+    return run_demo_extraction(tmp_path_factory.mktemp("demo-extraction"))

@@ -89,10 +89,13 @@ def local_imagery(inputs: Sequence[str], band_names: str | None) -> LocalImagery
     return LocalImagery(source, record, dates)
 
 
-def extraction_sources(opts: Any) -> ExtractionSources:
-    """The extraction's imagery and labels (ExtractOptions): local rasters or Earth Engine recipes."""
+def extraction_sources(opts: Any, offline: bool = False) -> ExtractionSources:
+    """The extraction's imagery and labels (ExtractOptions): local rasters or Earth Engine recipes.
+
+    `offline` (for a plan): Earth Engine is not contacted, so what only it could check is not checked.
+    """
     if opts.source == "earthengine":
-        return _earthengine_extraction(opts)
+        return _earthengine_extraction(opts, offline)
     source = {"kind": "local"}
     inputs, labels_path, regions_path = opts.inputs, opts.label_raster, opts.regions
     if not (inputs and labels_path):
@@ -172,11 +175,12 @@ def extraction_sources(opts: Any) -> ExtractionSources:
     )
 
 
-def _earthengine_extraction(opts: Any) -> ExtractionSources:
+def _earthengine_extraction(opts: Any, offline: bool = False) -> ExtractionSources:
     """--source earthengine: images by recipe, points by Earth Engine's stratifiedSample.
 
     The session is started here, so a missing project, bad credentials or an unreachable endpoint stop
-    the job before it starts.
+    the job before it starts. `offline`: no session; the bands come from the recipes (an asset without a
+    band list needs --bands) and the label values in the regions are not counted.
     """
     from transforms.io.earthengine import client as earthengine
     from transforms.io.earthengine.recipes import DEFAULT_INPUTS, DEFAULT_LABELS, label_scheme_of
@@ -196,22 +200,36 @@ def _earthengine_extraction(opts: Any) -> ExtractionSources:
         opts, opts.ee_image or DEFAULT_INPUTS, opts.ee_labels or DEFAULT_LABELS
     )
     regions = tuple(load_regions(opts.regions))
-    inputs.connect()
-    raw_labels.connect()
-    check_scenes(regions, {"--ee-image": inputs, "--ee-labels": raw_labels})
-    bands = comma_list(opts.bands) or list(inputs.bands)
-    inputs.check_bands(bands)
-    label_band = opts.label_band or raw_labels.bands[0]
-    raw_labels.check_bands([label_band])
+    if offline:
+        bands = comma_list(opts.bands) or list(inputs.recipe.bands or ())
+        if not bands:
+            raise UsageError(
+                f"--ee-image {inputs.recipe.spec!r} names an asset without its bands: pass --bands to plan "
+                "without asking Earth Engine for them."
+            )
+        if inputs.recipe.bands is not None:
+            inputs.check_bands(bands)
+        label_band = opts.label_band or (raw_labels.recipe.bands or ("landcover",))[0]
+    else:
+        inputs.connect()
+        raw_labels.connect()
+        check_scenes(regions, {"--ee-image": inputs, "--ee-labels": raw_labels})
+        bands = comma_list(opts.bands) or list(inputs.bands)
+        inputs.check_bands(bands)
+        label_band = opts.label_band or raw_labels.bands[0]
+        raw_labels.check_bands([label_band])
     inputs.check_request(opts.patch_size, opts.patch_size, len(bands), "float32")
     raw_labels.check_request(opts.patch_size, opts.patch_size, 1, "uint8")
     grid = GridSpec(opts.crs or earthengine.utm_crs_of(regions), opts.scale or earthengine.DEFAULT_SCALE)
-    # The label values in the regions, counted by Earth Engine: unknown values stop the job here.
-    histogram = earthengine.label_histogram(raw_labels, label_band, regions, grid)
     recipe = raw_labels.recipe.spec
-    scheme = earthengine_scheme(opts, recipe, label_scheme_of(raw_labels.recipe), histogram)
-    where = f"--ee-labels {recipe!r}, in the regions,"
-    check_unknown_values(scheme, histogram, opts.unknown_labels, where)
+    if offline:
+        scheme = earthengine_scheme(opts, recipe, label_scheme_of(raw_labels.recipe), {})
+    else:
+        # The label values in the regions, counted by Earth Engine: unknown values stop the job here.
+        histogram = earthengine.label_histogram(raw_labels, label_band, regions, grid)
+        scheme = earthengine_scheme(opts, recipe, label_scheme_of(raw_labels.recipe), histogram)
+        where = f"--ee-labels {recipe!r}, in the regions,"
+        check_unknown_values(scheme, histogram, opts.unknown_labels, where)
     # Earth Engine remaps the labels to class indices on the server (ee.Image.remap).
     labels = earthengine.EarthEngineSource(
         raw_labels.recipe,
@@ -237,18 +255,20 @@ def _earthengine_extraction(opts: Any) -> ExtractionSources:
 
 
 def prediction_source(
-    opts: Any, spec: TilingSpec, model_dir: str, bands: Sequence[str]
+    opts: Any, spec: TilingSpec, model_dir: str, bands: Sequence[str], offline: bool = False
 ) -> tuple[Any, dict[str, Any]]:
     """The imagery to predict (PredictOptions), with the `bands` the model at `model_dir` needs; and the
-    source as prediction.json records it."""
+    source as prediction.json records it. `offline` (for a plan): Earth Engine is not contacted, and an
+    asset's bands are checked only where the recipe lists them."""
     if opts.source == "earthengine":
-        source, info = _earthengine_prediction(opts, spec, len(bands))
+        source, info = _earthengine_prediction(opts, spec, len(bands), offline)
     else:
         imagery = _local_prediction(opts)
         source, info = imagery.source, imagery.record
         if imagery.dates is not None:
             _check_model_reads_the_stack(model_dir, bands, imagery)
-    if hasattr(source, "check_bands"):
+    offline_unknown = offline and getattr(getattr(source, "recipe", None), "bands", ()) is None
+    if hasattr(source, "check_bands") and not offline_unknown:
         try:
             source.check_bands(list(bands))
         except SourceError as e:
@@ -289,8 +309,11 @@ def _check_model_reads_the_stack(model_dir: str, bands: Sequence[str], imagery: 
         )
 
 
-def _earthengine_prediction(opts: Any, spec: TilingSpec, num_bands: int) -> tuple[Any, dict[str, Any]]:
-    """An Earth Engine image recipe as the source; the session starts here, so bad credentials stop early."""
+def _earthengine_prediction(
+    opts: Any, spec: TilingSpec, num_bands: int, offline: bool = False
+) -> tuple[Any, dict[str, Any]]:
+    """An Earth Engine image recipe as the source; the session starts here (unless `offline`), so bad
+    credentials stop early."""
     from transforms.io.earthengine.recipes import DEFAULT_INPUTS
 
     if opts.inputs or opts.band_names:
@@ -300,8 +323,9 @@ def _earthengine_prediction(opts: Any, spec: TilingSpec, num_bands: int) -> tupl
     if not opts.aoi:
         raise UsageError("--source earthengine needs --aoi: a GeoJSON file of lon/lat polygons, or W,S,E,N.")
     config, (source,) = earthengine_sources(opts, opts.ee_image or DEFAULT_INPUTS)
-    source.connect()
-    check_scenes(aoi_regions(opts.aoi), {"--ee-image": source})
+    if not offline:
+        source.connect()
+        check_scenes(aoi_regions(opts.aoi), {"--ee-image": source})
     source.check_request(spec.tile_size, spec.tile_size, num_bands, "float32")
     info = {
         "kind": "earthengine",

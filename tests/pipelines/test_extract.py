@@ -197,11 +197,9 @@ def test_refuses_to_mix_with_an_earlier_extraction(extracted, tiny_scene, capsys
 
 
 @pytest.mark.slow
-def test_no_arguments_uses_the_demo_scene(tmp_path, monkeypatch):
+def test_no_arguments_uses_the_demo_scene(demo_extraction):
     """The embedded default: the generated demo scene, all 14 bands, 128-pixel patches, every class."""
-    monkeypatch.setenv("TERRABEAM_CACHE", str(tmp_path / "cache"))
-    assert main(["--output", str(tmp_path / "demo"), "--points-per-class", "3"]) == 0
-    manifest = read_manifest(str(tmp_path / "demo"))
+    manifest = read_manifest(demo_extraction.output)
     assert manifest["source"]["kind"] == "demo"
     assert len(manifest["bands"]) == 14 and manifest["bands"][-1] == "elevation"
     assert manifest["patch_size"] == 128 and manifest["crs"].startswith("EPSG:326")

@@ -33,6 +33,9 @@ PACKAGES = ("pipelines", "transforms", "model")
 # Job options a template deliberately leaves out: a local cache folder and the local runner's memory
 # budget mean nothing on Dataflow.
 LOCAL_ONLY = {"demo_cache", "max_memory"}
+# Job options a template launch decides: launching was the decision to spend, so the entry point passes
+# --yes and --budget has nothing to hold back.
+DECIDED_AT_LAUNCH = {"budget", "yes"}
 
 # Values each regex-validated parameter must reject (every such parameter needs an entry).
 GCS_BAD = [
@@ -90,6 +93,8 @@ BAD = {
     "ee_labels": ["world cover", ""],
     "ee_fetch": ["computepixels", "download", ""],
     "max_requests": INT_BAD,
+    "ee_requests_per_minute": INT_BAD,
+    "ee_request_seconds": NUM_BAD,
     "data": GCS_BAD,
     "model_dir": GCS_BAD,
     "mode": ["segment", "Segmentation", ""],
@@ -191,7 +196,7 @@ def test_every_parameter_is_a_job_option_and_every_required_option_a_parameter(j
             assert param.get("paramType") == "BOOLEAN" and param["regexes"] == ["^(true|false)$"]
     required = {n for n, p in params.items() if not p.get("isOptional", False)}
     assert launch.required_options(options_cls) <= required
-    missing = set(actions) - set(params) - LOCAL_ONLY
+    missing = set(actions) - set(params) - LOCAL_ONLY - DECIDED_AT_LAUNCH
     assert not missing, f"{job}: options without a template parameter: {sorted(missing)}"
 
 
