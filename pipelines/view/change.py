@@ -82,8 +82,9 @@ def open_map(
         return PredictionMap(location, **options)
     doc = _read_change(folder)
     if doc.get("method") == "direct":
-        label, given = next(iter((doc.get("predictions") or {"direct": "direct"}).items()))
-        return PredictionMap(_date_folder(folder, label, given), **options)
+        # The change command predicts a direct change into <change folder>/direct.
+        label, given = next(iter((doc.get("predictions") or {"direct": ""}).items()))
+        return PredictionMap(_date_folder(folder, label, given, inside=label), **options)
     return ChangeMap(folder, doc, **options)
 
 
@@ -95,13 +96,14 @@ def _read_change(folder: str) -> dict[str, Any]:
         raise ViewError(f"Cannot read {path}: {e}") from None
 
 
-def _date_folder(folder: str, label: str, given: str) -> str:
-    """The prediction folder of a date (see the module's docstring for where it is looked for)."""
+def _date_folder(folder: str, label: str, given: str, inside: str | None = None) -> str:
+    """The prediction folder of a date (see the module's docstring for where it is looked for); `inside`:
+    where it would be inside the change folder, if not dates/<label>."""
     candidates = [given] if given else []
     if given and "://" not in given and not os.path.isabs(given):
         parent = posixpath.dirname(folder) if "://" in folder else os.path.dirname(folder)
         candidates.append(join(parent or ".", given))
-    candidates.append(join(folder, DATES_DIR, label))
+    candidates.append(join(folder, inside) if inside else join(folder, DATES_DIR, label))
     for candidate in candidates:
         if exists(join(candidate, SUMMARY_NAME)):
             return candidate
