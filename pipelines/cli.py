@@ -41,7 +41,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "launch": Command("pipelines.launch", "main", "Launch a job's Dataflow Flex Template on Google Cloud."),
     "view": Command(
-        "pipelines.view", "main", "Open a prediction on a local web map (imagery, classes, legend)."
+        "pipelines.view", "main", "Open a prediction or a change (two dates) on a local web map."
     ),
     "eeify": Command(
         "model.serving.eeify", "main", "Make any image model Earth-Engine-ready (Base64 tensors in and out)."

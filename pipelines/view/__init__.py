@@ -1,7 +1,8 @@
-"""`python -m pipelines.view [PREDICTIONS]`: a prediction on a web map, served from this machine.
+"""`python -m pipelines.view [FOLDER]`: a prediction, or a change between two dates, on a web map.
 
-See `pipelines/view/cli.py` for the command line, `maps.py` for what is drawn and `server.py` for the
-web app. `start()` serves a viewer from a background thread (for notebooks).
+See `pipelines/view/cli.py` for the command line, `maps.py` for what is drawn (`change.py` for a change
+folder) and `server.py` for the web app. `start()` serves a viewer from a background thread (for
+notebooks).
 """
 
 from pipelines.view.cli import main, start

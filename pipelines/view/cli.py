@@ -1,13 +1,16 @@
-"""Open a prediction on a web map served from this machine.
+"""Open a prediction, or a change between two dates, on a web map served from this machine.
 
     python -m pipelines.view                          # the demo's prediction (out/demo/predictions)
     python -m pipelines.view gs://bucket/maps --port 8080 --no-browser
     python -m pipelines.view out/maps --rgb B8,B4,B3 --basemap osm
+    python -m pipelines.view out/demo/change          # a change folder (change.json): two dates
 
 Prints the URL and opens it in the browser (unless --no-browser); Ctrl-C stops it. The page shows the
 input imagery, the class map over it (opacity slider), each class probability, the legend with area
 shares, the training regions and points, and what the model said about a clicked pixel. Everything the
-page needs is served from here (no CDN); `--basemap` adds an online basemap.
+page needs is served from here (no CDN); `--basemap` adds an online basemap. A change folder shows both
+dates' maps, compared with a swipe or side by side, the transitions between them with their areas, and
+both dates' classes at a clicked pixel.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ MISSING_EXTRA = (
 def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     p = CommandParser(
         "pipelines.view",
-        "Open a prediction (class map, probabilities, imagery, training data) on a web map.",
+        "Open a prediction (class map, probabilities, imagery, training data), or a change between two "
+        "dates, on a web map.",
         usage="%(prog)s [PREDICTIONS] [options]",
         name=prog,
         allow_abbrev=True,
@@ -46,7 +50,8 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
         metavar="PREDICTIONS",
         nargs="?",
         default=DEFAULT_PREDICTIONS,
-        help=f"Prediction folder (local or gs://) with prediction.json (default: {DEFAULT_PREDICTIONS}).",
+        help="Prediction folder (local or gs://) with prediction.json, or a change folder with change.json "
+        f"(default: {DEFAULT_PREDICTIONS}).",
     )
     what.add_argument(
         "--manifest",
@@ -117,12 +122,13 @@ def load(
     basemap: str | None = None,
     max_points: int | None = None,
 ):
-    """The app for a prediction, checked (ViewError, ValueError with the message to show)."""
-    from pipelines.view.maps import PredictionMap
+    """The app for a prediction or a change folder, checked (ViewError, ValueError with the message to
+    show)."""
+    from pipelines.view.change import open_map
     from pipelines.view.server import create_app
 
     bands = [b.strip() for b in rgb.split(",") if b.strip()] if isinstance(rgb, str) else rgb
-    prediction = PredictionMap(
+    prediction = open_map(
         predictions,
         manifest=manifest,
         rgb=bands,

@@ -98,6 +98,105 @@ def viridis_lut() -> np.ndarray:
     return np.array([table[i] for i in range(256)], np.uint8)
 
 
+def class_palette(colors: dict[int, str]) -> np.ndarray:
+    """A 256-entry RGBA lookup table: each class value in its colour, every other value transparent."""
+    lut = np.zeros((256, 4), np.uint8)
+    for value, color in colors.items():
+        lut[value] = (*hex_rgb(color), 255)
+    lut[CLASS_NODATA] = 0
+    return lut
+
+
+def read_tile(path: str, z: int, x: int, y: int, indexes: Sequence[int], resampling: str):
+    """A tile of `path` as a masked array (bands, 256, 256), or None outside the raster."""
+    from rio_tiler.errors import TileOutsideBounds
+    from rio_tiler.io import Reader
+
+    with Reader(gdal_path(path)) as reader:
+        if not reader.tile_exists(x, y, z):
+            return None
+        try:
+            image = reader.tile(
+                x, y, z, tilesize=TILE_SIZE, indexes=list(indexes), resampling_method=resampling
+            )
+        except TileOutsideBounds:
+            return None
+    return image.array
+
+
+def class_tile(path: str, palette: np.ndarray, z: int, x: int, y: int) -> bytes:
+    """A tile of a class map (band 1), each value in its palette colour."""
+    data = read_tile(path, z, x, y, [1], "nearest")
+    if data is None:
+        return EMPTY_TILE
+    values = data[0].filled(CLASS_NODATA).astype(np.uint8)
+    return png(palette[values])
+
+
+def probability_tile(path: str, band: int, encoding: str, lut: np.ndarray, z: int, x: int, y: int) -> bytes:
+    """A tile of a probability band (1-based `band`; `encoding` "uint8" or float) in the colours of `lut`."""
+    data = read_tile(path, z, x, y, [band], "bilinear")
+    if data is None:
+        return EMPTY_TILE
+    raw = data[0]
+    mask = np.ma.getmaskarray(raw)
+    values = raw.filled(0).astype(np.float32)
+    if encoding == "uint8":
+        mask |= values >= 255
+        values = values / PROBABILITY_SCALE
+    mask |= ~np.isfinite(values)
+    level = np.clip(np.nan_to_num(values) * 255, 0, 255).astype(np.uint8)
+    rgba = lut[level]
+    rgba[mask] = 0
+    return png(rgba)
+
+
+# --- an assessment beside a map -----------------------------------------------------------------------
+
+
+def find_assessment(folder: str, names: Sequence[str]) -> dict[str, Any] | None:
+    """The assessment written beside a map (`terrabeam assess` into <folder>/assessment), if it is one of
+    a map with these classes: its estimated areas replace the mapped ones in the legend, as the better
+    figure."""
+    path = join(folder, ASSESSMENT_DIR, ASSESSMENT_JSON)
+    if not exists(path):
+        return None
+    try:
+        doc = read_json(path)
+    except (OSError, ValueError):
+        return None
+    if [c.get("class") for c in doc.get("per_class", [])] != list(names):
+        return None  # an assessment of another map or scheme: not this legend's
+    return doc
+
+
+def assessed_area(row: dict[str, Any]) -> dict[str, Any]:
+    """A class's estimated area, its 95 % interval, its mapped area and reference points (assessment.json)."""
+    area = row.get("area_ha") or {}
+    return {
+        "estimate_ha": area.get("estimate"),
+        "ci95_ha": area.get("ci95"),
+        "mapped_ha": (row.get("mapped") or {}).get("area_ha"),
+        "n": row.get("n"),
+    }
+
+
+def assessment_summary(doc: dict[str, Any], folder: str) -> dict[str, Any]:
+    """What the legend's note says of an assessment: accuracy, sample, population."""
+    overall = doc.get("overall_accuracy") or {}
+    population = doc.get("population")
+    return {
+        "path": join(folder, ASSESSMENT_DIR, ASSESSMENT_JSON),
+        "overall_accuracy": overall.get("estimate"),
+        "overall_ci95": overall.get("ci95"),
+        "labelled": (doc.get("sample") or {}).get("labelled"),
+        "total_area_ha": doc.get("total_area_ha"),
+        "population": (
+            f"the map outside the {population['patches']} training patches" if population else "the whole map"
+        ),
+    }
+
+
 # --- the imagery ------------------------------------------------------------------------------------
 
 
@@ -217,7 +316,7 @@ class PredictionMap:
                 )
             raise ViewError(
                 f"No prediction at {location!r} ({SUMMARY_NAME} missing): pass a folder written by "
-                "`python -m pipelines.predict`."
+                "`python -m pipelines.predict`, or a change folder (change.json)."
             )
         try:
             self.summary = read_json(summary_path)
@@ -239,13 +338,13 @@ class PredictionMap:
         self.stretch_percentiles = stretch
         self._stretch: list[tuple[float, float]] | None = None
         self.manifest_path, self.manifest_note = self._find_manifest(manifest)
-        self.assessment = self._find_assessment()
+        self.assessment = find_assessment(location, self.scheme.names)
         self.max_points = max_points
         # Separate locks: reading thousands of points must not hold up the imagery tiles.
         self._stretch_lock = threading.Lock()
         self._points_lock = threading.Lock()
         self._points: dict[str, Any] | None = None
-        self._palette = self._class_lut()
+        self._palette = class_palette(dict(enumerate(self.scheme.colors)))
         self._viridis = viridis_lut()
         with rasterio.open(gdal_path(self.classes_path)) as src:
             self.crs = src.crs
@@ -266,13 +365,6 @@ class PredictionMap:
                 pass
         except rasterio.errors.RasterioIOError as e:
             raise ViewError(f"Cannot open the class map {path!r}: {e}") from None
-
-    def _class_lut(self) -> np.ndarray:
-        lut = np.zeros((256, 4), np.uint8)
-        for i, color in enumerate(self.scheme.colors):
-            lut[i] = (*hex_rgb(color), 255)
-        lut[CLASS_NODATA] = 0
-        return lut
 
     def _find_manifest(self, manifest: str | None) -> tuple[str | None, str]:
         """The training data's manifest: given, or the model's `training.data` (from prediction.json)."""
@@ -295,50 +387,11 @@ class PredictionMap:
             return None, f"the training data {data!r} is not at hand; pass --manifest to show it"
         return join(data, MANIFEST_NAME), ""
 
-    def _find_assessment(self) -> dict[str, Any] | None:
-        """The assessment written beside the map (`terrabeam assess` into <folder>/assessment), if any:
-        its estimated areas replace the pixel shares in the legend, as the better figure."""
-        path = join(self.folder, ASSESSMENT_DIR, ASSESSMENT_JSON)
-        if not exists(path):
-            return None
-        try:
-            doc = read_json(path)
-        except (OSError, ValueError):
-            return None
-        if [c.get("class") for c in doc.get("per_class", [])] != list(self.scheme.names):
-            return None  # an assessment of another map or scheme: not this legend's
-        return doc
-
     def _assessed_area(self, index: int) -> dict[str, Any] | None:
-        if not self.assessment:
-            return None
-        row = self.assessment["per_class"][index]
-        area = row.get("area_ha") or {}
-        return {
-            "estimate_ha": area.get("estimate"),
-            "ci95_ha": area.get("ci95"),
-            "mapped_ha": (row.get("mapped") or {}).get("area_ha"),
-            "n": row.get("n"),
-        }
+        return assessed_area(self.assessment["per_class"][index]) if self.assessment else None
 
     def _assessment_summary(self) -> dict[str, Any] | None:
-        if not self.assessment:
-            return None
-        doc = self.assessment
-        overall = doc.get("overall_accuracy") or {}
-        population = doc.get("population")
-        return {
-            "path": join(self.folder, ASSESSMENT_DIR, ASSESSMENT_JSON),
-            "overall_accuracy": overall.get("estimate"),
-            "overall_ci95": overall.get("ci95"),
-            "labelled": (doc.get("sample") or {}).get("labelled"),
-            "total_area_ha": doc.get("total_area_ha"),
-            "population": (
-                f"the map outside the {population['patches']} training patches"
-                if population
-                else "the whole map"
-            ),
-        }
+        return assessment_summary(self.assessment, self.folder) if self.assessment else None
 
     # --- what the page needs first ---------------------------------------------------------------
 
@@ -361,6 +414,7 @@ class PredictionMap:
         west, south, east, north = self.bounds
         grid = self.summary.get("grid") or {}
         return {
+            "kind": "prediction",
             "title": self.folder,
             "bounds": [west, south, east, north],
             "minzoom": self.minzoom,
@@ -384,48 +438,29 @@ class PredictionMap:
 
     # --- tiles -------------------------------------------------------------------------------------
 
-    def _read_tile(self, path: str, z: int, x: int, y: int, indexes: Sequence[int], resampling: str):
-        """A tile of `path` as a masked array (bands, 256, 256), or None outside the raster."""
-        from rio_tiler.errors import TileOutsideBounds
-        from rio_tiler.io import Reader
-
-        with Reader(gdal_path(path)) as reader:
-            if not reader.tile_exists(x, y, z):
-                return None
-            try:
-                image = reader.tile(
-                    x, y, z, tilesize=TILE_SIZE, indexes=list(indexes), resampling_method=resampling
-                )
-            except TileOutsideBounds:
-                return None
-        return image.array
+    def tile(self, layer: str, z: int, x: int, y: int) -> bytes:
+        """The PNG tile of a layer: classes, imagery or probability-<class index>; KeyError (its message
+        for the page) when there is no such layer."""
+        if layer == "classes":
+            return self.class_tile(z, x, y)
+        if layer == "imagery":
+            return self.imagery_tile(z, x, y)
+        prefix = "probability-"
+        if layer.startswith(prefix) and layer[len(prefix) :].isdigit():
+            return self.probability_tile(int(layer[len(prefix) :]), z, x, y)
+        raise KeyError(f"no layer {layer!r}")
 
     def class_tile(self, z: int, x: int, y: int) -> bytes:
-        data = self._read_tile(self.classes_path, z, x, y, [1], "nearest")
-        if data is None:
-            return EMPTY_TILE
-        values = data[0].filled(CLASS_NODATA).astype(np.uint8)
-        return png(self._palette[values])
+        return class_tile(self.classes_path, self._palette, z, x, y)
 
     def probability_tile(self, index: int, z: int, x: int, y: int) -> bytes:
         if self.probabilities_path is None:
             raise KeyError("this prediction has no probabilities")
         if not 0 <= index < self.scheme.num_classes:
             raise KeyError(f"no class {index}")
-        data = self._read_tile(self.probabilities_path, z, x, y, [index + 1], "bilinear")
-        if data is None:
-            return EMPTY_TILE
-        band = data[0]
-        mask = np.ma.getmaskarray(band)
-        values = band.filled(0).astype(np.float32)
-        if self.probability_encoding == "uint8":
-            mask |= values >= 255
-            values = values / PROBABILITY_SCALE
-        mask |= ~np.isfinite(values)
-        level = np.clip(np.nan_to_num(values) * 255, 0, 255).astype(np.uint8)
-        rgba = self._viridis[level]
-        rgba[mask] = 0
-        return png(rgba)
+        return probability_tile(
+            self.probabilities_path, index + 1, self.probability_encoding, self._viridis, z, x, y
+        )
 
     def stretch(self) -> list[tuple[float, float]]:
         with self._stretch_lock:
@@ -439,7 +474,7 @@ class PredictionMap:
         ranges = self.stretch()
         channels: list[np.ma.MaskedArray | None] = [None] * 3
         for path, indexes, positions in self.imagery.by_path():
-            data = self._read_tile(path, z, x, y, indexes, "bilinear")
+            data = read_tile(path, z, x, y, indexes, "bilinear")
             if data is None:
                 return EMPTY_TILE
             for i, position in enumerate(positions):

@@ -5,7 +5,12 @@
     GET /api/info                           bounds, zooms, classes (names, colours, area shares), layers
     GET /api/pixel?lon=..&lat=..            the pixel there: grid position, class, probabilities
     GET /api/regions, /api/points           the extraction's regions and points (GeoJSON), 404 if unknown
-    GET /tiles/{layer}/{z}/{x}/{y}.png      layer: classes, imagery, probability-<class index>
+    GET /tiles/{layer}/{z}/{x}/{y}.png      layer: classes, imagery, probability-<class index>; of a
+                                            change: transitions, change-probability, and each date's
+                                            as before-<layer>, after-<layer>
+
+The same routes serve a prediction folder (`PredictionMap`) and a change folder (`ChangeMap`, whose
+/api/info says "kind": "change" and whose /api/pixel reports both dates and the transition).
 
 Every URL the page uses is relative, so the app also works behind a proxy path (Colab's port proxy).
 Tile and pixel handlers are plain functions: Starlette runs them in its thread pool, off the event loop.
@@ -29,6 +34,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from pipelines.view.change import ChangeMap
 from pipelines.view.maps import PredictionMap
 
 log = logging.getLogger("terrabeam.view")
@@ -42,8 +48,9 @@ def _json(data: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(data, status_code=status, headers={"Cache-Control": "no-cache"})
 
 
-def create_app(prediction: PredictionMap, basemap: dict[str, str] | None = None) -> Starlette:
-    """The Starlette app serving `prediction`; `basemap` ({"url", "attribution"}) adds an online layer."""
+def create_app(prediction: PredictionMap | ChangeMap, basemap: dict[str, str] | None = None) -> Starlette:
+    """The Starlette app serving `prediction` (or a change); `basemap` ({"url", "attribution"}) adds an
+    online layer."""
 
     def index(request: Request) -> Response:
         return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-cache"})
@@ -71,16 +78,9 @@ def create_app(prediction: PredictionMap, basemap: dict[str, str] | None = None)
         params = request.path_params
         layer, z, x, y = params["layer"], params["z"], params["x"], params["y"]
         try:
-            if layer == "classes":
-                data = prediction.class_tile(z, x, y)
-            elif layer == "imagery":
-                data = prediction.imagery_tile(z, x, y)
-            elif layer.startswith("probability-") and layer[len("probability-") :].isdigit():
-                data = prediction.probability_tile(int(layer[len("probability-") :]), z, x, y)
-            else:
-                return Response(f"no layer {layer!r}", 404, media_type="text/plain")
+            data = prediction.tile(layer, z, x, y)
         except KeyError as e:
-            return Response(str(e), 404, media_type="text/plain")
+            return Response(str(e.args[0] if e.args else e), 404, media_type="text/plain")
         return Response(data, media_type="image/png", headers={"Cache-Control": TILE_CACHE})
 
     routes = [

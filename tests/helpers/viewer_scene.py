@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +173,101 @@ def predict_viewer_scene(folder: Path, *, mosaic: bool = False) -> tuple[ViewerS
         ]
     )  # fmt: skip
     return scene, output
+
+
+# --- a change between two dates of the scene ---------------------------------------------------------
+
+CHANGE_DATES = ("2019", "2023")
+# What the second date changes, as (class before, class after, rows, columns): the right half of the
+# water quadrant became trees, the left half of the flooded vegetation grass.
+CHANGES = (
+    ("water", "trees", slice(0, SIZE // 2), slice(SIZE // 4, SIZE // 2)),
+    ("flooded_vegetation", "grass", slice(SIZE // 2, SIZE - NODATA_ROWS), slice(SIZE // 2, 3 * SIZE // 4)),
+)
+# The second date is sure of its trees (P(change) there about 0.97) but hesitates between grass (0.5)
+# and flooded vegetation (0.45), so P(change) there is about 0.55: a confidence floor of 0.6 leaves that
+# change uncertain.
+AFTER_CONFIDENCE = 0.9
+HESITANT = {"grass": 0.5, "flooded_vegetation": 0.45}
+
+
+def after_classes(labels: np.ndarray) -> np.ndarray:
+    """The scene's class map at the second date (255 where the first has no data)."""
+    after = labels.copy()
+    for _, to, rows, cols in CHANGES:
+        after[rows, cols] = CLASSES.index(to)
+    return after
+
+
+def write_viewer_change(
+    folder: Path, scene: ViewerScene, predictions: Path, min_confidence: float | None = None
+) -> Path:
+    """A change folder as `terrabeam change` writes it: the scene's prediction as the first date, a second
+    date (CHANGES) on the same grid with its probabilities, both in dates/<label>, then transitions.tif,
+    changed.tif, change_probability.tif, transitions.png (transforms.change.compare) and change.json."""
+    from tests.helpers.class_maps import write_prediction
+    from transforms.change.compare import compare, open_prediction, write_summary
+
+    before_label, after_label = CHANGE_DATES
+    dates = folder / "dates"
+    before = dates / before_label
+    shutil.copytree(predictions, before)
+    summary = json.loads((before / "prediction.json").read_text())
+    after = after_classes(scene.labels_array)
+    n = len(CLASSES)
+    probabilities = np.full((*after.shape, n), (1 - AFTER_CONFIDENCE) / (n - 1), np.float32)
+    np.put_along_axis(
+        probabilities, np.minimum(after, n - 1)[..., None].astype(np.int64), AFTER_CONFIDENCE, -1
+    )
+    rows, cols = CHANGES[1][2], CHANGES[1][3]
+    probabilities[rows, cols] = [0.025, 0.025, HESITANT["grass"], HESITANT["flooded_vegetation"]]
+    probabilities[after == 255] = np.nan
+    colors = tuple(c["color"] for c in summary["label_scheme"]["classes"])
+    write_prediction(dates / after_label, after, probabilities, names=CLASSES, colors=colors)
+    # The second date read the same kind of imagery with the same model: its prediction.json says so.
+    after_summary = json.loads((dates / after_label / "prediction.json").read_text())
+    for key in ("model", "bands", "label_scheme", "source"):
+        after_summary[key] = summary[key]
+    valid = after[after != 255]
+    after_summary["class_counts"] = {name: int((valid == i).sum()) for i, name in enumerate(CLASSES)}
+    (dates / after_label / "prediction.json").write_text(json.dumps(after_summary))
+    maps = [open_prediction(label, str(dates / label)) for label in CHANGE_DATES]
+    numbers = compare(*maps, str(folder), min_confidence).to_json()
+    # change.json as the change command writes it (its "predictions" as the command was given them)
+    doc = {
+        "method": "post-classification",
+        "dates": {"before": before_label, "after": after_label},
+        "model": summary.get("model"),
+        "predictions": {label: str(dates / label) for label in CHANGE_DATES},
+        "source": {"option": "--maps", "dates": {label: str(dates / label) for label in CHANGE_DATES}},
+        "grid": summary.get("grid"),
+        "files": {
+            "transitions": "transitions.tif",
+            "changed": "changed.tif",
+            "quicklook": "transitions.png",
+            "change_probability": "change_probability.tif",
+        },
+        **numbers,
+    }
+    write_summary(str(folder), doc)
+    return folder
+
+
+def write_true_transitions(change: Path, path: Path) -> str:
+    """The transitions as they truly were, for an assessment of the change map: the map's, except that
+    the top quarter of its water -> trees block did not change (a commission error of the map)."""
+    import rasterio
+
+    with rasterio.open(change / "transitions.tif") as src:
+        profile = src.profile
+        codes = src.read(1)
+        tags = src.tags(1)
+        colormap = src.colormap(1)
+    _, _, rows, cols = CHANGES[0]
+    codes[rows.start : rows.start + (rows.stop - rows.start) // 4, cols] = 0
+    profile.update(driver="GTiff")
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(codes, 1)
+        dst.update_tags(1, **tags)
+        dst.write_colormap(1, colormap)
+    return str(path)

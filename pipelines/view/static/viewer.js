@@ -45,10 +45,11 @@
   }
 
   // An assessment beside the map: the estimated area ± its 95 % interval, instead of the pixel share.
-  function assessedArea(a) {
+  function assessedArea(a, format) {
+    format = format || hectares;
     if (!a || a.estimate_ha === null || a.estimate_ha === undefined) return "no estimate";
     const half = a.ci95_ha ? (a.ci95_ha[1] - a.ci95_ha[0]) / 2 : null;
-    return hectares(a.estimate_ha) + (half === null ? "" : " ± " + hectares(half).replace(" ha", ""));
+    return format(a.estimate_ha) + (half === null ? "" : " ± " + format(half).replace(" ha", ""));
   }
 
   function legend(info) {
@@ -224,7 +225,11 @@
     document.body.dataset.state = "ready";
   }
 
-  getJSON("api/info").then(start).catch((e) => {
+  // A change folder has a page of its own (change.js), made of the same parts.
+  const parts = { $, state, getJSON, escapeHtml, percent, hectares, assessedArea, tileLayer, toggle, trainingLayers };
+  const begin = (info) => (info.kind === "change" ? window.terrabeamChange(parts, info) : start(info));
+
+  getJSON("api/info").then(begin).catch((e) => {
     document.body.dataset.state = "failed";
     $("notes").textContent = "Cannot load the map: " + e.message;
     console.error(e.message);

@@ -88,6 +88,7 @@ def test_info_lists_classes_with_colours_and_area_shares(viewer_prediction, clie
     assert info["imagery"] == {"bands": ["B4", "B3", "B2"], "true_colour": True}
     assert info["probabilities"] and info["training"] and info["size"] == [SIZE, SIZE]
     assert info["assessment"] is None and all(c["assessed"] is None for c in info["classes"])
+    assert info["kind"] == "prediction"
 
 
 @pytest.mark.parametrize("zoom", [13, 15, 17])

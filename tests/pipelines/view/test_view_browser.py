@@ -2,7 +2,8 @@
 
 The page must load without console errors, fetch its tiles, draw each quadrant of the test scene in its
 class colour (read back from a screenshot), list the classes in the legend, and report the class of a
-clicked pixel. Without Chromium or Playwright these tests skip, saying why; CI sets
+clicked pixel; a change folder must swipe between its two dates and list its transitions with their
+areas. Without Chromium or Playwright these tests skip, saying why; CI sets
 TERRABEAM_REQUIRE_BROWSER=1 (`.ci/run` installs Chromium), which turns the skip into a failure.
 
 `TERRABEAM_UPDATE_SCREENSHOTS=1` also writes the README's screenshot (docs/viewer.png) from the demo's
@@ -12,6 +13,7 @@ prediction, when `make demo` has made one.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 from pathlib import Path
@@ -22,7 +24,7 @@ from PIL import Image
 from pipelines.view import start
 from pipelines.view.maps import DEFAULT_PREDICTIONS
 from tests.helpers.environment import ROOT
-from tests.helpers.viewer_scene import CLASSES, NODATA_ROWS, SIZE
+from tests.helpers.viewer_scene import CHANGES, CLASSES, NODATA_ROWS, SIZE
 
 README_SCREENSHOT = ROOT / "docs" / "viewer.png"
 CHROMIUM_FLAGS = [
@@ -72,7 +74,7 @@ def browser():
 class Page:
     """A page of the viewer with its console messages, failed requests and tile responses recorded."""
 
-    def __init__(self, browser, url: str) -> None:
+    def __init__(self, browser, url: str, first_layer: str = "classes") -> None:
         self.page = browser.new_page(viewport=VIEWPORT, device_scale_factor=1)
         self.errors: list[str] = []
         self.failed: list[str] = []
@@ -85,7 +87,7 @@ class Page:
         self.page.on("response", self._response)
         self.page.goto(url)
         self.page.wait_for_selector("body[data-state=ready]")
-        self.wait_for_tiles("classes")
+        self.wait_for_tiles(first_layer)
 
     def _response(self, response) -> None:
         if "/tiles/" in response.url:
@@ -254,5 +256,75 @@ def test_the_legend_shows_estimated_areas_with_their_intervals(browser, assessed
             note = page.page.inner_text("#legend-note")
             assert "95 %" in note and "reference points" in note and "overall accuracy" in note, note
             assert page.errors == []
+        finally:
+            page.close()
+
+
+def test_a_change_swipes_between_its_dates_and_lists_the_transitions(
+    browser, viewer_prediction, viewer_change
+):
+    """The second date is drawn right of the divider only: dragged or set, the divider moves the clip of
+    the second date's pane, and the screenshot shows each date on its side of it."""
+    scene, _ = viewer_prediction
+    doc = json.loads((viewer_change / "change.json").read_text())
+    with start(str(viewer_change)) as running:
+        page = Page(browser, running.url, first_layer="before-classes")
+        try:
+            page.wait_for_tiles("after-classes")
+            page.set_opacity(1.0)
+            colours = {c["name"]: hex_rgb(c["color"]) for c in page.page.evaluate("terrabeam.info.classes")}
+            clip = "terrabeam.map.getPane('after').style.clipPath"
+            _, _, rows, cols = CHANGES[0]  # water (2019) -> trees (2023)
+            centre = page.position(*scene.lonlat((rows.start + rows.stop) / 2, (cols.start + cols.stop) / 2))
+            divider = page.page.locator("#swipe-divider")
+            box = divider.bounding_box()
+            x0 = box["x"] + box["width"] / 2
+            assert centre[0] < x0  # the block starts left of the divider: 2019 there
+            first = page.page.evaluate(clip)
+            assert first.startswith("polygon(")
+            assert close_to(page.screenshot().getpixel(centre), colours["water"])
+            # Drag the divider to the left of the block: 2023 (trees) shows there.
+            page.page.mouse.move(x0, box["y"] + box["height"] / 2)
+            page.page.mouse.down()
+            page.page.mouse.move(centre[0] - 40, box["y"] + box["height"] / 2, steps=5)
+            page.page.mouse.up()
+            dragged = page.page.evaluate(clip)
+            assert dragged != first
+            assert float(page.page.input_value("#swipe")) < 50
+            assert close_to(page.screenshot().getpixel(centre), colours["trees"])
+            # The range input sets it too: at the right edge the whole map is 2019's.
+            page.page.eval_on_selector(
+                "#swipe", "e => { e.value = 100; e.dispatchEvent(new Event('input')); }"
+            )
+            assert page.page.evaluate(clip) not in (first, dragged)
+            assert close_to(page.screenshot().getpixel(centre), colours["water"])
+            # The legend: each transition with its colour, name and change.json's area.
+            items = page.page.locator("#legend li")
+            names = [t["transition"] for t in doc["top_transitions"]]
+            assert [items.nth(i).get_attribute("data-class") for i in range(items.count())] == [
+                "unchanged",
+                *names,
+            ]
+            water_to_trees = items.nth(1)
+            assert (
+                float(water_to_trees.get_attribute("data-hectares")) == doc["top_transitions"][0]["hectares"]
+            )
+            assert water_to_trees.inner_text().split() == ["water", "→", "trees", "81.9", "ha"]
+            swatch = water_to_trees.locator(".swatch").evaluate("e => getComputedStyle(e).backgroundColor")
+            assert swatch == "rgb({}, {}, {})".format(*colours["trees"])
+            assert "154 ha changed" in page.page.inner_text("#legend-note")
+            # A click: both dates' classes and the transition.
+            page.page.mouse.click(*centre)
+            page.page.wait_for_selector("#pixel-transition[data-transition=water_to_trees]")
+            assert page.page.get_attribute("#pixel-dates tr[data-date=before]", "data-class") == "water"
+            assert page.page.get_attribute("#pixel-dates tr[data-date=after]", "data-class") == "trees"
+            # Side by side: a second map, at the same place.
+            page.page.check("#mode-side")
+            page.wait_for_tiles("after-classes-2")
+            assert page.page.is_visible("#map-after") and not page.page.is_visible("#swipe-divider")
+            assert page.page.evaluate(clip) == ""
+            centres = page.page.evaluate("[terrabeam.map.getCenter(), terrabeam.second.getCenter()]")
+            assert centres[0] == pytest.approx(centres[1])
+            assert page.errors == [] and page.failed == []
         finally:
             page.close()
