@@ -196,12 +196,13 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> d
 
     from transforms.runtime.outcome import is_local_runner
 
+    job_options = options_class()  # registered with Beam before the flags are checked against it
     options = PipelineOptions(args)
     options.view_as(SetupOptions).save_main_session = save_main_session
     problem = unknown_flags_message(options, help_flags(parser))
     if problem:
         raise UsageError(problem)
-    settings = validate(options.view_as(options_class()))
+    settings = validate(options.view_as(job_options))
     workers = options.view_as(WorkerOptions)
     # One work item: never ask the service for more than one worker.
     if workers.num_workers is None:
