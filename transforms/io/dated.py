@@ -1,7 +1,7 @@
 """Imagery by date: local rasters of several dates, from the command line or a STAC file on disk.
 
 `--inputs before=s2-2019.tif before=dem.tif after=s2-2023.tif` gives each file a date label (a simple
-identifier, or an ISO date such as 2019-07-01; a label may repeat to give several files of one date);
+identifier, a year such as 2019, or an ISO date such as 2019-07-01; a label may repeat to give several files of one date);
 `--inputs catalog.json` (a STAC Catalog or Collection, an ItemCollection, or one Item) gives one date per
 item. The first date is the reference: the first on the command line, the earliest in a STAC file.
 
@@ -43,9 +43,11 @@ from typing import Any
 
 from transforms.io.rasters import LocalRasterSource, SourceError
 
-# A token LABEL=PATH: only an identifier or an ISO date before the first "=" makes a label, so that
-# gs://..., /vsicurl/...?a=b and folder/x=1/a.tif stay plain paths.
-_LABELLED = re.compile(r"(?P<label>[A-Za-z][A-Za-z0-9_-]*|\d{4}-\d{2}-\d{2})=(?P<path>.*)", re.DOTALL)
+# A token LABEL=PATH: only an identifier, a year or an ISO date before the first "=" makes a label, so
+# that gs://..., /vsicurl/...?a=b and folder/x=1/a.tif stay plain paths.
+_LABELLED = re.compile(
+    r"(?P<label>[A-Za-z][A-Za-z0-9_-]*|\d{4}|\d{4}-\d{2}-\d{2})=(?P<path>.*)", re.DOTALL
+)
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 STAC_SUFFIX = ".json"
 TIFF_SUFFIXES = (".tif", ".tiff")
