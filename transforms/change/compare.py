@@ -17,6 +17,9 @@ from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.warp
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from transforms.assessment.areas import pixel_areas
@@ -38,6 +41,7 @@ from transforms.contracts.prediction import (
     PROBABILITY_SCALE,
     SUMMARY_NAME,
 )
+from transforms.contracts.schema import CLASS_NODATA
 from transforms.io.files import join, read_json
 
 WINDOW = 512
@@ -91,8 +95,9 @@ def open_prediction(label: str, folder: str) -> DatedMap:
     )
 
 
-def check_comparable(before: DatedMap, after: DatedMap) -> LabelScheme:
-    """The two maps' label scheme; a ChangeError when they differ in classes or grid."""
+def check_comparable(before: DatedMap, after: DatedMap) -> tuple[LabelScheme, str | None]:
+    """The two maps' label scheme, and a note when the second date lies on another grid (it is then read
+    onto the first date's grid); a ChangeError when the classes differ or the grids do not overlap."""
     scheme = before.scheme
     if after.scheme.names != scheme.names:
         raise ChangeError(
@@ -101,14 +106,41 @@ def check_comparable(before: DatedMap, after: DatedMap) -> LabelScheme:
         )
     with rasterio.open(gdal_path(before.classes)) as a, rasterio.open(gdal_path(after.classes)) as b:
         grids = [(src.crs, tuple(src.transform)[:6], src.width, src.height) for src in (a, b)]
-    if grids[0] != grids[1]:
-        described = [f"{crs} {w}x{h} at {t[2]:g},{t[5]:g}" for crs, t, w, h in grids]
-        raise ChangeError(
-            f"dates {before.label} and {after.label} are on different grids ({described[0]} / "
-            f"{described[1]}); predict both with the same model and --aoi (the model's grid), or with the "
-            "same --crs/--scale."
-        )
-    return scheme
+        if grids[0] == grids[1]:
+            return scheme, None
+        overlap = rasterio.warp.transform_bounds(b.crs, a.crs, *b.bounds)
+        left, bottom, right, top = a.bounds
+        if overlap[0] >= right or overlap[2] <= left or overlap[1] >= top or overlap[3] <= bottom:
+            raise ChangeError(
+                f"dates {before.label} and {after.label} do not overlap ({_grid_text(grids[0])} / "
+                f"{_grid_text(grids[1])}): give two dates of the same place."
+            )
+    return scheme, (
+        f"Date {after.label} lies on another grid ({_grid_text(grids[1])}) than date {before.label} "
+        f"({_grid_text(grids[0])}): its map is read onto {before.label}'s grid (nearest class, probabilities "
+        "resampled bilinearly); pixels it does not cover are left out."
+    )
+
+
+def _grid_text(grid: tuple) -> str:
+    crs, t, width, height = grid
+    return f"{crs} {width}x{height} pixels of {t[0]:.12g} at {t[2]:.12g},{t[5]:.12g}"
+
+
+def _onto(src, like, nodata: float, resampling: Resampling):
+    """`src` read on `like`'s grid (a WarpedVRT), or `src` itself when it already is."""
+    if (src.crs, src.transform, src.width, src.height) == (like.crs, like.transform, like.width, like.height):
+        return src
+    return WarpedVRT(
+        src,
+        crs=like.crs,
+        transform=like.transform,
+        width=like.width,
+        height=like.height,
+        resampling=resampling,
+        src_nodata=src.nodata if src.nodata is not None else nodata,
+        nodata=nodata,
+    )
 
 
 def _windows(width: int, height: int) -> Iterator[Window]:
@@ -154,7 +186,7 @@ def compare(
     min_confidence: float | None = None,
 ) -> ChangeSummary:
     """Write the change rasters of `before` → `after` into `output`; returns the change summary."""
-    scheme = check_comparable(before, after)
+    scheme, _ = check_comparable(before, after)
     transitions = TransitionScheme(scheme, with_uncertain=min_confidence is not None)
     with_probability = before.probabilities is not None and after.probabilities is not None
     if min_confidence is not None and not with_probability:
@@ -166,9 +198,14 @@ def compare(
     n = scheme.num_classes
     with tempfile.TemporaryDirectory(prefix="terrabeam-change-") as tmp, rasterio.Env():
         a = rasterio.open(gdal_path(before.classes))
-        b = rasterio.open(gdal_path(after.classes))
         pa = rasterio.open(gdal_path(before.probabilities)) if with_probability else None
-        pb = rasterio.open(gdal_path(after.probabilities)) if with_probability else None
+        # The second date on the first date's grid: nearest class, bilinear probabilities.
+        b_file = rasterio.open(gdal_path(after.classes))
+        b = _onto(b_file, a, b_file.nodata if b_file.nodata is not None else CLASS_NODATA, Resampling.nearest)
+        pb_file = rasterio.open(gdal_path(after.probabilities)) if with_probability else None
+        pb = None
+        if pb_file is not None:
+            pb = _onto(pb_file, a, pb_file.nodata, Resampling.bilinear)
         try:
             areas = pixel_areas(a.crs.to_wkt(), tuple(a.transform)[:6], a.height)
             profile = _class_profile(a, scheme)
@@ -211,8 +248,8 @@ def compare(
                 if dataset is not None:
                     dataset.close()
         finally:
-            for dataset in (a, b, pa, pb):
-                if dataset is not None:
+            for dataset in (b, pb, a, b_file, pa, pb_file):
+                if dataset is not None and not dataset.closed:
                     dataset.close()
         for name, path in paths.items():
             vrt_to_cog(

@@ -91,14 +91,32 @@ def test_a_confidence_floor_makes_unsure_changes_uncertain(tmp_path, two_dates):
         assert (src.read(1)[50:60, 0:10] == 2).sum() == unsure
 
 
-def test_maps_on_different_grids_or_classes_are_refused(tmp_path):
+def test_a_map_on_another_grid_is_read_onto_the_first_and_disjoint_maps_are_refused(tmp_path):
     from rasterio.transform import from_origin
+
+    from transforms.change.compare import check_comparable
 
     classes = np.zeros((20, 20), np.uint8)
     a = write_prediction(tmp_path / "a", classes)
-    b = write_prediction(tmp_path / "b", classes, transform=from_origin(600_010.0, 5_120_000.0, 10, 10))
-    with pytest.raises(ChangeError, match="different grids.*same model"):
-        compare(open_prediction("a", a), open_prediction("b", b), str(tmp_path / "out"))
+    # One pixel (10 m) east: the after map's column c covers the before map's column c + 1.
+    shifted = np.zeros((20, 20), np.uint8)
+    shifted[:, 4] = 2
+    b = write_prediction(tmp_path / "b", shifted, transform=from_origin(600_010.0, 5_120_000.0, 10, 10))
+    before, after = open_prediction("a", a), open_prediction("b", b)
+    _, note = check_comparable(before, after)
+    assert note.startswith("Date b lies on another grid (EPSG:32632 20x20 pixels of 10 at 600010,5120000)")
+    summary = compare(before, after, str(tmp_path / "out"))
+    with rasterio.open(tmp_path / "out" / "changed.tif") as src:
+        assert (src.width, src.height, src.transform.c) == (20, 20, 600_000.0)
+        changed = src.read(1)
+        expected = np.zeros((20, 20), np.uint8)
+        expected[:, 5] = 1
+        expected[:, 0] = src.nodata  # the after map does not cover the first column
+        np.testing.assert_array_equal(changed, expected)
+    assert summary.to_json()["changed"]["pixels"] == 20
+    far = write_prediction(tmp_path / "far", classes, transform=from_origin(700_000.0, 5_120_000.0, 10, 10))
+    with pytest.raises(ChangeError, match="do not overlap.*same place"):
+        compare(before, open_prediction("far", far), str(tmp_path / "out"))
     c = write_prediction(tmp_path / "c", classes, names=("w", "t", "g", "b"))
     with pytest.raises(ChangeError, match="different classes"):
         compare(open_prediction("a", a), open_prediction("c", c), str(tmp_path / "out"))
