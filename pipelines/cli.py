@@ -54,6 +54,9 @@ COMMANDS: dict[str, Command] = {
         "main",
         "What an extract or predict job will do and cost (requests, hours, USD), before it runs.",
     ),
+    "change": Command(
+        "pipelines.change", "main", "Change between two dates: transitions, changed area (one model)."
+    ),
     "assess": Command(
         "pipelines.assess",
         "main",

@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import keras
 import numpy as np
 import pystac
 import rasterio
@@ -111,3 +112,17 @@ def write_item_collection(dates: Mapping[str, Assets], folder: Path, name: str =
     path = folder / name
     collection.save_object(str(path))
     return str(path)
+
+
+def change_model(bands: list[str], before: str | None, after: str, threshold: float) -> keras.Model:
+    """Class 1 where band `after` exceeds band `before` (or zero, when None) by `threshold`: a 1×1
+    convolution, its probabilities saturated for differences of a few units or more."""
+    inputs = keras.Input((None, None, len(bands)), name="image")
+    conv = keras.layers.Conv2D(2, 1)
+    model = keras.Model(inputs, keras.layers.Softmax(name="probabilities")(conv(inputs)))
+    kernel = np.zeros((1, 1, len(bands), 2), np.float32)
+    kernel[0, 0, bands.index(after), 1] = 1.0
+    if before is not None:
+        kernel[0, 0, bands.index(before), 1] = -1.0
+    conv.set_weights([kernel, np.array([0.0, -threshold], np.float32)])
+    return model

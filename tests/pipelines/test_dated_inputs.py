@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 import rasterio
@@ -16,6 +15,7 @@ from pipelines.view.maps import find_imagery
 from tests.helpers.dated import (
     AFTER_SHIFT,
     CHANGE,
+    change_model,
     write_later_date,
     write_on_other_grid,
     write_stac_catalog,
@@ -90,17 +90,6 @@ def test_a_stac_catalogue_is_the_stack_of_its_dates_and_another_grid_gets_one_no
         "note: date 2023-07-01 (EPSG:32633, 20 m) is on another grid than date 2019-07-01 (EPSG:32632, "
         "10 m): reprojected onto the job's grid as it is read."
     ]
-
-
-def change_model(bands: list[str], before: str, after: str, threshold: float) -> keras.Model:
-    """Class 1 ("changed") where band `after` exceeds band `before` by `threshold`: a 1×1 convolution."""
-    inputs = keras.Input((None, None, len(bands)), name="image")
-    conv = keras.layers.Conv2D(2, 1)
-    model = keras.Model(inputs, keras.layers.Softmax(name="probabilities")(conv(inputs)))
-    kernel = np.zeros((1, 1, len(bands), 2), np.float32)
-    kernel[0, 0, bands.index(after), 1], kernel[0, 0, bands.index(before), 1] = 1.0, -1.0
-    conv.set_weights([kernel, np.array([0.0, -threshold], np.float32)])
-    return model
 
 
 def test_prediction_of_the_stack_finds_the_change(tiny_scene, after, tmp_path):
