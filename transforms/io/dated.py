@@ -45,9 +45,7 @@ from transforms.io.rasters import LocalRasterSource, SourceError
 
 # A token LABEL=PATH: only an identifier, a year or an ISO date before the first "=" makes a label, so
 # that gs://..., /vsicurl/...?a=b and folder/x=1/a.tif stay plain paths.
-_LABELLED = re.compile(
-    r"(?P<label>[A-Za-z][A-Za-z0-9_-]*|\d{4}|\d{4}-\d{2}-\d{2})=(?P<path>.*)", re.DOTALL
-)
+_LABELLED = re.compile(r"(?P<label>[A-Za-z][A-Za-z0-9_-]*|\d{4}|\d{4}-\d{2}-\d{2})=(?P<path>.*)", re.DOTALL)
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 STAC_SUFFIX = ".json"
 TIFF_SUFFIXES = (".tif", ".tiff")
