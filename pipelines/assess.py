@@ -456,8 +456,8 @@ def run_estimate(args: argparse.Namespace) -> int:
             scheme = resolve_label_scheme(args.reference_scheme)
         raster = args.reference_raster
         if raster == DEMO_REFERENCE:
-            raster = demo_truth()
-            print(f"Reference raster {DEMO_REFERENCE!r}: the demo scene's truth labels, {raster}.")
+            raster, what = demo_truth(design, output)
+            print(f"Reference raster {DEMO_REFERENCE!r}: {what}, {raster}.")
         labels = labels_from_raster(raster, design, args.reference_band, scheme)
     _, doc = assess(design, labels)
     os.makedirs(output, exist_ok=True)
@@ -485,12 +485,28 @@ def run_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
-def demo_truth() -> str:
-    """The truth labels of the demo scene that extract and predict run on by default (generated into
-    their default cache if it is not there yet)."""
+def demo_truth(design: Any, output: str) -> tuple[str, str]:
+    """The demo scene's truth for `design`'s map, and what it is: its truth labels for a class map; for a
+    change between the demo's two dates (a transitions map beside change.json), the true transitions,
+    written into `output`. The scene is generated into its default cache if it is not there yet."""
     from pipelines.demo.scene import ensure_demo_scene
 
-    return ensure_demo_scene().labels
+    scene = ensure_demo_scene()
+    change = os.path.join(os.path.dirname(design.map_path), "change.json")
+    if os.path.basename(design.map_path) != "transitions.tif" or not os.path.exists(change):
+        return scene.labels, "the demo scene's truth labels"
+    from transforms.change.compare import open_prediction
+    from transforms.change.scoring import write_true_transitions
+
+    with open(change, encoding="utf-8") as f:
+        doc = json.load(f)
+    label, folder = next(iter(doc["predictions"].items()))
+    scheme = open_prediction(label, folder).scheme
+    os.makedirs(output, exist_ok=True)
+    path = write_true_transitions(
+        scene.labels, scene.labels_after, scheme, os.path.join(output, "true_transitions.tif")
+    )
+    return path, "the demo scene's true transitions between its two dates"
 
 
 def _write(path: str, text: str) -> str:

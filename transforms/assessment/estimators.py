@@ -60,21 +60,32 @@ def proportion_matrix(counts: np.ndarray, weights: np.ndarray | Sequence[float])
     return np.where(w[..., None] > 0, np.nan_to_num(shares) * w[..., None], 0.0)
 
 
-def users_accuracy(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(U_h, V(U_h)) per stratum: NaN without a sample, NaN variance with a single one."""
+def _census(census: np.ndarray | Sequence[bool] | None, n: np.ndarray) -> np.ndarray:
+    """Strata whose every pixel is labelled: no sampling error, whatever their n_h."""
+    return np.zeros(n.shape, bool) if census is None else np.broadcast_to(np.asarray(census, bool), n.shape)
+
+
+def users_accuracy(
+    counts: np.ndarray, census: np.ndarray | Sequence[bool] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(U_h, V(U_h)) per stratum: NaN without a sample, NaN variance with a single one (0 for a census
+    stratum, whose every pixel is labelled)."""
     n, shares = _per_stratum(counts)
+    whole = _census(census, n)
     u = np.diagonal(shares, axis1=-2, axis2=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         var = np.where(n > 1, u * (1 - u) / (n - 1), np.nan)
-    return u, var
+    return u, np.where(whole & (n > 0), 0.0, var)
 
 
 def overall_accuracy(
-    counts: np.ndarray, weights: np.ndarray | Sequence[float]
+    counts: np.ndarray,
+    weights: np.ndarray | Sequence[float],
+    census: np.ndarray | Sequence[bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(O, V(O)); strata of weight 0 do not count, a sampled stratum with n_h = 1 makes V(O) NaN."""
     w = _weights(weights)
-    u, var_u = users_accuracy(counts)
+    u, var_u = users_accuracy(counts, census)
     present = w > 0
     value = np.sum(np.where(present, w * np.nan_to_num(u), 0.0), axis=-1)
     value = np.where(np.any(present & np.isnan(u), axis=-1), np.nan, value)
@@ -83,25 +94,32 @@ def overall_accuracy(
 
 
 def area_proportions(
-    counts: np.ndarray, weights: np.ndarray | Sequence[float]
+    counts: np.ndarray,
+    weights: np.ndarray | Sequence[float],
+    census: np.ndarray | Sequence[bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(p_.j, V(p_.j)) per reference class j."""
     w = _weights(weights)
     n, shares = _per_stratum(counts)
+    whole = _census(census, n)[..., None]
     present = (w > 0)[..., None]
     value = np.sum(np.where(present, w[..., None] * np.nan_to_num(shares), 0.0), axis=-2)
     with np.errstate(invalid="ignore", divide="ignore"):
         terms = w[..., None] ** 2 * shares * (1 - shares) / (n[..., None] - 1)
-    terms = np.where(present, np.where(n[..., None] > 1, terms, np.nan), 0.0)
+    terms = np.where(present, np.where(n[..., None] > 1, terms, np.where(whole, 0.0, np.nan)), 0.0)
+    terms = np.where(whole & present, 0.0, terms)
     return value, terms.sum(axis=-2)
 
 
 def producers_accuracy(
-    counts: np.ndarray, weights: np.ndarray | Sequence[float]
+    counts: np.ndarray,
+    weights: np.ndarray | Sequence[float],
+    census: np.ndarray | Sequence[bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(P_j, V(P_j)) per class j, Eq. 7 of the paper: NaN where no reference point is of class j."""
     w = _weights(weights)
     n, shares = _per_stratum(counts)
+    whole = _census(census, n)
     p = proportion_matrix(counts, w)
     column = p.sum(axis=-2)
     diagonal = np.diagonal(p, axis1=-2, axis2=-1)
@@ -111,9 +129,11 @@ def producers_accuracy(
         # The stratum of class j itself: its map pixels of another reference class are omitted area.
         own = np.where(w > 0, w**2 * (1 - value) ** 2 * u * (1 - u) / (n - 1), 0.0)
         own = np.where((w > 0) & ~(n > 1), np.nan, own)
+        own = np.where(whole, 0.0, own)
         # Every other stratum i: its pixels of reference class j (omission of j into i).
         cell = w[..., None] ** 2 * shares * (1 - shares) / (n[..., None] - 1)
         cell = np.where((w > 0)[..., None], np.where(n[..., None] > 1, cell, np.nan), 0.0)
+        cell = np.where(whole[..., None], 0.0, cell)
         k = cell.shape[-1]
         others = np.sum(np.where(np.eye(k, dtype=bool), 0.0, cell), axis=-2)
         var = (own + value**2 * others) / column**2
@@ -186,13 +206,15 @@ def stratified_estimates(
     counts: np.ndarray | Sequence[Sequence[int]],
     stratum_sizes: np.ndarray | Sequence[float],
     classes: Sequence[str] | None = None,
+    census: Sequence[bool] | None = None,
 ) -> StratifiedEstimates:
     """Estimates from a (K, K) table of sample counts (rows: map class = stratum, columns: reference
     class) and the strata's sizes (pixels, or areas: only their shares matter).
 
     A stratum that holds pixels but has no labelled point cannot be estimated: its class gets no
     estimates (None) and its pixels are left out of the population, so overall accuracy and areas
-    describe the rest of the map; the warnings say so."""
+    describe the rest of the map; the warnings say so. `census`: strata whose every pixel has a labelled
+    point (a class of a few pixels), which have no sampling error at any n_h."""
     counts = np.asarray(counts, dtype=np.int64)
     sizes = np.asarray(stratum_sizes, dtype=np.float64)
     k = len(sizes)
@@ -220,7 +242,8 @@ def stratified_estimates(
             f"(null), and its {100 * sizes[i] / sizes.sum():.2f} % of the map is left out of every other "
             "estimate."
         )
-    for i in np.flatnonzero((sizes > 0) & (n == 1)):
+    whole = np.zeros(k, bool) if census is None else np.asarray(census, bool)
+    for i in np.flatnonzero((sizes > 0) & (n == 1) & ~whole):
         warnings.append(
             f"class {names[i]!r} has a single labelled point: standard errors that depend on it are "
             "undefined (null); a stratum needs at least 2."
@@ -228,10 +251,10 @@ def stratified_estimates(
     weights = np.where(unsampled, 0.0, sizes)
     weights = weights / weights.sum()
     p = proportion_matrix(counts, weights)
-    overall = _estimate(*overall_accuracy(counts, weights))
-    ua, ua_var = users_accuracy(counts)
-    pa, pa_var = producers_accuracy(counts, weights)
-    area, area_var = area_proportions(counts, weights)
+    overall = _estimate(*overall_accuracy(counts, weights, whole))
+    ua, ua_var = users_accuracy(counts, whole)
+    pa, pa_var = producers_accuracy(counts, weights, whole)
+    area, area_var = area_proportions(counts, weights, whole)
     assessed = tuple(bool(v) for v in ~unsampled)
     users = tuple(
         _estimate(ua[i], ua_var[i]) if assessed[i] and sizes[i] > 0 else Estimate(None, None)
@@ -239,12 +262,18 @@ def stratified_estimates(
     )
     producers = tuple(_estimate(pa[j], pa_var[j]) if assessed[j] else Estimate(None, None) for j in range(k))
     areas = tuple(_estimate(area[j], area_var[j]) if assessed[j] else Estimate(None, None) for j in range(k))
-    for j in range(k):
-        if assessed[j] and sizes[j] > 0 and producers[j].value is None:
-            warnings.append(
-                f"no labelled point has reference class {names[j]!r}: its producer's accuracy is undefined "
-                "(null) and its estimated area is 0."
-            )
+    unfound = [names[j] for j in range(k) if assessed[j] and sizes[j] > 0 and producers[j].value is None]
+    if len(unfound) == 1:
+        warnings.append(
+            f"no labelled point has reference class {unfound[0]!r}: its producer's accuracy is undefined "
+            "(null) and its estimated area is 0."
+        )
+    elif unfound:
+        # One line for many (a transitions map has dozens of rare pairs).
+        warnings.append(
+            f"no labelled point has reference class {', '.join(map(repr, unfound))} ({len(unfound)} "
+            "classes): their producer's accuracies are undefined (null) and their estimated areas are 0."
+        )
     return StratifiedEstimates(
         classes=names,
         counts=counts,

@@ -39,7 +39,9 @@ def assess(design: Design, labels: ReferenceLabels) -> tuple[StratifiedEstimates
             f"({len(labels.missing)} empty, {len(labels.unknown)} unknown); fill in the 'reference' column first."
         )
     areas = [s.area_ha for s in design.strata]
-    estimates = stratified_estimates(counts, areas, design.classes)
+    # A class of a few pixels is sampled whole: every pixel labelled, no sampling error.
+    census = [0 < s.pixels <= row.sum() for s, row in zip(design.strata, counts)]
+    estimates = stratified_estimates(counts, areas, design.classes, census)
     total_ha = design.total_area_ha * estimates.assessed_share
     n_design = [s.n for s in design.strata]
     per_class = []

@@ -13,7 +13,15 @@ import rasterio
 from rasterio.windows import Window
 
 from transforms.assessment.areas import M2_PER_HA, pixel_areas
-from transforms.change.transitions import ChangeError, pair_name
+from transforms.change.transitions import (
+    CHANGE_NODATA,
+    ChangeError,
+    TransitionScheme,
+    pair_name,
+    transition_codes,
+)
+from transforms.cog import class_tags, colormap
+from transforms.contracts.label_scheme import LabelScheme
 
 WINDOW = 1024
 
@@ -87,3 +95,34 @@ def score_change(
         "mapped_changed_ha": round(float(mapped[~np.eye(n, dtype=bool)].sum()) / M2_PER_HA, 2),
         "transitions": transitions,
     }
+
+
+def write_true_transitions(before_truth: str, after_truth: str, scheme: LabelScheme, path: str) -> str:
+    """The truth's transitions as a class map (codes and names as `transitions.tif`'s), for the
+    assessment's reference: the truth rasters hold label values of `scheme`, on one grid."""
+    transitions = TransitionScheme(scheme)
+    with rasterio.open(before_truth) as a, rasterio.open(after_truth) as b:
+        if (a.crs, a.transform, a.shape) != (b.crs, b.transform, b.shape):
+            raise ChangeError(f"the truth rasters {before_truth} and {after_truth} are on different grids.")
+        profile = {
+            "driver": "GTiff",
+            "width": a.width,
+            "height": a.height,
+            "count": 1,
+            "dtype": "uint8",
+            "crs": a.crs,
+            "transform": a.transform,
+            "nodata": CHANGE_NODATA,
+            "tiled": True,
+            "compress": "deflate",
+        }
+        with rasterio.open(path, "w", **profile) as out:
+            for row in range(0, a.height, WINDOW):
+                window = Window(0, row, a.width, min(WINDOW, a.height - row))
+                before = scheme.remap(a.read(1, window=window), a.nodata)
+                after = scheme.remap(b.read(1, window=window), b.nodata)
+                codes, _ = transition_codes(transitions, before, after)
+                out.write(codes, 1, window=window)
+            out.write_colormap(1, colormap(transitions.label_scheme()))
+            out.update_tags(1, **class_tags(transitions.label_scheme()))
+    return path

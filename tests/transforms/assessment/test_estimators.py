@@ -173,11 +173,30 @@ def test_a_stratum_of_one_point_has_no_variance():
     assert any("single labelled point" in w for w in estimates.warnings)
 
 
+def test_a_stratum_sampled_whole_has_no_sampling_error():
+    """A class of one pixel, its one pixel labelled: a census, not a sample, so the standard errors that
+    depend on it are 0 where a one-point sample's would be undefined."""
+    counts = [[18, 2], [0, 1]]
+    sampled = stratified_estimates(counts, [999, 1], ["a", "b"])
+    whole = stratified_estimates(counts, [999, 1], ["a", "b"], census=[False, True])
+    assert sampled.overall.se is None and any("single labelled point" in w for w in sampled.warnings)
+    assert whole.overall.value == sampled.overall.value and whole.overall.se is not None
+    assert whole.users[1].se == 0.0 and not any("single labelled point" in w for w in whole.warnings)
+    # The census stratum adds nothing: the same as stratum a's term alone, W_a^2 U(1 - U) / (n_a - 1).
+    w_a, u = 999 / 1000, 18 / 20
+    assert whole.overall.se == pytest.approx(np.sqrt(w_a**2 * u * (1 - u) / 19))
+
+
 def test_a_mapped_class_that_no_reference_point_has_has_no_producers_accuracy():
     none_found = stratified_estimates([[20, 0], [10, 0]], [300, 700], ["a", "b"])
     assert none_found.producers[1].value is None
     assert none_found.area_proportion[1].value == 0.0
     assert any("no labelled point has reference class 'b'" in w for w in none_found.warnings)
+    many = stratified_estimates([[20, 0, 0], [10, 0, 0], [5, 0, 0]], [300, 600, 100], ["a", "b", "c"])
+    assert [w for w in many.warnings if "no labelled point" in w] == [
+        "no labelled point has reference class 'b', 'c' (2 classes): their producer's accuracies are "
+        "undefined (null) and their estimated areas are 0."
+    ]
 
 
 def test_a_class_absent_from_the_map_can_still_have_area():

@@ -124,3 +124,33 @@ def test_scoring_against_truth_counts_change_pixels_and_areas(tmp_path):
     assert (built["true_ha"], built["mapped_ha"], built["relative_error"]) == (0.2, 0.16, -0.2)
     grass = next(t for t in score["transitions"] if t["transition"] == "water_to_grass")
     assert grass["true_ha"] == 0 and grass["relative_error"] is None
+
+
+def test_the_truths_transitions_are_written_as_a_transitions_map(tmp_path):
+    """The reference an assessment of a change reads: the true transitions, named as transitions.tif's."""
+    import rasterio
+
+    from tests.helpers.class_maps import write_class_map
+    from transforms.change.scoring import write_true_transitions
+    from transforms.contracts.label_scheme import raster_categories
+
+    scheme = LabelScheme(
+        "three",
+        (
+            LabelClass("water", (10,), "#419bdf"),
+            LabelClass("trees", (20,), "#397d49"),
+            LabelClass("built", (50,), "#c4281b"),
+        ),
+    )
+    before = np.array([[10, 20, 20], [50, 10, 0]], np.uint8)
+    after = np.array([[10, 50, 20], [50, 20, 20]], np.uint8)
+    a = write_class_map(tmp_path / "a.tif", before, nodata=0)
+    b = write_class_map(tmp_path / "b.tif", after, nodata=0)
+    path = write_true_transitions(a, b, scheme, str(tmp_path / "true.tif"))
+    names = raster_categories(path)
+    with rasterio.open(path) as src:
+        codes = src.read(1)
+    assert [[names.get(int(c), "nodata") for c in row] for row in codes] == [
+        ["unchanged", "trees_to_built", "unchanged"],
+        ["unchanged", "water_to_trees", "nodata"],
+    ]
