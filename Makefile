@@ -18,12 +18,15 @@ $(STAMP): requirements.txt setup.py
 
 install: $(STAMP) ## Create .venv with the pinned dependencies and terrabeam itself
 
-demo: $(STAMP) ## Extract, train, predict and assess on the generated demo scene (out/demo/predictions: classes.tif, .png; accuracy off the training patches: assessment/)
+demo: $(STAMP) ## Extract, train, predict and assess on the generated demo scene (out/demo/predictions: classes.tif, .png; accuracy off the training patches: assessment/); the change between its two dates (out/demo/change)
 	$(PY) -m pipelines.extract --output out/demo/data --overwrite --points-per-class 50
 	$(PY) -m model.train --epochs 3 --max-minutes 6
 	$(PY) -m pipelines.predict --mosaic --overwrite
 	$(PY) -m pipelines.assess design out/demo/predictions --exclude-training out/demo/data --overwrite
 	$(PY) -m pipelines.assess estimate out/demo/predictions/assessment --reference-raster demo
+	$(PY) -m pipelines.change --overwrite
+	$(PY) -m pipelines.assess design out/demo/change --exclude-training out/demo/data --overwrite
+	$(PY) -m pipelines.assess estimate out/demo/change/assessment --reference-raster demo
 
 # One pytest worker per CPU plus one: many tests wait on subprocesses and TensorFlow start-ups, and the
 # extra worker fills those waits (2 CPUs: 3 workers 380 s, 2 workers 410 s, 1 worker 670 s).

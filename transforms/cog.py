@@ -61,6 +61,7 @@ TILE_BLOCKSIZE = 256
 MOSAIC_BLOCKSIZE = 512
 COMPRESSION = "DEFLATE"
 QUICKLOOK_MAX_SIDE = 1024
+QUICKLOOK_MAX_ENTRIES = 12  # legend lines of a map that lists only its classes present
 QUICKLOOK_MIN_SIDE = 512
 QUICKLOOK_NODATA_RGB = (255, 255, 255)
 
@@ -368,7 +369,8 @@ def quicklook_png(
     only_present: bool = False,
 ) -> bytes:
     """A PNG of the class map at reduced resolution (read from overviews when there are), with a legend
-    (of the classes the map holds only, with `only_present`: a transitions map has dozens of codes)."""
+    (of the classes the map holds only, largest first, with `only_present`: a transitions map has dozens
+    of codes; beyond QUICKLOOK_MAX_ENTRIES they are one line)."""
     from PIL import Image, ImageDraw
 
     with rasterio.open(gdal_path(classes_raster)) as src:
@@ -392,11 +394,17 @@ def quicklook_png(
 
     font = _font(14)
     total = max(sum(class_counts), 1)
-    entries = [
-        (colours[i], f"{name}  {100 * class_counts[i] / total:.1f} %")
-        for i, name in enumerate(scheme.names)
-        if class_counts[i] or not only_present
-    ]
+    order = range(len(scheme.names))
+    if only_present:
+        # Present classes, largest first; the long tail of a transitions map folded into one line.
+        order = sorted((i for i in order if class_counts[i]), key=lambda i: -class_counts[i])
+    order = list(order)
+    limit = QUICKLOOK_MAX_ENTRIES if only_present else len(order)
+    shown, rest = order[:limit], order[limit:]
+    entries = [(colours[i], f"{scheme.names[i]}  {100 * class_counts[i] / total:.1f} %") for i in shown]
+    if rest:
+        others = sum(class_counts[i] for i in rest)
+        entries.append(((255, 255, 255), f"{len(rest)} more  {100 * others / total:.1f} %"))
     pad, swatch, line = 12, 16, 22
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     text_width = max([measure.textlength(text, font=font) for _, text in entries] + [0])

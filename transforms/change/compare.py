@@ -261,7 +261,7 @@ def compare(
             join(output, f"{TRANSITIONS_NAME}.tif"),
             transitions.label_scheme(),
             counts,
-            title=f"{before.label} → {after.label}",
+            title=f"{before.label} -> {after.label}",
             only_present=True,
         )
         write_bytes(join(output, TRANSITIONS_QUICKLOOK), png)
