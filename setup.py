@@ -36,6 +36,12 @@ INSTALL_REQUIRES = [
     # --inputs catalog.json: STAC catalogues and item collections of imagery by date (transforms/io/dated.py);
     # 1.8 has Catalog.get_items(recursive=True).
     "pystac>=1.8",
+    # Pixel areas on the ellipsoid and the assessment's coordinate transforms (transforms/assessment,
+    # and so change's hectares); 3.3 has CRS.geodetic_crs and Geod.polygon_area_perimeter as used.
+    "pyproj>=3.3",
+    # The quick-look PNGs of class, transition and evaluation maps (transforms/cog.py, model/evaluate.py);
+    # 10.1 has ImageFont.load_default(size=...) as used.
+    "pillow>=10.1",
 ]
 
 VIEW_STATIC = [
@@ -92,6 +98,9 @@ setup(
             "nbclient>=0.10",  # runs notebooks/walkthrough.ipynb top to bottom
             "nbformat>=5.9",  # reads and checks the notebook
             "ipykernel>=6.25",  # the kernel the notebook runs in
+            # The fresh environment of the staged-package test (tests/helpers/staged.py): 2-3 s from its
+            # hard-linked wheel cache where pip takes minutes to unpack the same wheels.
+            "uv>=0.5",
         ],
         # benchmarks/model_quality.py: the per-pixel RandomForest baseline of the talk.
         "bench": ["scikit-learn>=1.3"],

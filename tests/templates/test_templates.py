@@ -361,8 +361,33 @@ def test_image_is_worker_and_launcher_for_the_same_python():
     text = dockerfile()
     assert "/opt/google/dataflow/python_template_launcher" in text
     assert re.search(r'^ENTRYPOINT \["/opt/apache/beam/boot"\]$', text, re.M)
-    assert re.search(r"^RUN .*pip install --no-cache-dir -r requirements.txt", text, re.M)
-    assert re.search(r"^RUN .*pip check", text, re.M)
+    assert re.search(r"^RUN (.*\\\n)*.*pip check", text, re.M)
+
+
+def test_image_installs_the_built_package_with_the_pins_ci_tests():
+    """As --setup_file installs it on Dataflow's workers: the sdist, with setup.py's requirements at
+    requirements.txt's versions; no version stated anywhere else, no development packages."""
+    text = dockerfile()
+    runs = " ".join(re.findall(r"^RUN (.+(?:\\\n.+)*)", text, re.M))
+    assert re.search(r"python setup.py sdist --dist-dir /dist", runs)
+    installs = re.findall(r"pip install ([^&;]+)", runs)
+    assert any("/dist/terrabeam-*.tar.gz" in i and "--constraint requirements.txt" in i for i in installs)
+    for command in installs:
+        if "tensorflow[and-cuda]" in command:  # the GPU build, at requirements.txt's TensorFlow version
+            assert "${tf_version}" in command
+            continue
+        assert "--constraint requirements.txt" in command, f"pip install {command.strip()} ignores the pins"
+        assert "-r requirements.txt" not in command, "the image installs the whole development set"
+        assert "==" not in command, f"a version stated outside requirements.txt: {command.strip()}"
+    # The package stage leaves no package folder where the workers start (it would shadow the install).
+    final = text.split("\nFROM apache/beam_python")[-1]
+    assert not re.search(r"^COPY (pipelines|transforms|model) ", final, re.M)
+
+
+def test_every_file_the_image_copies_exists():
+    for line in re.findall(r"^COPY (?!--from)(.+)$", dockerfile(), re.M):
+        for source in line.split()[:-1]:
+            assert (ROOT / source).exists(), f"templates/Dockerfile copies {source}, which does not exist"
 
 
 def test_image_copies_the_packages_and_names_an_existing_entry_file():
