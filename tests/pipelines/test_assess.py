@@ -393,14 +393,17 @@ def demo_preset(tiny_demo_scene, monkeypatch):
     return calls
 
 
-def makefile_assess_commands() -> list[list[str]]:
-    """The arguments of the `pipelines.assess` lines of the Makefile's demo target, after prediction."""
+def makefile_assess_commands(
+    after: str = "pipelines.predict", target: str = "out/demo/predictions"
+) -> list[list[str]]:
+    """The arguments of the `pipelines.assess` lines of the Makefile's demo target that assess `target`,
+    after the `after` job."""
     lines = (ROOT / "Makefile").read_text().split("\ndemo:", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
     commands = [line.strip() for line in lines]
     prefix = "$(PY) -m pipelines.assess "
-    assess_lines = [i for i, c in enumerate(commands) if c.startswith(prefix)]
-    predict_line = next(i for i, c in enumerate(commands) if c.startswith("$(PY) -m pipelines.predict"))
-    assert len(assess_lines) == 2 and min(assess_lines) > predict_line
+    assess_lines = [i for i, c in enumerate(commands) if c.startswith(prefix) and f" {target}" in c]
+    job_line = next(i for i, c in enumerate(commands) if c.startswith(f"$(PY) -m {after}"))
+    assert len(assess_lines) == 2 and min(assess_lines) > job_line
     return [shlex.split(commands[i][len(prefix) :]) for i in assess_lines]
 
 
@@ -449,6 +452,48 @@ def test_the_demo_target_assesses_the_map_outside_the_training_patches(
         abs(doc["overall_accuracy"]["estimate"] - (1 - 0.1 * 8 / 9))
         < 4 * doc["overall_accuracy"]["se"] + 0.01
     )
+
+
+def test_the_demo_target_assesses_the_change_against_the_true_transitions(
+    tiny_demo_scene, demo_preset, tmp_path, capsys, monkeypatch
+):
+    """The Makefile's assessment of the change, as it is: two maps of the tiny demo scene's two dates,
+    each its truth with one pixel in twenty wrong, compared by `terrabeam change --maps`; the estimate
+    reads the true transitions of the scene's two dates."""
+    import rasterio
+
+    from pipelines import change
+    from tests.helpers.class_maps import write_prediction
+
+    rng = np.random.default_rng(1)
+    maps = []
+    for name, truth_path in (("before", tiny_demo_scene.labels), ("after", tiny_demo_scene.labels_after)):
+        with rasterio.open(truth_path) as src:
+            truth, transform = src.read(1), src.transform
+        mapped = truth.copy()
+        wrong = rng.random(truth.shape) < 0.05
+        mapped[wrong] = rng.integers(0, len(DEMO_CLASSES), size=int(wrong.sum()))
+        maps.append(truth != mapped)
+        write_prediction(
+            tmp_path / "maps" / name, mapped, names=DEMO_CLASSES, colors=DEMO_COLORS, transform=transform
+        )
+    monkeypatch.chdir(tmp_path)
+    assert change.main(["--maps", "maps/before", "maps/after", "--output", "out/demo/change"]) == 0
+    write_extraction(tmp_path / "out" / "demo" / "data", {"train": []}, patch_size=16)
+
+    design_argv, estimate_argv = makefile_assess_commands("pipelines.change", "out/demo/change")
+    status, out, err = run(capsys, *design_argv)
+    assert status == 0, err
+    status, out, err = run(capsys, *estimate_argv)
+    assert status == 0, err
+    true_transitions = tmp_path / "out" / "demo" / "change" / "assessment" / "true_transitions.tif"
+    assert out.splitlines()[0] == (
+        f"Reference raster 'demo': the demo scene's true transitions between its two dates, {true_transitions}."
+    )
+    doc = json.loads((true_transitions.parent / "assessment.json").read_text())
+    # A pixel's transition is right where both dates' classes are (or, rarely, both wrong alike).
+    right = 1 - (maps[0] | maps[1]).mean()
+    assert abs(doc["overall_accuracy"]["estimate"] - right) < 4 * doc["overall_accuracy"]["se"] + 0.02
 
 
 def test_a_file_named_demo_is_read_as_dot_slash_demo(scene, demo_preset, tmp_path, capsys, monkeypatch):
