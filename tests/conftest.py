@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 
+from tests.helpers.once import once_per_run
 from tests.helpers.scenes import (
     TinyScene,
     write_tiny_scene,
@@ -41,7 +45,12 @@ def viewer_prediction(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def demo_extraction(tmp_path_factory):
-    """The demo scene's extraction with its CPU time (tests/helpers/demo_runs.py), run once."""
-    from tests.helpers.demo_runs import run_demo_extraction
+    """The demo scene's extraction with its CPU time (tests/helpers/demo_runs.py), run once for all the
+    test workers."""
+    from tests.helpers.demo_runs import DemoExtraction, run_demo_extraction
 
-    return run_demo_extraction(tmp_path_factory.mktemp("demo-extraction"))
+    def build(folder: Path) -> dict:
+        return dataclasses.asdict(run_demo_extraction(folder))
+
+    fields = once_per_run(tmp_path_factory, "demo-extraction", build)
+    return DemoExtraction(**{**fields, "options": tuple(fields["options"])})

@@ -41,6 +41,16 @@ _IGNORE = shutil.ignore_patterns(
 )
 
 
+def outside_environment() -> dict[str, str]:
+    """This process's environment variables without what ties a process to the development environment.
+
+    PYTHONDONTWRITEBYTECODE goes too: uv installs no bytecode, and without it every process of the
+    staged environment would compile TensorFlow's and Beam's modules again (the first one writes them).
+    """
+    drop = ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE")
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
 def build_sdist(root: Path, out: Path) -> Path:
     """`python setup.py sdist`, as Beam's stager runs it for --setup_file, from a copy of `root`."""
     src = out / "src"
@@ -62,9 +72,12 @@ def build_sdist(root: Path, out: Path) -> Path:
 
 
 def _uv(*args: str, timeout: int = 900) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     result = subprocess.run(
-        [sys.executable, "-m", "uv", *args], capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, "-m", "uv", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=outside_environment(),
     )
     if result.returncode != 0:
         raise RuntimeError(f"uv {' '.join(args)} failed:\n{result.stdout[-2000:]}{result.stderr[-3000:]}")
@@ -103,7 +116,7 @@ def worker_pool(env: Path, workdir: Path) -> Iterator[str]:
     """Beam's SDK worker pool, started from `env` (its workers are that environment's Python: the pool
     runs `python` from PATH) in `workdir`, away from the repository; yields its address."""
     port = free_port()
-    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    clean = outside_environment()
     clean["PATH"] = f"{env / 'bin'}{os.pathsep}{clean.get('PATH', '')}"
     workdir.mkdir(parents=True, exist_ok=True)
     log = open(workdir / "worker_pool.log", "w")

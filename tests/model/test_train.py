@@ -302,6 +302,7 @@ def _with_validation_of(data: str, other: str, folder: Path) -> str:
 
 
 def test_the_validation_split_plays_no_part_in_training_or_selection(data, tmp_path):
+    """Training's own stages up to the scores (the model folder they export is tested above)."""
     other = write_synthetic_extraction(tmp_path / "other", classes=CLASSES, seed=5)
     swapped = _with_validation_of(data, other, tmp_path / "swapped")
     runs = {}
@@ -310,12 +311,10 @@ def test_the_validation_split_plays_no_part_in_training_or_selection(data, tmp_p
             data=source, output=str(tmp_path / name), epochs=1, filters=4, batch_size=8,
             deterministic=True, verbose=0,
         )  # fmt: skip
-        train.train(config)
-        runs[name] = (
-            json.loads((tmp_path / name / "history.json").read_text()),
-            json.loads((tmp_path / name / "metrics.json").read_text()),
-            load_keras_model(str(tmp_path / name)).get_weights(),
-        )
+        run = training.start(config)
+        loaded = training.load_training_data(config)
+        fitted = training.fit(config, loaded, training.build_model(config, loaded), run)
+        runs[name] = (fitted.history, training.score(loaded, fitted).metrics, fitted.model.get_weights())
     (history_a, metrics_a, weights_a), (history_b, metrics_b, weights_b) = runs.values()
     assert history_a == history_b  # losses and selection losses, epoch by epoch
     assert all(np.array_equal(a, b) for a, b in zip(weights_a, weights_b))

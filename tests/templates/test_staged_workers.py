@@ -7,20 +7,21 @@ package leaves out or a dependency it does not declare fails here, named (tests/
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import rasterio
 
+from pipelines import extract, predict
 from tests.helpers.models import conv_model_folder
 from tests.helpers.staged import (
     NOT_INSTALLED,
     PACKAGES,
     ROOT,
+    outside_environment,
     portable_runner_options,
     staged_environment,
     worker_pool,
@@ -35,11 +36,10 @@ def staged_env(tmp_path_factory) -> Path:
 
 
 def _run_in(env: Path, code: str, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     return subprocess.run(
         [str(env / "bin" / "python"), "-c", code, *args],
         cwd=cwd,
-        env=clean,
+        env=outside_environment(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -147,10 +147,16 @@ def _records(folder: Path) -> dict[str, list[bytes]]:
     return out
 
 
-def _job(module: str, args: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=600
-    )
+def _on_workers(job: Callable[[list[str]], object], args: list[str], pool: Path) -> None:
+    """A job run in this process (the in-memory runner: tests/conftest.py), or with the portable runner's
+    options on the pool's workers; a failure shows the pool's log."""
+    try:
+        job(args)
+    except Exception as error:
+        log = (pool / "worker_pool.log").read_text() if (pool / "worker_pool.log").exists() else ""
+        raise AssertionError(
+            f"{job.__module__} {args} failed: {error}\nworker pool log:\n{log[-3000:]}"
+        ) from error
 
 
 def test_extraction_and_prediction_on_workers_from_the_staged_package(
@@ -164,14 +170,11 @@ def test_extraction_and_prediction_on_workers_from_the_staged_package(
         "--points-per-class=6",
     ]
     local, remote = tmp_path / "local", tmp_path / "workers"
-    with worker_pool(staged_env, tmp_path / "pool") as address:
+    pool = tmp_path / "pool"
+    with worker_pool(staged_env, pool) as address:
         runner = portable_runner_options(address)
-        done = _job("pipelines.extract", [*extraction, f"--output={local / 'data'}"])
-        assert done.returncode == 0, done.stderr[-3000:]
-        done = _job("pipelines.extract", [*extraction, f"--output={remote / 'data'}", *runner, "--yes"])
-        assert done.returncode == 0, (
-            done.stderr[-3000:] + (tmp_path / "pool" / "worker_pool.log").read_text()[-3000:]
-        )
+        _on_workers(extract.run, [*extraction, f"--output={local / 'data'}"], pool)
+        _on_workers(extract.run, [*extraction, f"--output={remote / 'data'}", *runner, "--yes"], pool)
         ours, theirs = _records(local / "data"), _records(remote / "data")
         assert ours["train"] and ours == theirs
 
@@ -183,14 +186,12 @@ def test_extraction_and_prediction_on_workers_from_the_staged_package(
             "--overlap=8",
             "--mosaic",
         ]
-        done = _job("pipelines.predict", [*prediction, f"--output={local / 'map'}"])
-        assert done.returncode == 0, done.stderr[-3000:]
-        done = _job("pipelines.predict", [*prediction, f"--output={remote / 'map'}", *runner, "--yes"])
-        assert done.returncode == 0, (
-            done.stderr[-3000:] + (tmp_path / "pool" / "worker_pool.log").read_text()[-3000:]
-        )
+        _on_workers(predict.run, [*prediction, f"--output={local / 'map'}"], pool)
+        _on_workers(predict.run, [*prediction, f"--output={remote / 'map'}", *runner, "--yes"], pool)
     ours, theirs = (folder / "map" / "classes.tif" for folder in (local, remote))
     with rasterio.open(ours) as a, rasterio.open(theirs) as b:
         assert a.read().tobytes() == b.read().tobytes()
         assert (a.profile, a.tags(1)) == (b.profile, b.tags(1))
     assert ours.read_bytes() == theirs.read_bytes()
+    # Both jobs ran on the pool's workers, not in this process.
+    assert (pool / "worker_pool.log").read_text().count("Starting worker with command") >= 2
