@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import rasterio
+
+from benchmarks.machine import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CORE = 192  # the core of a 256-pixel tile with the default overlap of 64
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "benchmark": "cog_size",
         "tile_core": CORE,
-        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "results": results,
     }

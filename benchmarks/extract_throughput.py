@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import resource
 import shutil
@@ -28,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.machine import machine
 from benchmarks.scene_layout import write_layout
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -264,11 +264,7 @@ def run_benchmark(points: int, naive_count: int, output: Path) -> dict:
     report = {
         "benchmark": "extract_throughput",
         "scene": "demo scene 2048x2048, 14 float32 bands, 128x128 patches",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "summary": summary,
         "results": results,

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.machine import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TILE_SIZE = 256
@@ -209,11 +209,7 @@ def run_benchmark(size: int, rss_sizes: list[int], output: Path) -> dict:
         "scene": f"demo scene (2048x2048, 14 float32 bands) repeated to {size}x{size} through a VRT",
         "model": "default U-Net (build_unet: depth 2, 32 filters), untrained, 14 bands -> 9 classes",
         "tiling": {"tile_size": TILE_SIZE, "overlap": OVERLAP, "batch_size": BATCH_SIZE},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "summary": {
             "job_mpx_per_s": results["job"]["mpx_per_s"],

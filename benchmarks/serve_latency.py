@@ -27,7 +27,6 @@ import base64
 import concurrent.futures
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -37,6 +36,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.machine import machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serve_latency.json"
 REPO = Path(__file__).resolve().parents[1]
@@ -204,8 +205,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
     results: dict = {
         "benchmark": "serve_latency",
         "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
+            **machine(),
             "tensorflow": tf.__version__,
             "note": "CPU shared with other work; compare raw and served figures of the same run only",
         },

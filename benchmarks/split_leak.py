@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.machine import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SPLITS = {"per-point": "0", "default": "auto"}
@@ -77,7 +78,7 @@ def measure(workdir: Path, epochs: int, max_minutes: float, points_per_class: in
         "benchmark": "split_leak",
         "what": "the demo training scored on its own validation split, per-point vs the default split",
         "settings": {"epochs": epochs, "max_minutes": max_minutes, "points_per_class": points_per_class},
-        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "results": results,
         "inflation_mean_iou": (

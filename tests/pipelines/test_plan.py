@@ -373,7 +373,7 @@ def test_the_plan_names_its_sources_and_dates(tiny_scene, tmp_path):
     )
     for needed in (
         "benchmarks/results/extract_throughput.json",
-        "measured 2026-12-01",
+        "measured 2026-12-06",
         "https://cloud.google.com/dataflow/pricing",
         "https://cloud.google.com/storage/pricing",
         "us-central1, 2026-12",

@@ -56,25 +56,25 @@ def fit_line(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
 
 # --- extraction: benchmarks/results/extract_throughput.json -----------------------------------------
 EXTRACT_SOURCE = "benchmarks/results/extract_throughput.json"
-EXTRACT_MEASURED = "2026-12-01"
+EXTRACT_MEASURED = "2026-12-06"
 # `python -m pipelines.extract` end to end in one process (--direct_num_workers 1) on the demo scene,
-# gzip level 1: 1,992 patches in 14.30 CPU-s and 19,855 in 129.87 CPU-s.
+# gzip level 1: 1,558 patches in 10.75 CPU-s and 15,326 in 84.29 CPU-s.
 EXTRACT_GZIP = Throughput(
     "patches (128×128×14)",
-    0.0064697,
-    1.4161,
+    0.0053417,
+    2.4271,
     f"{EXTRACT_SOURCE}: pipeline_gzip, memory_10x_points",
     EXTRACT_MEASURED,
 )
-# Uncompressed TFRecords: 1,992 patches in 7.33 CPU-s, with the gzip run's fixed part.
+# Uncompressed TFRecords: 1,558 patches in 4.15 CPU-s, with the gzip run's fixed part.
 EXTRACT_NONE = Throughput(
-    "patches (128×128×14)", 0.0029664, 1.4161, f"{EXTRACT_SOURCE}: pipeline_none", EXTRACT_MEASURED
+    "patches (128×128×14)", 0.0011047, 2.4271, f"{EXTRACT_SOURCE}: pipeline_none", EXTRACT_MEASURED
 )
 # An uncompressed record: the float32 bands and label of the patch, plus this many bytes (metadata,
 # feature names, TFRecord framing): 983,485 bytes per 128×128×14 record.
 RECORD_OVERHEAD_BYTES = 445
-# gzip level 1 (ISA-L) on the demo scene's records: 1,959,102,066 bytes uncompressed, 911,465,931 gzip.
-GZIP_RATIO = 2.1494
+# gzip level 1 (ISA-L) on the demo scene's records: 1,532,270,113 bytes uncompressed, 714,987,832 gzip.
+GZIP_RATIO = 2.1431
 
 
 def derive_extraction(doc: Mapping[str, Any]) -> dict[str, float]:
@@ -95,12 +95,14 @@ def derive_extraction(doc: Mapping[str, Any]) -> dict[str, float]:
 
 # --- prediction: benchmarks/results/predict_throughput.json -----------------------------------------
 PREDICT_SOURCE = "benchmarks/results/predict_throughput.json"
-PREDICT_MEASURED = "2026-11-26"
+PREDICT_MEASURED = "2026-12-06"
 # `python -m pipelines.predict` end to end with the default U-Net (depth 2, 32 filters, 14 bands, 9
-# classes), 256-pixel tiles: 121, 484 and 1,849 tiles in 12.18, 40.14 and 149.49 CPU-s. A unit is an
-# input pixel (tiles × 256²), so other tile sizes and overlaps scale by the pixels the model sees.
+# classes), 256-pixel tiles: 121, 484 and 1,849 tiles in 45.53, 165.58 and 602.76 CPU-s. A unit is an
+# input pixel (tiles × 256²), so other tile sizes and overlaps scale by the pixels the model sees. The
+# CPU decides this figure: a machine with AVX-512 ran the same tiles 4× faster on 2026-11-26
+# (benchmarks/machine.py); this one has AVX2 but no AVX-512.
 PREDICT = Throughput(
-    "input pixels", 1.2152e-06, 2.1231, f"{PREDICT_SOURCE}: job_2048, job, job_8192", PREDICT_MEASURED
+    "input pixels", 4.9113e-06, 8.0046, f"{PREDICT_SOURCE}: job_2048, job, job_8192", PREDICT_MEASURED
 )
 PREDICT_TILE_SIZE = 256
 
@@ -116,12 +118,12 @@ def derive_prediction(doc: Mapping[str, Any]) -> dict[str, float]:
 
 # --- how busy a worker's cores are: benchmarks/results/local_cores.json -----------------------------
 LOCAL_CORES_SOURCE = "benchmarks/results/local_cores.json"
-LOCAL_CORES_MEASURED = "2026-12-01"
+LOCAL_CORES_MEASURED = "2026-12-06"
 # CPU time over (wall time × CPUs) of the default local runs on 2 CPUs: extraction with one worker
-# process per CPU (39.0 CPU-s in 22.29 s), prediction with one TensorFlow process (48.46 CPU-s in
-# 32.47 s). A worker's cores are this busy; the rest is waiting (reads, hand-overs between steps).
-EXTRACT_UTILIZATION = 0.8748
-PREDICT_UTILIZATION = 0.7462
+# process per CPU (40.11 CPU-s in 22.82 s), prediction with one TensorFlow process (45.65 CPU-s in
+# 29.25 s). A worker's cores are this busy; the rest is waiting (reads, hand-overs between steps).
+EXTRACT_UTILIZATION = 0.8788
+PREDICT_UTILIZATION = 0.7803
 
 
 def derive_utilization(doc: Mapping[str, Any]) -> dict[str, float]:

@@ -59,7 +59,7 @@ def test_extraction_work_counts_bytes_requests_and_items_by_hand():
     )
     assert work.pixels == 900 * 128 * 128
     assert work.bytes_read == 900 * 128 * 128 * (14 * 4 + 1)  # float32 bands and a uint8 label
-    assert work.bytes_written == round(900 * 983_485 / 2.1494)  # gzip at the measured ratio
+    assert work.bytes_written == round(900 * 983_485 / 2.1431)  # gzip at the measured ratio
     assert work.work_items == 16  # 1000 points in runs of 64: 15.6, rounded up
     assert work.shuffle_bytes == 1000 * 300 * 2 * 2  # two shuffles, each written and read
     assert work.cpu_units == 900
@@ -134,10 +134,10 @@ def test_a_whole_earth_engine_extraction_plan_by_hand():
         work, requests, machine("n1-standard-1"), runner="DataflowRunner", max_workers=10, utilization=0.5
     )
     c = plan.compute
-    # CPU: 1.4161 s + 10,000 × 0.0064697 s = 66.1131 s.
-    assert c.cpu_s == pytest.approx(66.1131)
+    # CPU: 2.4271 s + 10,000 × 0.0053417 s = 55.8441 s.
+    assert c.cpu_s == pytest.approx(55.8441)
     assert c.workers == 10 and c.limited_by == "max_num_workers"
-    assert c.compute_s == pytest.approx(66.1131 / (10 * 1 * 0.5))  # 13.2 s
+    assert c.compute_s == pytest.approx(55.8441 / (10 * 1 * 0.5))  # 11.2 s
     # 20,000 requests, 2 in flight on each of 10 workers, 1 s each: 20 a second, 1000 s.
     assert plan.requests.concurrency == 20 and c.quota_s == pytest.approx(1000.0)
     assert c.bound == "quota"
@@ -149,7 +149,7 @@ def test_a_whole_earth_engine_extraction_plan_by_hand():
     assert cost.memory == pytest.approx(hours * 3.75 * 0.003557)
     assert cost.disk == pytest.approx(hours * 25 * 0.000054)  # Dataflow Shuffle's default 25 GB boot disk
     assert cost.shuffle == pytest.approx(10_000 * 250 * 4 / 1e9 * 0.011)
-    gb = round(10_000 * 983_485 / 2.1494) / 1e9
+    gb = round(10_000 * 983_485 / 2.1431) / 1e9
     assert cost.storage_month == pytest.approx(gb * 0.020)
     assert cost.writes == pytest.approx(4 / 1000 * 0.005)
     assert cost.job == pytest.approx(cost.dataflow + cost.writes + cost.storage_month)
@@ -180,22 +180,22 @@ def test_a_compute_bound_plan_on_bigger_machines_by_hand():
             utilization=1.0,
         )
 
-    # 100,000 tiles: 2.1231 + 100,000 × 65,536 × 1.2152e-06 = 7,965.9 CPU-s; on one 4-vCPU worker 1,991 s,
-    # eight start-ups' worth: the 5 workers allowed all pay.
+    # 100,000 tiles: 8.0046 + 100,000 × 65,536 × 4.9113e-06 = 32,194.7 CPU-s; on one 4-vCPU worker
+    # 8,049 s, 33 start-ups' worth: the 5 workers allowed all pay.
     c = plan_of(100_000).compute
-    cpu_s = 2.1231 + 100_000 * 65_536 * 1.2152e-06
+    cpu_s = 8.0046 + 100_000 * 65_536 * 4.9113e-06
     assert c.cpu_s == pytest.approx(cpu_s)
     assert (c.workers, c.limited_by) == (5, "max_num_workers")
-    assert c.compute_s == pytest.approx(cpu_s / 20)  # 398.3 s on 5 × 4 vCPUs
+    assert c.compute_s == pytest.approx(cpu_s / 20)  # 1,609.7 s on 5 × 4 vCPUs
     assert c.quota_s == 0 and c.bound == "compute"
     assert c.worker_hours == pytest.approx(5 * (240 + cpu_s / 20) / 3600)
     plan = plan_of(100_000)
     assert plan.cost.disk == pytest.approx(c.worker_hours * 50 * 0.000054)
     assert plan.cost.memory == pytest.approx(c.worker_hours * 15 * 0.003557)
-    # 10,000 tiles: 798.5 CPU-s, 200 s on one worker, less than its start-up: one worker.
-    small = plan_of(10_000).compute
+    # 2,000 tiles: 651.7 CPU-s, 163 s on one worker, less than its start-up: one worker.
+    small = plan_of(2_000).compute
     assert (small.workers, small.limited_by) == (1, "start-up")
-    assert small.wall_s == pytest.approx(240 + (2.1231 + 10_000 * 65_536 * 1.2152e-06) / 4)
+    assert small.wall_s == pytest.approx(240 + (8.0046 + 2_000 * 65_536 * 4.9113e-06) / 4)
 
 
 def test_the_plan_is_json_and_prints_its_sources_and_dates():
@@ -218,7 +218,7 @@ def test_the_plan_is_json_and_prints_its_sources_and_dates():
     lines = plan_lines(plan, "Plan:")
     assert all(len(line) <= 108 for line in lines)
     text = " ".join(" ".join(lines).split())  # as read, without the wrapping
-    assert "benchmarks/results/extract_throughput.json" in text and "measured 2026-12-01" in text
+    assert "benchmarks/results/extract_throughput.json" in text and "measured 2026-12-06" in text
     assert "https://cloud.google.com/dataflow/pricing" in text and "us-central1, 2026-12" in text
     assert "10 in the split's guard band" in text
     assert PRICES.vcpu_hour == 0.056
