@@ -83,3 +83,17 @@ def test_settings_from_the_command_line_are_typed_like_the_defaults():
     assert settings == {"schedule": "cosine", "ema": 0.99, "epochs": 40, "band_roles": "nir=B8"}
     with pytest.raises(ValueError, match="name=value"):
         model_quality.parse_settings(["speed=fast"])
+
+
+def test_training_time_comes_apart_into_a_fixed_part_and_steady_epochs():
+    from benchmarks.train_throughput import summarize
+
+    def run(epochs: int, fit_s: float) -> dict:
+        stages = {name: {"wall_s": 1.0, "cpu_s": 1.5} for name in ("load_data", "score", "export")}
+        stages["fit"] = {"wall_s": fit_s, "cpu_s": 2 * fit_s}
+        return {"epochs": epochs, "epochs_run": epochs, "fit_patches": 2556, "stages": stages}
+
+    # 1 epoch in 30 s, 3 in 50 s: 10 s an epoch, 20 s of building and tracing.
+    s = summarize(run(1, 30.0), run(3, 50.0))
+    assert (s["epoch_s"], s["epoch_cpu_s"], s["fit_fixed_s"]) == (10.0, 20.0, 20.0)
+    assert s["patches_per_s"] == 255.6 and s["export_s"] == 1.0

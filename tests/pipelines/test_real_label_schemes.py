@@ -68,7 +68,7 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 
 def short_training(data: Path, model: Path, epochs: int = 4) -> dict:
-    """Without the default recipe's overlap term and weight averaging (tested in tests/model): half the
+    """Without the default recipe's overlap term and weight averaging (tested in tests/model): less CPU
     time, and these tests check the label schemes' path through training, not the recipe."""
     config = TrainConfig(
         data=str(data),

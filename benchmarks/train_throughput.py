@@ -1,0 +1,172 @@
+"""Where a training run's time goes: each stage of `model.train` timed, for the default recipe and with
+its costlier terms turned off, on Google's land-cover patches (2,840 training patches of 16×16×13).
+
+    python -m benchmarks.train_throughput [--data ../shared/data/gcp-landcover/v2_e9b63f3]
+                                          [--epochs 1,3] [--variants default,no_overlap_term,...]
+
+Each variant trains in its own process, twice: for the smaller and the larger number of epochs, so that
+the fit's fixed part (building and tracing the training and selection steps, the first pass over the
+data) and the steady cost of one epoch come apart: epoch = (fit(larger) - fit(smaller)) / (larger -
+smaller). Patches per second are the fit records of one steady epoch over its seconds. The variants'
+ratios against the default come from the same run, on the same machine. Figures go to
+benchmarks/results/train_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.machine import machine
+from benchmarks.model_quality import DATA, write_manifest_for
+
+RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.json"
+# The settings of each variant on top of the defaults (model/config.py).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "no_overlap_term": {"region_loss": "none"},
+    "no_weight_averaging": {"ema": 0.0},
+    "neither": {"region_loss": "none", "ema": 0.0},
+}
+
+
+def child(manifest_dir: str, settings: dict[str, Any], epochs: int, output: str) -> dict[str, Any]:
+    """One training run, its stages timed (wall and this process's CPU seconds)."""
+    from model import training
+    from model.train import TrainConfig
+
+    config = TrainConfig(data=manifest_dir, output=output, epochs=epochs, verbose=0, **settings)
+    stages: dict[str, dict[str, float]] = {}
+
+    def timed(name: str, step, *args):
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = step(*args)
+        stages[name] = {
+            "wall_s": round(time.perf_counter() - wall, 3),
+            "cpu_s": round(time.process_time() - cpu, 3),
+        }
+        return result
+
+    config.validate()
+    run = training.start(config)
+    data = timed("load_data", training.load_training_data, config)
+    model = timed("build_model", training.build_model, config, data)
+    fitted = timed("fit", training.fit, config, data, model, run)
+    report = timed("score", training.score, data, fitted)
+    timed("export", training.export, config, data, fitted, report)
+    return {
+        "epochs": epochs,
+        "epochs_run": fitted.epochs_run,
+        "fit_patches": data.fit.count,
+        "stages": stages,
+        "selection_mean_iou": report.metrics.get("selection", {}).get("mean_iou"),
+    }
+
+
+def run_child(manifest_dir: str, settings: dict[str, Any], epochs: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as work:
+        out = Path(work) / "result.json"
+        args = json.dumps({"manifest": manifest_dir, "settings": settings, "epochs": epochs, "out": str(out)})
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.train_throughput", "--child", args],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"training with {settings} for {epochs} epochs failed:\n{done.stderr[-3000:]}")
+        return json.loads(out.read_text())
+
+
+def summarize(short: dict[str, Any], long: dict[str, Any]) -> dict[str, Any]:
+    """The fit's fixed part and one steady epoch, from runs of two lengths."""
+    extra = long["epochs_run"] - short["epochs_run"]
+    fit_short, fit_long = short["stages"]["fit"], long["stages"]["fit"]
+    epoch_s = (fit_long["wall_s"] - fit_short["wall_s"]) / extra
+    epoch_cpu_s = (fit_long["cpu_s"] - fit_short["cpu_s"]) / extra
+    fixed_s = fit_short["wall_s"] - short["epochs_run"] * epoch_s
+    return {
+        "epoch_s": round(epoch_s, 2),
+        "epoch_cpu_s": round(epoch_cpu_s, 2),
+        "fit_fixed_s": round(fixed_s, 2),
+        "patches_per_s": round(long["fit_patches"] / epoch_s, 1),
+        "patches_per_cpu_s": round(long["fit_patches"] / epoch_cpu_s, 1),
+        "export_s": long["stages"]["export"]["wall_s"],
+        "load_data_s": long["stages"]["load_data"]["wall_s"],
+        "score_s": long["stages"]["score"]["wall_s"],
+    }
+
+
+def speedups(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Each variant's steady epoch against the default's, in wall and in CPU seconds (the CPU figure is
+    the steadier one on a shared machine)."""
+    base = results.get("default", {}).get("summary")
+    if not base:
+        return {}
+    return {
+        "epoch_speedup_vs_default": {
+            name: round(base["epoch_s"] / r["summary"]["epoch_s"], 2) for name, r in results.items()
+        },
+        "epoch_cpu_speedup_vs_default": {
+            name: round(base["epoch_cpu_s"] / r["summary"]["epoch_cpu_s"], 2) for name, r in results.items()
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.train_throughput", description=__doc__)
+    parser.add_argument("--data", default=str(DATA), help="Google's land-cover patches (TFRecord folders)")
+    parser.add_argument("--epochs", default="1,3", help="the two run lengths, smaller first")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"of {', '.join(VARIANTS)}")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        spec = json.loads(args.child)
+        with tempfile.TemporaryDirectory() as work:
+            result = child(spec["manifest"], spec["settings"], spec["epochs"], str(Path(work) / "model"))
+        Path(spec["out"]).write_text(json.dumps(result))
+        return 0
+
+    data = Path(args.data)
+    if not (data / "training").is_dir():
+        parser.error(f"--data {data} has no training/ folder of TFRecords: pass Google's land-cover patches.")
+    short_epochs, long_epochs = (int(e) for e in args.epochs.split(","))
+    if not 0 < short_epochs < long_epochs:
+        parser.error("--epochs takes two run lengths, smaller first, e.g. 1,3")
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"--variants: {unknown} are not among {list(VARIANTS)}")
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as work:
+        manifest_dir = write_manifest_for(data, Path(work) / "data")
+        for name in names:
+            runs = [run_child(manifest_dir, VARIANTS[name], e) for e in (short_epochs, long_epochs)]
+            results[name] = {"settings": VARIANTS[name], "runs": runs, "summary": summarize(*runs)}
+            print(name, json.dumps(results[name]["summary"]), flush=True)
+    summary = speedups(results)
+    report = {
+        "benchmark": "train_throughput",
+        "data": f"{data.name}: Google's land-cover sample, 16×16 patches of 13 Sentinel-2 bands",
+        "machine": machine(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "epochs": [short_epochs, long_epochs],
+        "summary": summary,
+        "results": results,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
