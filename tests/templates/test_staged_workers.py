@@ -147,7 +147,7 @@ def _records(folder: Path) -> dict[str, list[bytes]]:
     return out
 
 
-def _on_workers(job: Callable[[list[str]], object], args: list[str], pool: Path) -> None:
+def _run_job(job: Callable[[list[str]], object], args: list[str], pool: Path) -> None:
     """A job run in this process (the in-memory runner: tests/conftest.py), or with the portable runner's
     options on the pool's workers; a failure shows the pool's log."""
     try:
@@ -173,8 +173,8 @@ def test_extraction_and_prediction_on_workers_from_the_staged_package(
     pool = tmp_path / "pool"
     with worker_pool(staged_env, pool) as address:
         runner = portable_runner_options(address)
-        _on_workers(extract.run, [*extraction, f"--output={local / 'data'}"], pool)
-        _on_workers(extract.run, [*extraction, f"--output={remote / 'data'}", *runner, "--yes"], pool)
+        _run_job(extract.run, [*extraction, f"--output={local / 'data'}"], pool)
+        _run_job(extract.run, [*extraction, f"--output={remote / 'data'}", *runner, "--yes"], pool)
         ours, theirs = _records(local / "data"), _records(remote / "data")
         assert ours["train"] and ours == theirs
 
@@ -186,8 +186,8 @@ def test_extraction_and_prediction_on_workers_from_the_staged_package(
             "--overlap=8",
             "--mosaic",
         ]
-        _on_workers(predict.run, [*prediction, f"--output={local / 'map'}"], pool)
-        _on_workers(predict.run, [*prediction, f"--output={remote / 'map'}", *runner, "--yes"], pool)
+        _run_job(predict.run, [*prediction, f"--output={local / 'map'}"], pool)
+        _run_job(predict.run, [*prediction, f"--output={remote / 'map'}", *runner, "--yes"], pool)
     ours, theirs = (folder / "map" / "classes.tif" for folder in (local, remote))
     with rasterio.open(ours) as a, rasterio.open(theirs) as b:
         assert a.read().tobytes() == b.read().tobytes()
