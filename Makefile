@@ -18,6 +18,13 @@ $(STAMP): requirements.txt setup.py
 
 install: $(STAMP) ## Create .venv with the pinned dependencies and terrabeam itself
 
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP) requirements-bench.txt
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	touch $(BENCH_STAMP)
+
+install-bench: $(BENCH_STAMP) ## Add the bench extra (scikit-learn, for benchmarks/model_quality.py's forest) to .venv
+
 demo: $(STAMP) ## Extract, train, predict and assess on the generated demo scene (out/demo/predictions: classes.tif, .png; accuracy off the training patches: assessment/); the change between its two dates (out/demo/change)
 	$(PY) -m pipelines.extract --output out/demo/data --overwrite --points-per-class 50
 	$(PY) -m model.train --epochs 3 --max-minutes 6
@@ -34,7 +41,7 @@ TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: $(STAMP) ## Run the test suite
 	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist worksteal
 
-bench: $(STAMP) ## Run the benchmarks (figures in benchmarks/results/)
+bench: $(BENCH_STAMP) ## Run the benchmarks (figures in benchmarks/results/)
 	$(PY) -m benchmarks.scene_layout
 	$(PY) -m benchmarks.extract_throughput
 	$(PY) -m benchmarks.predict_throughput
@@ -88,4 +95,4 @@ template: ## Build the image and stage the Flex Templates: PROJECT=p [REGION= BU
 clean: ## Remove outputs and caches (keeps .venv)
 	rm -rf out .cache .pytest_cache
 
-.PHONY: help install demo test bench docs lint template clean vendor
+.PHONY: help install install-bench demo test bench docs lint template clean vendor
