@@ -112,11 +112,14 @@ class SegmentationLoss(keras.losses.Loss):
 
 
 def _flat(probabilities: tf.Tensor, one_hot: tf.Tensor, usable: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """The labelled pixels of the batch as (pixels, classes) probabilities and one-hot labels."""
+    """The batch's pixels as (pixels, classes) probabilities and one-hot labels, both zero where a pixel
+    is unlabelled: such a pixel adds nothing to Dice's sums, and with no error it sorts after every
+    labelled pixel in Lovász's order (their errors are at least EPSILON), so both terms are those of the
+    labelled pixels alone. Masking by multiplication keeps the shapes static, as XLA needs."""
     classes = tf.shape(probabilities)[-1]
-    keep = tf.reshape(usable, [-1])
-    p = tf.boolean_mask(tf.reshape(probabilities, [-1, classes]), keep)
-    y = tf.boolean_mask(tf.reshape(one_hot, [-1, classes]), keep)
+    keep = tf.cast(tf.reshape(usable, [-1, 1]), probabilities.dtype)
+    p = tf.reshape(probabilities, [-1, classes]) * keep
+    y = tf.reshape(one_hot, [-1, classes]) * keep
     return p, y
 
 
