@@ -42,6 +42,7 @@ from model.vocabulary import (
     SEGMENTATION,
     SPECTRAL_INDICES,
     SPECTRAL_ROLES,
+    XLA_SETTINGS,
 )
 from transforms.runtime.command import HelpFormatter, fill, prog
 
@@ -329,6 +330,15 @@ class TrainConfig:
     )
     deterministic: bool = option(
         False, "Deterministic TensorFlow ops (slower).", "Deterministic", "false", group=TRAINING_GROUP
+    )
+    xla: str = option(
+        "auto",
+        "Compile the training and selection steps with XLA: on, off, or auto (on for a run of at least "
+        "1,000 steps, where the compilation pays for itself; docs/performance.md).",
+        "XLA compilation",
+        "auto",
+        group=TRAINING_GROUP,
+        choices=XLA_SETTINGS,
     )
     cache: str = option(
         "memory",

@@ -281,12 +281,14 @@ def make_batches(
     augment_patches: bool = False,
     shuffle_buffer: int = 2048,
     seed: int | None = None,
+    drop_remainder: bool = False,
 ) -> tf.data.Dataset:
-    """`(inputs, labels, weights)` batches of `read_patches` output, reshuffled each epoch."""
+    """`(inputs, labels, weights)` batches of `read_patches` output, reshuffled each epoch; with
+    `drop_remainder`, full batches only (one batch shape: one traced or compiled step)."""
     ds = patches
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(lambda x, y: with_weights(x, y, class_weights), num_parallel_calls=AUTOTUNE)
     if augment_patches:
         ds = ds.map(augment, num_parallel_calls=AUTOTUNE)

@@ -316,6 +316,7 @@ class Fitted:
     monitor: str  # what selected the best epoch: "val_loss" (the selection split) or "loss"
     best_epoch: int  # 0-based
     ema: float  # the weight-averaging momentum it ran with (0: none)
+    xla: bool  # whether its steps were compiled with XLA
     seconds: float  # from the start of the run to the end of fitting
     cpu_seconds: float
 
@@ -331,6 +332,9 @@ class Fitted:
 def fit(config: TrainConfig, data: TrainingData, model: keras.Model, run: Run) -> Fitted:
     """Compile and fit the model on the fit records, select its best epoch on the selection records
     (checkpointed in --output), and restore that epoch's weights."""
+    # Full batches only, when there is one: a single batch shape, so the step is traced (or compiled)
+    # once; each epoch leaves out fewer than a batch of patches, others each epoch as the shuffle moves.
+    full_batches = data.statistics.patches >= config.batch_size
     train_batches = make_batches(
         data.fit.patches,
         batch_size=config.batch_size,
@@ -339,13 +343,14 @@ def fit(config: TrainConfig, data: TrainingData, model: keras.Model, run: Run) -
         augment_patches=True,
         shuffle_buffer=max(1, min(data.statistics.patches, MAX_SHUFFLE_BUFFER)),
         seed=config.seed,
+        drop_remainder=full_batches,
     )
     selection_batches = None
     if data.selection is not None:
         selection_batches = make_batches(
             data.selection.patches, batch_size=config.batch_size, class_weights=data.class_weights
         )
-    steps_per_epoch = max(1, -(-data.statistics.patches // config.batch_size))
+    steps_per_epoch = data.statistics.patches // config.batch_size if full_batches else 1
     total_steps = config.epochs * steps_per_epoch
     ema = ema_momentum(config.ema, total_steps)
     if ema != config.ema:
@@ -355,7 +360,9 @@ def fit(config: TrainConfig, data: TrainingData, model: keras.Model, run: Run) -
             config.ema,
             total_steps,
         )
+    jit = use_xla(config.xla, total_steps)
     model.compile(
+        jit_compile=jit,
         optimizer=keras.optimizers.Adam(
             learning_rate(config, steps_per_epoch),
             use_ema=bool(ema),
@@ -399,6 +406,7 @@ def fit(config: TrainConfig, data: TrainingData, model: keras.Model, run: Run) -
         monitor=monitor,
         best_epoch=best_epoch,
         ema=ema,
+        xla=jit,
         seconds=time.monotonic() - run.started,
         cpu_seconds=time.process_time() - run.cpu_started,
     )
@@ -444,6 +452,18 @@ def learning_rate(
         warmup_target=config.learning_rate if warmup else None,
         warmup_steps=warmup,
     )
+
+
+# The run length from which --xla auto compiles: where XLA's compilation (~15 CPU-s more than tracing,
+# for the default U-Net) is paid back by its faster steps (docs/performance.md, "Training").
+XLA_AUTO_STEPS = 1000
+
+
+def use_xla(setting: str, total_steps: int) -> bool:
+    """Whether the steps are compiled with XLA: --xla on/off, or auto by the run's length."""
+    if setting == "auto":
+        return total_steps >= XLA_AUTO_STEPS
+    return setting == "on"
 
 
 def ema_momentum(momentum: float, total_steps: int) -> float:
@@ -549,6 +569,7 @@ def model_metadata(config: TrainConfig, data: TrainingData, fitted: Fitted, repo
             "learning_rate": config.learning_rate,
             "schedule": config.schedule,
             "ema": fitted.ema,
+            "xla": fitted.xla,
             "class_weights": dict(zip(data.classes, data.class_weights)),
             "loss": describe_loss(config),
             "seed": config.seed,

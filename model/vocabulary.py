@@ -38,6 +38,7 @@ REGION_TERMS = ("none", "dice", "lovasz")
 
 # The learning-rate schedules of a training run.
 SCHEDULES = ("plateau", "cosine")
+XLA_SETTINGS = ("auto", "on", "off")
 
 # Where a classification model's label comes from: the label patch's majority class, or a per-patch
 # label feature.

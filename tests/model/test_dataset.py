@@ -75,6 +75,12 @@ def test_batches_carry_class_weights_and_zero_weight_for_nodata(extraction):
             assert (weights[labels == cls] == w).all()
 
 
+def test_full_batches_only_leave_out_fewer_than_a_batch(extraction):
+    sizes = [len(x) for x, _, _ in make_batches(_patches(extraction), batch_size=8)]
+    full = [len(x) for x, _, _ in make_batches(_patches(extraction), batch_size=8, drop_remainder=True)]
+    assert sizes[-1] < 8 and full == [8] * (sum(sizes) // 8)
+
+
 def test_augmentation_moves_inputs_labels_and_weights_together():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 9, (32, 8, 8)).astype(np.int32)

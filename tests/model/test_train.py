@@ -380,10 +380,10 @@ def test_training_levers_export_predict_and_continue(tmp_path):
         "ndvi": ["B8", "B4"], "ndwi": ["B3", "B8"], "mndwi": ["B3", "B11"], "ndbi": ["B11", "B8"]
     }  # fmt: skip
     assert info["training"]["loss"] == "class-weighted focal loss with label smoothing 0.1 + Lovász-softmax"
-    # A few batches of 8 for 2 epochs: too few steps for an averaging window of 10 (momentum 0.9).
-    steps = 2 * -(-info["training"]["patches"] // 8)
+    # A few full batches of 8 for 2 epochs: too few steps for an averaging window of 10 (momentum 0.9).
+    steps = 2 * (info["training"]["patches"] // 8)
     assert info["training"]["schedule"] == "cosine"
-    assert steps < 100 and info["training"]["ema"] == pytest.approx(1 - 10 / steps)
+    assert steps < 100 and info["training"]["ema"] == pytest.approx(max(0.0, 1 - 10 / steps))
     assert info["training"]["epochs_run"] == 2  # no early stopping under the cosine schedule
     history = json.loads((tmp_path / "m" / "history.json").read_text())
     assert history["learning_rate"][-1] < history["learning_rate"][0]
@@ -404,13 +404,22 @@ def test_training_levers_export_predict_and_continue(tmp_path):
         epochs=1,
         batch_size=8,
         verbose=0,
+        xla="on",
     )
     continued = train.train(again)
     assert continued["spectral_indices"] == info["spectral_indices"]
+    # --xla auto leaves a run this short to the traced steps; on, the continued run's steps are XLA's.
+    assert (info["training"]["xla"], continued["training"]["xla"]) == (False, True)
     tta = evaluate.evaluate_model_dir(str(tmp_path / "m2"), data, tta=True)
     plain = evaluate.evaluate_model_dir(str(tmp_path / "m2"), data)
     assert tta["tta"] and tta["pixels"] == plain["pixels"] == 15 * (16 * 16 - 3)
     assert tta["confusion_matrix"] != plain["confusion_matrix"]
+
+
+def test_xla_auto_compiles_runs_long_enough_to_pay_for_it():
+    assert not training.use_xla("auto", training.XLA_AUTO_STEPS - 1)
+    assert training.use_xla("auto", training.XLA_AUTO_STEPS)
+    assert training.use_xla("on", 1) and not training.use_xla("off", 10**6)
 
 
 @pytest.mark.parametrize(

@@ -120,6 +120,7 @@ BAD = {
     "init_model": GCS_BAD,
     "training_seed": ["1.5", ""],
     "deterministic": BOOL_BAD,
+    "xla": ["yes", "On", ""],
     "cache": ["disk", "relative/prefix", ""],
     "verbose": ["3", "-1", ""],
     "model": GCS_BAD,
