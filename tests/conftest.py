@@ -36,6 +36,18 @@ def tiny_scene(tmp_path_factory) -> TinyScene:
 
 
 @pytest.fixture(scope="session")
+def conv_model_dir(tiny_scene, tmp_path_factory) -> str:
+    """The tiny scene's convolutional model folder (tests/helpers/models.py), exported once for all the
+    test workers (an export is seconds of tracing); tests read it and never write into it."""
+    from tests.helpers.models import conv_model, export, image_of
+
+    def build(folder: Path) -> dict:
+        return {"path": export(conv_model(image_of(tiny_scene)), folder / "model")}
+
+    return once_per_run(tmp_path_factory, "conv-model", build)["path"]
+
+
+@pytest.fixture(scope="session")
 def viewer_prediction(tmp_path_factory):
     """(scene, prediction folder): a small scene with a known class map, predicted as a VRT of 9 tiles."""
     from tests.helpers.viewer_scene import predict_viewer_scene

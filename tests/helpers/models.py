@@ -42,10 +42,3 @@ def conv_model(image: np.ndarray, num_classes: int = len(CLASSES), seed: int = 0
     x = keras.layers.Conv2D(num_classes, 3, padding="same")(x)
     outputs = keras.layers.Softmax(name="probabilities")(x)
     return keras.Model(inputs, outputs)
-
-
-def conv_model_folder(tiny_scene, tmp_path: Path) -> str:
-    path = tmp_path / "model"
-    if not path.exists():
-        export(conv_model(image_of(tiny_scene)), path)
-    return str(path)

@@ -27,7 +27,6 @@ from pipelines import extract as extract_pipeline
 from pipelines import predict as predict_pipeline
 from tests.helpers.damage import cut, damage_block
 from tests.helpers.http_rasters import Failure, RasterServerProcess
-from tests.helpers.models import conv_model, export, image_of
 from tests.helpers.records import read_records
 from transforms.contracts.manifest import read_manifest
 
@@ -209,8 +208,8 @@ def test_extraction_over_http_flaky_server_gives_every_record_a_404_stops_it(
 
 
 @pytest.fixture(scope="module")
-def model_dir(tiny_scene, tmp_path_factory) -> str:
-    return export(conv_model(image_of(tiny_scene)), tmp_path_factory.mktemp("model") / "model")
+def model_dir(conv_model_dir) -> str:
+    return conv_model_dir
 
 
 def predict_args(model_dir: str, image: str, output: Path, *extra: str) -> list[str]:

@@ -156,11 +156,9 @@ def test_both_forms_extract_the_same_records_and_terrabeam_starts_quietly(tiny_s
 
 
 @pytest.mark.slow
-def test_terrabeam_predict_runs_a_pool_quietly(tiny_scene, tmp_path):
+def test_terrabeam_predict_runs_a_pool_quietly(conv_model_dir, tiny_scene, tmp_path):
     """A pool of two worker processes: TensorFlow loads in every process, silently."""
-    from tests.helpers.models import conv_model_folder
-
-    model = conv_model_folder(tiny_scene, tmp_path)
+    model = conv_model_dir
     args = ["--model", model, "--inputs", tiny_scene.image, "--tile-size", "32", "--overlap", "8"]
     pool = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
     done = run([terrabeam(), "predict", *args, *pool, "--output", str(tmp_path / "map")])

@@ -13,7 +13,6 @@ from pipelines import options as local
 from pipelines.extract import main as extract_main
 from pipelines.extract import runs_in_raster_order
 from pipelines.progress import LocalRunner
-from tests.helpers.models import conv_model_folder
 from tests.helpers.records import records_of_split, without_files
 from transforms.contracts.manifest import read_manifest
 from transforms.geometry.sampling import Point
@@ -59,7 +58,7 @@ def test_small_jobs_get_only_the_workers_their_work_pays_for():
     assert local.plan_local_workers(2, GIB, None, 64 * GIB, work=10**6, min_work_per_worker=1000).workers == 2
 
 
-def test_planned_work_of_the_jobs(tiny_scene, tmp_path):
+def test_planned_work_of_the_jobs(conv_model_dir, tiny_scene, tmp_path):
     from pipelines import extract, predict
 
     scene = [
@@ -74,7 +73,7 @@ def test_planned_work_of_the_jobs(tiny_scene, tmp_path):
         scene + ["--points-per-class", "7", "--classes", "1,2,3", "--output", str(tmp_path / "x")]
     )
     assert extract.planned_points(extract.validate(opts.view_as(extract.ExtractOptions))) == 7 * 3 * 2
-    model = conv_model_folder(tiny_scene, tmp_path)
+    model = conv_model_dir
     opts = PipelineOptions(
         [
             f"--model={model}",
@@ -89,11 +88,11 @@ def test_planned_work_of_the_jobs(tiny_scene, tmp_path):
     assert len(job.plan) == 16  # the work unit of prediction: tiles
 
 
-def test_a_24_gib_machine_stays_safe_whatever_its_cpu_count(tiny_scene, tmp_path):
+def test_a_24_gib_machine_stays_safe_whatever_its_cpu_count(conv_model_dir, tiny_scene, tmp_path):
     """The default prediction's estimated worker memory, on a 24 GiB machine with many cores."""
     from pipelines import predict
 
-    model = conv_model_folder(tiny_scene, tmp_path)
+    model = conv_model_dir
     opts = PipelineOptions([f"--model={model}", "--inputs", tiny_scene.image, f"--output={tmp_path / 'o'}"])
     job = predict.validate(opts.view_as(predict.PredictOptions))
     per_worker = predict.worker_bytes(job)
@@ -211,10 +210,10 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_prediction_is_byte_identical_with_one_and_two_workers(tiny_scene, tmp_path):
+def test_prediction_is_byte_identical_with_one_and_two_workers(conv_model_dir, tiny_scene, tmp_path):
     from pipelines.predict import run
 
-    model = conv_model_folder(tiny_scene, tmp_path)
+    model = conv_model_dir
     args = [f"--model={model}", "--inputs", tiny_scene.image, "--tile-size=64", "--overlap=8"]
     args += ["--probabilities=uint8"]
     one = run(args + [f"--output={tmp_path / 'one'}", "--direct_num_workers=1"])

@@ -132,10 +132,10 @@ def test_a_bad_region_gets_the_extractions_own_error(tiny_scene, tmp_path, capsy
     assert not (tmp_path / "out").exists()
 
 
-def test_a_bad_area_and_a_bad_tiling_get_the_predictions_own_errors(tiny_scene, tmp_path, capsys):
-    from tests.helpers.models import conv_model_folder
-
-    model = conv_model_folder(tiny_scene, tmp_path)
+def test_a_bad_area_and_a_bad_tiling_get_the_predictions_own_errors(
+    conv_model_dir, tiny_scene, tmp_path, capsys
+):
+    model = conv_model_dir
     base = ["--model", model, "--inputs", tiny_scene.image, "--output", str(tmp_path / "p")]
     for extra, expected in (
         (["--aoi", "10,50,5,51"], "a bounding box is W,S,E,N in degrees with W < E"),
@@ -203,12 +203,11 @@ def test_an_earth_engine_extraction_is_planned_without_contacting_earth_engine(
     assert any("--number_of_worker_harness_threads 5" in note for note in one_thread.assumptions)
 
 
-def test_a_predictions_tiles_and_the_tiles_a_region_touches(tiny_scene, tmp_path):
-    from tests.helpers.models import conv_model_folder
+def test_a_predictions_tiles_and_the_tiles_a_region_touches(conv_model_dir, tiny_scene, tmp_path):
     from transforms.geometry.grid import GridSpec
     from transforms.geometry.tiling import RegionMask, TilingSpec, plan_for_bounds
 
-    model = conv_model_folder(tiny_scene, tmp_path)
+    model = conv_model_dir
     argv = ["--model", model, "--inputs", tiny_scene.image, "--tile-size", "64", "--overlap", "16"]
     result = plan.run("predict", [*argv, "--output", str(tmp_path / "p")])
     # 200×200 pixels in cores of 64 - 16 = 48: 5 rows × 5 columns.
@@ -319,13 +318,11 @@ def test_within_budget_the_job_goes_on_without_asking(tiny_scene, tmp_path, caps
 
 
 def test_a_prediction_above_budget_stops_before_writing(
-    tiny_scene, tmp_path, capsys, monkeypatch, submissions
+    conv_model_dir, tiny_scene, tmp_path, capsys, monkeypatch, submissions
 ):
-    from tests.helpers.models import conv_model_folder
-
     answer(monkeypatch, None)
     output = tmp_path / "maps"
-    argv = ["--model", conv_model_folder(tiny_scene, tmp_path), "--inputs", tiny_scene.image]
+    argv = ["--model", conv_model_dir, "--inputs", tiny_scene.image]
     assert predict.main([*argv, "--output", str(output), *DATAFLOW, "--budget", "0"]) == 2
     out, err = capsys.readouterr()
     assert out.startswith("Plan of this prediction") and "pass --yes" in err

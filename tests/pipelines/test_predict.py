@@ -82,11 +82,6 @@ def read(path: Path, band: int | None = 1) -> np.ndarray:
         return src.read(band) if band else np.moveaxis(src.read(), 0, -1)
 
 
-@pytest.fixture(scope="module")
-def conv_model_dir(tiny_scene, tmp_path_factory) -> str:
-    return export(conv_model(image_of(tiny_scene)), tmp_path_factory.mktemp("conv") / "model")
-
-
 # --- seams ----------------------------------------------------------------------------------------
 
 

@@ -39,8 +39,8 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.fixture(scope="module")
-def model_dir(tiny_scene, tmp_path_factory) -> str:
-    return export(conv_model(image_of(tiny_scene)), tmp_path_factory.mktemp("model") / "model")
+def model_dir(conv_model_dir) -> str:
+    return conv_model_dir
 
 
 def args(model_dir: str, image: str, output: Path, *extra: str) -> list[str]:

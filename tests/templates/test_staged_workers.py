@@ -16,7 +16,6 @@ import pytest
 import rasterio
 
 from pipelines import extract, predict
-from tests.helpers.models import conv_model_folder
 from tests.helpers.staged import (
     NOT_INSTALLED,
     PACKAGES,
@@ -160,7 +159,7 @@ def _run_job(job: Callable[[list[str]], object], args: list[str], pool: Path) ->
 
 
 def test_extraction_and_prediction_on_workers_from_the_staged_package(
-    staged_env, tiny_scene, tmp_path_factory, tmp_path
+    conv_model_dir, staged_env, tiny_scene, tmp_path_factory, tmp_path
 ):
     extraction = [
         f"--inputs={tiny_scene.image}",
@@ -178,7 +177,7 @@ def test_extraction_and_prediction_on_workers_from_the_staged_package(
         ours, theirs = _records(local / "data"), _records(remote / "data")
         assert ours["train"] and ours == theirs
 
-        model = conv_model_folder(tiny_scene, tmp_path_factory.mktemp("staged-model"))
+        model = conv_model_dir
         prediction = [
             f"--model={model}",
             f"--inputs={tiny_scene.image}",

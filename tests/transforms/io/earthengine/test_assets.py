@@ -108,8 +108,8 @@ def test_the_code_editor_snippet_shows_the_classes_in_their_colours():
     assert "palette: palette" in snippet and "Map.add(legend)" in snippet
 
 
-def test_predict_with_ee_asset_refuses_a_local_output(tiny_scene, tmp_path, capsys):
-    model = export(conv_model(image_of(tiny_scene)), tmp_path / "model")
+def test_predict_with_ee_asset_refuses_a_local_output(tiny_scene, conv_model_dir, tmp_path, capsys):
+    model = conv_model_dir
     argv = ["--model", model, "--inputs", tiny_scene.image, "--output", str(tmp_path / "maps")]
     assert predict.main([*argv, "--ee-asset", "projects/my-project/assets/landcover"]) == 2
     assert "give a gs:// --output" in capsys.readouterr().err
