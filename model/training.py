@@ -81,9 +81,20 @@ def start(config: TrainConfig) -> Run:
     """Seed every random generator (and make TensorFlow's ops deterministic if asked); start the clocks."""
     run = Run(time.monotonic(), time.process_time())
     keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
+    _set_op_determinism(config.deterministic)
     return run
+
+
+def _set_op_determinism(on: bool) -> None:
+    """Deterministic ops exactly when asked: TensorFlow has no public switch back off (2.21), so a process
+    that trained with --deterministic before (a notebook, a test session) would stay deterministic, and
+    Keras would silently refuse XLA for every later run."""
+    from tensorflow.python.framework import config as tf_config
+
+    if on:
+        tf.config.experimental.enable_op_determinism()
+    elif tf_config.is_op_determinism_enabled():
+        tf_config.disable_op_determinism()
 
 
 # --- load_training_data ----------------------------------------------------------------------------------
@@ -385,6 +396,10 @@ def fit(config: TrainConfig, data: TrainingData, model: keras.Model, run: Run) -
     # the first traced step, ~30 ms a variable there and a second trace; built here they cost ~3 ms each
     # (3 s less per run of the default U-Net, a third of fit's fixed part).
     model.optimizer.build(model.trainable_variables)
+    if jit and not model.jit_compile:  # Keras turns XLA off, with only a Python warning, when it cannot
+        reason = "--deterministic ops" if config.deterministic else "a layer of the model"
+        log.warning("XLA compilation is off for this run: %s does not support it.", reason)
+    jit = bool(model.jit_compile)
     tf.io.gfile.makedirs(join_path(config.output, "checkpoints"))
     checkpoint = join_path(config.output, CHECKPOINT)
     monitor = "val_loss" if selection_batches is not None else "loss"

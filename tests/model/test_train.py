@@ -414,19 +414,29 @@ def test_training_levers_export_predict_and_continue(tmp_path):
     assert tta["confusion_matrix"] != plain["confusion_matrix"]
 
 
-def test_xla_compiled_steps_train_as_the_traced_ones_do(data, tmp_path):
+@pytest.mark.filterwarnings("ignore:Model doesn't support `jit_compile=True`:UserWarning")  # said in the log
+def test_xla_compiled_steps_train_as_the_traced_ones_do(data, tmp_path, caplog):
     """The talk's small model for an epoch from the same seed, its steps traced and XLA-compiled (with the
-    Lovász term, whose masking XLA needs static): the same losses."""
+    Lovász term, whose masking XLA needs static): the same losses. Deterministic ops rule XLA out (Keras
+    turns it off), which the run says and records, and they end with the run that asked for them."""
+    from tensorflow.python.framework.config import is_op_determinism_enabled
+
     runs = {}
-    for xla in ("off", "on"):
+    for name, settings in {
+        "deterministic": {"xla": "on", "deterministic": True},
+        "off": {"xla": "off"},
+        "on": {"xla": "on"},
+    }.items():
         config = train.TrainConfig(
-            data=data, output=str(tmp_path / xla), architecture="minimal", filters=4, epochs=1,
-            batch_size=8, ema=0.0, region_loss="lovasz", verbose=0, xla=xla,
+            data=data, output=str(tmp_path / name), architecture="minimal", filters=4, epochs=1,
+            batch_size=8, ema=0.0, region_loss="lovasz", verbose=0, **settings,
         )  # fmt: skip
         run = training.start(config)  # seeds, as train() does
+        assert is_op_determinism_enabled() == config.deterministic
         loaded = training.load_training_data(config)
-        runs[xla] = training.fit(config, loaded, training.build_model(config, loaded), run)
-    assert (runs["off"].xla, runs["on"].xla) == (False, True)
+        runs[name] = training.fit(config, loaded, training.build_model(config, loaded), run)
+    assert (runs["deterministic"].xla, runs["off"].xla, runs["on"].xla) == (False, False, True)
+    assert "XLA compilation is off for this run: --deterministic ops" in caplog.text
     for name in ("loss", "val_loss"):  # threaded CPU kernels alone move the traced run's loss by ~0.3 %
         assert runs["on"].history[name] == pytest.approx(runs["off"].history[name], rel=1e-2)
 
