@@ -42,6 +42,7 @@ from model.vocabulary import (
     SEGMENTATION,
     SPECTRAL_INDICES,
     SPECTRAL_ROLES,
+    XLA_AUTO_STEPS,
     XLA_SETTINGS,
 )
 from transforms.runtime.command import HelpFormatter, fill, prog
@@ -334,7 +335,7 @@ class TrainConfig:
     xla: str = option(
         "auto",
         "Compile the training and selection steps with XLA: on, off, or auto (on for a run of at least "
-        "1,000 steps, where the compilation pays for itself; docs/performance.md).",
+        f"{XLA_AUTO_STEPS:,} steps, where the compilation pays for itself; docs/performance.md).",
         "XLA compilation",
         "auto",
         group=TRAINING_GROUP,
