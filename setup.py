@@ -10,7 +10,7 @@ INSTALL_REQUIRES = [
     # 2.77: the Beam version the container image and CI use; RunInference and
     # with_exception_handling as used here need >= 2.50.
     "apache-beam[gcp]>=2.77,<3",
-    # Keras 3 export API (model.export / ExportArchive) and tf.data AUTOTUNE behaviour we rely on.
+    # Keras 3 (the .keras format and its layers API) and tf.data AUTOTUNE behaviour we rely on.
     "tensorflow-cpu>=2.16",
     # ee.data.computePixels with NUMPY_NDARRAY and the high-volume endpoint.
     "earthengine-api>=1.0",

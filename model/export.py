@@ -12,7 +12,7 @@
     earthengine.json    the matching `ee.Model.fromVertexAi` arguments (outputBands: one band per class)
     keras/model.keras   the Keras model, for fine-tuning and evaluation
 
-Both SavedModels are written with Keras 3's `ExportArchive`; loading them needs only TensorFlow.
+Both SavedModels are written by model/signature.py; loading them needs only TensorFlow.
 Paths may be local or gs:// (everything goes through tf.io.gfile / TensorFlow's file systems).
 """
 
@@ -29,6 +29,7 @@ import tensorflow as tf
 from model.architecture import INPUT_NAME, MODES, OUTPUT_NAME, SEGMENTATION, receptive_field
 from model.errors import ModelError, ModelNotFoundError
 from model.serving import eeify
+from model.signature import write_signature
 from transforms.contracts.label_scheme import scheme_from_metadata
 
 # Imported under the names model.train and model.evaluate use.
@@ -102,18 +103,11 @@ def _complete_metadata(keras_model: keras.Model, metadata: Mapping[str, Any]) ->
 
 
 def _export_serving(keras_model: keras.Model, path: str, num_bands: int) -> None:
-    archive = keras.export.ExportArchive()
-    archive.track(keras_model)
-
     def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
         return {OUTPUT_NAME: keras_model(image, training=False)}
 
-    archive.add_endpoint(
-        SIGNATURE,
-        serve,
-        input_signature=[tf.TensorSpec((None, None, None, num_bands), tf.float32, name=INPUT_NAME)],
-    )
-    archive.write_out(path, verbose=False)
+    spec = tf.TensorSpec((None, None, None, num_bands), tf.float32, name=INPUT_NAME)
+    write_signature(path, SIGNATURE, serve, [spec])
 
 
 def _export_eeified(keras_model: keras.Model, path: str, info: Mapping[str, Any]) -> None:

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from model.errors import ModelError
+from model.signature import write_signature
 from transforms.contracts.label_scheme import (
     PRESETS,
     LabelScheme,
@@ -283,8 +284,6 @@ def write_eeified(model: ImageModel, path: str, class_names: Sequence[str], num_
     height, width = model.input_tile
     tile_shape = (height, width, num_bands)
     count = len(names)
-    archive = keras.export.ExportArchive()
-    archive.track(model.resource)
 
     def serve(array: tf.Tensor) -> dict[str, tf.Tensor]:
         tiles = tf.map_fn(
@@ -303,10 +302,10 @@ def write_eeified(model: ImageModel, path: str, class_names: Sequence[str], num_
         )
         return {name: encoded[:, k] for k, name in enumerate(names)}
 
-    archive.add_endpoint(
-        SIGNATURE, serve, input_signature=[tf.TensorSpec((None,), tf.string, name=EE_INPUT_NAME)]
-    )
-    archive.write_out(path, verbose=False)
+    # A Keras model's variables are saved with the trace; a loaded SavedModel may hold tables too.
+    tracked = None if isinstance(model.resource, keras.Model) else model.resource
+    spec = tf.TensorSpec((None,), tf.string, name=EE_INPUT_NAME)
+    write_signature(path, SIGNATURE, serve, [spec], tracked=tracked)
 
 
 # --- earthengine.json ------------------------------------------------------------------------------
