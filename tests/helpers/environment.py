@@ -1,9 +1,15 @@
-"""The repository root and a clean environment for commands run as subprocesses."""
+"""The repository root, a clean environment for commands run as subprocesses, and the `terrabeam` command
+they run."""
 
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from transforms.runtime import command
 from transforms.runtime.quiet_tensorflow import QUIET_ENV
@@ -24,3 +30,30 @@ def env(**extra: str) -> dict[str, str]:
     }
     clean = {k: v for k, v in os.environ.items() if k not in drop}
     return {**clean, **extra}
+
+
+# TensorFlow's and absl's start-up lines, and Python warnings, as they appear on stderr.
+NOISE = re.compile(
+    r"cpu_feature_guard|oneDNN|absl::InitializeLog|This TensorFlow binary|rebuild TensorFlow"
+    r"|Warning:|WARNING|^[IWE]\d{4} ",
+    re.M,
+)
+
+
+def terrabeam() -> str:
+    """The installed console script, next to this Python (make install: pip install -e .)."""
+    path = Path(sys.executable).parent / "terrabeam"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: install terrabeam with `make install` (pip install -e .).")
+    return str(path)
+
+
+def not_own(stderr: str) -> str:
+    """stderr less terrabeam's own lines: notes and the final progress line of a job."""
+    own = ("note: ", "Extraction: ", "Prediction: ")
+    return "".join(line for line in stderr.splitlines(keepends=True) if not line.startswith(own))
+
+
+def run_command(args: list[str], **extra: str) -> subprocess.CompletedProcess:
+    """`args` run from the repository root in env(**extra), its output captured."""
+    return subprocess.run(args, cwd=ROOT, env=env(**extra), capture_output=True, text=True, timeout=600)

@@ -4,48 +4,21 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 from importlib import metadata
-from pathlib import Path
 
 import pytest
 
 from pipelines import cli
-from tests.helpers.environment import ROOT, env
+from tests.helpers.environment import NOISE, ROOT, not_own, run_command, terrabeam
 from transforms.runtime import command
 from transforms.runtime.quiet_tensorflow import QUIET_ENV
-
-# TensorFlow's and absl's start-up lines, and Python warnings, as they appear on stderr.
-NOISE = re.compile(
-    r"cpu_feature_guard|oneDNN|absl::InitializeLog|This TensorFlow binary|rebuild TensorFlow"
-    r"|Warning:|WARNING|^[IWE]\d{4} ",
-    re.M,
-)
 
 
 @pytest.fixture(autouse=True)
 def own_program_names(monkeypatch):
     """`terrabeam X` renames its module's usage line; keep that from leaking into other tests."""
     monkeypatch.setattr(command, "_PROGS", {})
-
-
-def terrabeam() -> str:
-    """The installed console script, next to this Python (make install: pip install -e .)."""
-    path = Path(sys.executable).parent / "terrabeam"
-    if not path.exists():
-        pytest.fail(f"{path} is missing: install terrabeam with `make install` (pip install -e .).")
-    return str(path)
-
-
-def not_own(stderr: str) -> str:
-    """stderr less terrabeam's own lines: notes and the final progress line of a job."""
-    own = ("note: ", "Extraction: ", "Prediction: ")
-    return "".join(line for line in stderr.splitlines(keepends=True) if not line.startswith(own))
-
-
-def run(args: list[str], **extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=ROOT, env=env(**extra), capture_output=True, text=True, timeout=600)
 
 
 # --- the dispatcher ----------------------------------------------------------------------------------
@@ -110,11 +83,11 @@ def test_a_command_is_one_row_of_the_table(monkeypatch, capsys):
 
 
 def test_the_installed_script_answers_help_and_version():
-    done = run([terrabeam(), "--help"])
+    done = run_command([terrabeam(), "--help"])
     assert done.returncode == 0 and "commands:" in done.stdout, done.stderr
-    done = run([terrabeam(), "--version"])
+    done = run_command([terrabeam(), "--version"])
     assert done.returncode == 0 and done.stdout.startswith("terrabeam "), done.stderr
-    done = run([terrabeam(), "extrct"])
+    done = run_command([terrabeam(), "extrct"])
     assert done.returncode == 2 and "did you mean 'extract'?" in done.stderr
 
 
@@ -122,8 +95,8 @@ def test_the_installed_script_answers_help_and_version():
 def test_both_forms_list_the_same_options(job):
     """And start quietly: training loads TensorFlow, whose start-up lines stay hidden."""
     module = {"train": "model.train"}.get(job, f"pipelines.{job}")
-    script = run([terrabeam(), job, "--help"], COLUMNS="100")
-    python_m = run([sys.executable, "-m", module, "--help"], COLUMNS="100")
+    script = run_command([terrabeam(), job, "--help"], COLUMNS="100")
+    python_m = run_command([sys.executable, "-m", module, "--help"], COLUMNS="100")
     assert script.returncode == python_m.returncode == 0, script.stderr + python_m.stderr
     assert script.stdout.replace(f"terrabeam {job}", f"python -m {module}") == python_m.stdout
     assert not NOISE.search(script.stderr + python_m.stderr), script.stderr + python_m.stderr
@@ -138,8 +111,8 @@ def test_both_forms_extract_the_same_records_and_terrabeam_starts_quietly(tiny_s
 
     scene = ["--inputs", tiny_scene.image, "--labels", tiny_scene.labels, "--regions", tiny_scene.regions]
     args = scene + ["--patch-size", "32", "--points-per-class", "60"]
-    script = run([terrabeam(), "extract", *args, "--output", str(tmp_path / "a")])
-    python_m = run(
+    script = run_command([terrabeam(), "extract", *args, "--output", str(tmp_path / "a")])
+    python_m = run_command(
         [sys.executable, "-m", "pipelines.extract", *args, "--output", str(tmp_path / "b")]
         + ["--direct_num_workers", "1", "--verbose"]
     )
@@ -155,18 +128,6 @@ def test_both_forms_extract_the_same_records_and_terrabeam_starts_quietly(tiny_s
         assert records_of_split(a, split) == records_of_split(b, split)
 
 
-@pytest.mark.slow
-def test_terrabeam_predict_runs_a_pool_quietly(conv_model_dir, tiny_scene, tmp_path):
-    """A pool of two worker processes: TensorFlow loads in every process, silently."""
-    model = conv_model_dir
-    args = ["--model", model, "--inputs", tiny_scene.image, "--tile-size", "32", "--overlap", "8"]
-    pool = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
-    done = run([terrabeam(), "predict", *args, *pool, "--output", str(tmp_path / "map")])
-    assert done.returncode == 0, done.stderr
-    assert not_own(done.stderr) == "", f"not a quiet start:\n{done.stderr}"
-    assert "Prediction of 81 tiles written" in done.stdout
-
-
 # --- the quiet start ---------------------------------------------------------------------------------
 
 
@@ -175,22 +136,22 @@ def test_tensorflows_start_up_lines_are_hidden_unless_asked_for(tmp_path):
     and that commands that load TensorFlow hide them otherwise. Training loads TensorFlow before it reads
     the data (here a manifest that describes nothing), prediction to read a model folder (here one whose
     model.json describes no model): both stop right after. (Both forms of a command share their start:
-    test_both_forms_extract_the_same_records_and_terrabeam_starts_quietly; prediction's quiet side:
-    test_terrabeam_predict_runs_a_pool_quietly.)"""
+    test_both_forms_extract_the_same_records_and_terrabeam_starts_quietly; prediction's quiet side, in a
+    pool of worker processes: tests/pipelines/test_local_cores.py.)"""
     (tmp_path / "manifest.json").write_text("{}")
     data = ["--data", str(tmp_path), "--output", str(tmp_path / "model")]
-    asked = run([terrabeam(), "train", *data, "--verbose"])
+    asked = run_command([terrabeam(), "train", *data, "--verbose"])
     assert asked.returncode == 2 and "error: " in asked.stderr, asked.stderr
     if not NOISE.search(asked.stderr):
         pytest.skip("this TensorFlow prints no start-up lines on this machine: nothing to hide")
-    quiet = run([sys.executable, "-m", "model.train", *data])
+    quiet = run_command([sys.executable, "-m", "model.train", *data])
     assert quiet.returncode == 2 and "error: " in quiet.stderr, quiet.stderr
     assert not NOISE.search(quiet.stderr), quiet.stderr
     model = tmp_path / "not-a-model"
     model.mkdir()
     (model / "model.json").write_text("{}")
     predict = [sys.executable, "-m", "pipelines.predict", "--model", str(model)]
-    own = run(predict, TF_CPP_MIN_LOG_LEVEL="0")
+    own = run_command(predict, TF_CPP_MIN_LOG_LEVEL="0")
     assert own.returncode == 2 and "is not a terrabeam model description" in own.stderr, own.stderr
     assert NOISE.search(own.stderr), own.stderr
 

@@ -3,6 +3,7 @@ whatever the worker count."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from pipelines import options as local
 from pipelines.extract import main as extract_main
 from pipelines.extract import runs_in_raster_order
 from pipelines.progress import LocalRunner
+from tests.helpers.environment import not_own, run_command, terrabeam
 from tests.helpers.records import records_of_split, without_files
 from transforms.contracts.manifest import read_manifest
 from transforms.geometry.sampling import Point
@@ -211,16 +213,20 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 @pytest.mark.slow
 def test_prediction_is_byte_identical_with_one_and_two_workers(conv_model_dir, tiny_scene, tmp_path):
+    """One worker in this process; a pool of two worker processes started by the `terrabeam` command,
+    where TensorFlow loads in every process, silently."""
     from pipelines.predict import run
 
     model = conv_model_dir
     args = [f"--model={model}", "--inputs", tiny_scene.image, "--tile-size=64", "--overlap=8"]
     args += ["--probabilities=uint8"]
     one = run(args + [f"--output={tmp_path / 'one'}", "--direct_num_workers=1"])
-    two = run(
-        args
-        + [f"--output={tmp_path / 'two'}", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
-    )
+    pool = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+    done = run_command([terrabeam(), "predict", *args, *pool, f"--output={tmp_path / 'two'}"])
+    assert done.returncode == 0, done.stderr
+    assert not_own(done.stderr) == "", f"not a quiet start:\n{done.stderr}"
+    assert "Prediction of 16 tiles written" in done.stdout
+    two = json.loads((tmp_path / "two" / "prediction.json").read_text())
     assert one["tiles_written"] == two["tiles_written"] == 16
     assert {k: v for k, v in one.items() if k != "output"} == {k: v for k, v in two.items() if k != "output"}
     files_one, files_two = _files(tmp_path / "one"), _files(tmp_path / "two")

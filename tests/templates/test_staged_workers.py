@@ -16,6 +16,7 @@ import pytest
 import rasterio
 
 from pipelines import extract, predict
+from tests.helpers.once import once_per_run
 from tests.helpers.staged import (
     NOT_INSTALLED,
     PACKAGES,
@@ -29,9 +30,15 @@ from tests.helpers.staged import (
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def staged_env(tmp_path_factory) -> Path:
-    return staged_environment(tmp_path_factory.mktemp("staged"))
+    """Built once for all the test workers: the environment's first Python process compiles the
+    bytecode of what it imports (~11 CPU-s for TensorFlow and Beam), which later ones reuse."""
+
+    def build(folder: Path) -> dict:
+        return {"env": str(staged_environment(folder))}
+
+    return Path(once_per_run(tmp_path_factory, "staged-environment", build)["env"])
 
 
 def _run_in(env: Path, code: str, cwd: Path, *args: str) -> subprocess.CompletedProcess:
