@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,27 @@ from tests.helpers.scenes import (
     TinyScene,
     write_tiny_scene,
 )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test worker starts with the slow modules of its share.
+
+    pytest-xdist's work-stealing scheduler hands each of its N workers one contiguous Nth of this list,
+    and idle workers later take the second half of what another has left. A minute-long test at the
+    end of a share (the staged workers, in tests/templates) then ran alone for the last ~45 s of the
+    suite; at the start of its share it overlaps the others. The order within each module is kept.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers < 2:
+        return
+    slow = {item.module for item in items if item.get_closest_marker("slow")}
+    start, left = 0, len(items)
+    for share in range(workers, 0, -1):  # the shares' sizes as the scheduler cuts them
+        size = left // share
+        items[start : start + size] = sorted(
+            items[start : start + size], key=lambda item: getattr(item, "module", None) not in slow
+        )
+        start, left = start + size, left - size
 
 
 @pytest.fixture(autouse=True)
