@@ -19,9 +19,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Each test worker starts with the slow modules of its share.
 
     pytest-xdist's work-stealing scheduler hands each of its N workers one contiguous Nth of this list,
-    and idle workers later take the second half of what another has left. A minute-long test at the
-    end of a share (the staged workers, in tests/templates) then ran alone for the last ~45 s of the
-    suite; at the start of its share it overlaps the others. The order within each module is kept.
+    and idle workers later take the second half of what another has left. A minute-long test near the
+    end of a share (the staged workers, in tests/templates) ran alone for the last ~45 s of the suite;
+    with each share's slow modules first, the end of the run is short tests that the workers share.
+    The order within each module is kept.
     """
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers < 2:
