@@ -39,10 +39,10 @@ REGION_TERMS = ("none", "dice", "lovasz")
 # The learning-rate schedules of a training run.
 SCHEDULES = ("plateau", "cosine")
 XLA_SETTINGS = ("auto", "on", "off")
-# The run length from which --xla auto compiles: XLA's compilation costs ~21 CPU-s more than tracing the
-# default U-Net and its steps save ~54 ms each on 16×16 patches (paid back after ~400 steps; less is saved
-# on larger patches): docs/performance.md, "Training".
-XLA_AUTO_STEPS = 1000
+# The run length from which --xla auto compiles: XLA's compilation costs ~14 CPU-s more than tracing the
+# default U-Net and its steps save ~12 ms each on 16×16 patches (paid back after ~1,200 steps, measured
+# over 1 and 8 epochs in one run; less is saved on larger patches): docs/performance.md, "Training".
+XLA_AUTO_STEPS = 2000
 
 # Where a classification model's label comes from: the label patch's majority class, or a per-patch
 # label feature.
