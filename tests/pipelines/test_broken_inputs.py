@@ -207,11 +207,6 @@ def test_extraction_over_http_flaky_server_gives_every_record_a_404_stops_it(
 # --- prediction -----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def model_dir(conv_model_dir) -> str:
-    return conv_model_dir
-
-
 def predict_args(model_dir: str, image: str, output: Path, *extra: str) -> list[str]:
     return [
         f"--model={model_dir}",
@@ -224,10 +219,10 @@ def predict_args(model_dir: str, image: str, output: Path, *extra: str) -> list[
 
 
 @pytest.mark.timeout(120)
-def test_prediction_stops_before_it_starts_on_a_file_cut_short(tiny_scene, model_dir, tmp_path, capsys):
+def test_prediction_stops_before_it_starts_on_a_file_cut_short(tiny_scene, conv_model_dir, tmp_path, capsys):
     truncated = cut(Path(tiny_scene.image), 0.64, tmp_path / "image.tif")
     start = time.monotonic()
-    assert predict_pipeline.main(predict_args(model_dir, str(truncated), tmp_path / "out")) == 2
+    assert predict_pipeline.main(predict_args(conv_model_dir, str(truncated), tmp_path / "out")) == 2
     assert time.monotonic() - start < 30
     assert from_error(capsys.readouterr().err).startswith(
         f"error: {truncated} is broken: the file is truncated"
@@ -237,12 +232,15 @@ def test_prediction_stops_before_it_starts_on_a_file_cut_short(tiny_scene, model
 
 @pytest.mark.timeout(300)
 def test_prediction_with_a_damaged_tile_exits_1_with_the_summary(
-    tiny_scene, model_dir, compressed_image, tmp_path, capsys
+    tiny_scene, conv_model_dir, compressed_image, tmp_path, capsys
 ):
     # Pixels 32-64 of the first rows: the input windows of tiles (0, 0) and (0, 1) only.
     damaged = damage_block(compressed_image, tmp_path / "damaged.tif", 1, 0)
     out = tmp_path / "out"
-    assert predict_pipeline.main(predict_args(model_dir, str(damaged), out, "--max-error-fraction=0.01")) == 1
+    assert (
+        predict_pipeline.main(predict_args(conv_model_dir, str(damaged), out, "--max-error-fraction=0.01"))
+        == 1
+    )
     err = capsys.readouterr().err
     summary = json.loads((out / "prediction.json").read_text())
     failed = summary["tiles_failed"]
@@ -258,7 +256,7 @@ def test_prediction_with_a_damaged_tile_exits_1_with_the_summary(
 
     assert (
         predict_pipeline.main(
-            predict_args(model_dir, str(damaged), out, "--overwrite", "--max-error-fraction=1")
+            predict_args(conv_model_dir, str(damaged), out, "--overwrite", "--max-error-fraction=1")
         )
         == 0
     )
@@ -278,10 +276,10 @@ class _Unreadable:
 
 
 @pytest.mark.timeout(300)
-def test_on_a_remote_runner_the_last_step_fails_the_job(tiny_scene, model_dir, tmp_path):
+def test_on_a_remote_runner_the_last_step_fails_the_job(tiny_scene, conv_model_dir, tmp_path):
     """On Dataflow the job itself must fail: its last step raises once prediction.json is written."""
     out = tmp_path / "out"
-    options = PipelineOptions(predict_args(model_dir, tiny_scene.image, out))
+    options = PipelineOptions(predict_args(conv_model_dir, tiny_scene.image, out))
     job = predict_pipeline.validate(options.view_as(predict_pipeline.PredictOptions))
     job = dataclasses.replace(job, source=_Unreadable(job.source))
     with pytest.raises(Exception, match=r"prediction failed: nothing was produced, no tiles written: all 16"):

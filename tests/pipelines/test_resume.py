@@ -38,11 +38,6 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.fixture(scope="module")
-def model_dir(conv_model_dir) -> str:
-    return conv_model_dir
-
-
 def args(model_dir: str, image: str, output: Path, *extra: str) -> list[str]:
     return [
         f"--model={model_dir}",
@@ -84,17 +79,17 @@ def kill_halfway(command: list[str], output: Path, timeout: float = 240) -> int:
 
 
 @pytest.mark.timeout(600)
-def test_resume_after_a_kill_gives_the_same_class_map_bytes(tiny_scene, model_dir, tmp_path, capsys):
+def test_resume_after_a_kill_gives_the_same_class_map_bytes(tiny_scene, conv_model_dir, tmp_path, capsys):
     whole = tmp_path / "whole"
-    assert run(args(model_dir, tiny_scene.image, whole))["tiles_written"] == TILES
+    assert run(args(conv_model_dir, tiny_scene.image, whole))["tiles_written"] == TILES
 
     part = tmp_path / "part"
-    written = kill_halfway(args(model_dir, tiny_scene.image, part), part)
+    written = kill_halfway(args(conv_model_dir, tiny_scene.image, part), part)
     assert TILES // 3 <= written < TILES and not (part / "prediction.json").exists()
     assert json.loads((part / "prediction-plan.json").read_text())["tiling"]["tiles"] == TILES
 
     # A stopped prediction is not taken for a finished one, nor silently replaced.
-    assert main(args(model_dir, tiny_scene.image, part)) == 2
+    assert main(args(conv_model_dir, tiny_scene.image, part)) == 2
     assert "--resume to finish a stopped one" in capsys.readouterr().err
 
     # A tile cut short (as by a kill on a store without atomic writes) is predicted again.
@@ -104,7 +99,7 @@ def test_resume_after_a_kill_gives_the_same_class_map_bytes(tiny_scene, model_di
     partial.write_bytes(b"half a tile")
 
     start = time.monotonic()
-    assert main(args(model_dir, tiny_scene.image, part, "--resume")) == 0
+    assert main(args(conv_model_dir, tiny_scene.image, part, "--resume")) == 0
     out = capsys.readouterr().out
     assert f"Prediction of {TILES} tiles written" in out
     assert f"{written - 1} of them were kept from the earlier run (--resume)" in out
@@ -124,17 +119,17 @@ def test_resume_after_a_kill_gives_the_same_class_map_bytes(tiny_scene, model_di
     assert summary["class_counts"] == json.loads((whole / "prediction.json").read_text())["class_counts"]
 
     # Resuming a finished prediction keeps every tile.
-    assert run(args(model_dir, tiny_scene.image, part, "--resume"))["tiles_reused"] == TILES
+    assert run(args(conv_model_dir, tiny_scene.image, part, "--resume"))["tiles_reused"] == TILES
     assert tiles(part) == tiles(whole)
 
 
 @pytest.mark.timeout(300)
-def test_resume_refuses_another_plan_model_or_an_empty_folder(tiny_scene, model_dir, tmp_path, capsys):
+def test_resume_refuses_another_plan_model_or_an_empty_folder(tiny_scene, conv_model_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(args(model_dir, tiny_scene.image, out, "--tile-size=64")) == 0
+    assert main(args(conv_model_dir, tiny_scene.image, out, "--tile-size=64")) == 0
     capsys.readouterr()
 
-    def refused(*extra: str, model: str = model_dir, output: Path = out) -> str:
+    def refused(*extra: str, model: str = conv_model_dir, output: Path = out) -> str:
         assert main(args(model, tiny_scene.image, output, *extra)) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: --resume")
@@ -145,5 +140,5 @@ def test_resume_refuses_another_plan_model_or_an_empty_folder(tiny_scene, model_
     other = export(conv_model(image_of(tiny_scene), seed=1), tmp_path / "other")
     assert "the model (" in refused("--resume", "--tile-size=64", model=other)
     assert "holds no prediction to finish" in refused("--resume", output=tmp_path / "empty")
-    assert main(args(model_dir, tiny_scene.image, out, "--resume", "--overwrite")) == 2
+    assert main(args(conv_model_dir, tiny_scene.image, out, "--resume", "--overwrite")) == 2
     assert "pick one" in capsys.readouterr().err

@@ -166,7 +166,7 @@ def _run_job(job: Callable[[list[str]], object], args: list[str], pool: Path) ->
 
 
 def test_extraction_and_prediction_on_workers_from_the_staged_package(
-    conv_model_dir, staged_env, tiny_scene, tmp_path_factory, tmp_path
+    conv_model_dir, staged_env, tiny_scene, tmp_path
 ):
     extraction = [
         f"--inputs={tiny_scene.image}",
