@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers < 2:
         return
-    slow = {item.module for item in items if item.get_closest_marker("slow")}
+    slow = {getattr(item, "module", None) for item in items if item.get_closest_marker("slow")}
     start, left = 0, len(items)
     for share in range(workers, 0, -1):  # the shares' sizes as the scheduler cuts them
         size = left // share
