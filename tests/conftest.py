@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import beam_construction
 from tests.helpers.once import once_per_run
 from tests.helpers.scenes import (
     TinyScene,
     write_tiny_scene,
 )
+
+beam_construction.install()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
