@@ -308,8 +308,8 @@ def test_the_validation_split_plays_no_part_in_training_or_selection(data, tmp_p
     runs = {}
     for name, source in (("original", data), ("swapped", swapped)):
         config = train.TrainConfig(
-            data=source, output=str(tmp_path / name), epochs=1, filters=4, batch_size=8,
-            deterministic=True, verbose=0,
+            data=source, output=str(tmp_path / name), architecture="minimal", epochs=1, filters=4,
+            batch_size=8, deterministic=True, verbose=0,
         )  # fmt: skip
         run = training.start(config)
         loaded = training.load_training_data(config)
