@@ -591,7 +591,9 @@ def test_the_serving_image_holds_everything_the_server_imports(model_dir, tmp_pa
     installs (and their dependencies): every other package is hidden, Beam and rasterio included."""
     packages, folders = serving_image()
     assert sorted(folders) == ["model", "transforms"]
-    assert {"tensorflow-cpu", "orjson", "pybase64", "starlette", "uvicorn"} <= set(packages)
+    assert {"tensorflow-cpu", "orjson", "pybase64", "starlette", "uvicorn", "httptools", "uvloop"} <= set(
+        packages
+    )
     app = tmp_path / "app"
     for folder in folders:
         shutil.copytree(REPO / folder, app / folder, ignore=shutil.ignore_patterns("__pycache__"))
@@ -634,4 +636,5 @@ def test_the_serving_image_holds_everything_the_server_imports(model_dir, tmp_pa
     assert seen["file"].startswith(str(app)) and seen["predictions"] == 1
     tops = {name.split(".")[0] for name in seen["modules"]}
     assert {"model", "transforms", "tensorflow", "starlette", "uvicorn", "orjson"} <= tops
+    assert {"httptools", "uvloop"} <= tops  # uvicorn's C parser and event loop, which it takes when present
     assert not tops & {"apache_beam", "rasterio", "pipelines", "httpx", "ee"}
