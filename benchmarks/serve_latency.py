@@ -12,11 +12,15 @@ the same run:
   POSTed over HTTP from `concurrency` threads; bodies are encoded before timing, answers are read
   whole (the first one is decoded and checked against the raw prediction). The server's
   `Server-Timing` header splits its side into reading, decoding, model, encoding and hand-offs.
+  The client is the standard library's http.client, one kept-alive connection per thread: the
+  lightest Python client, so that the figure is the server's and the transfer's, not a client
+  library's (a 4.5 MB request and a 3 MB answer with no work behind them took 5.6 ms with it and
+  12.0 ms with httpx on the 2-CPU machine of 2026-12-07, the medians of 40).
 
 Raw and served calls run in alternating blocks (ABBA), so that other load on a shared machine hits
 both alike. The overhead compares each served block with the raw block beside it: served / raw - 1
 of the median latency and of the block's duration (the throughput), the median over the pairs; the
-goal is ≤ 30 %. Pooled figures (all requests of a kind together) are reported as well. Figures go to
+goal is ≤ 10 % with one client thread and ≤ 30 % with more. Pooled figures (all requests of a kind together) are reported as well. Figures go to
 benchmarks/results/serve_latency.json.
 """
 
@@ -25,8 +29,10 @@ from __future__ import annotations
 import argparse
 import base64
 import concurrent.futures
+import http.client
 import json
 import os
+import queue
 import socket
 import subprocess
 import sys
@@ -41,7 +47,8 @@ from benchmarks.machine import machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serve_latency.json"
 REPO = Path(__file__).resolve().parents[1]
-GOAL_OVERHEAD = 0.30
+GOAL_OVERHEAD = {1: 0.10}  # by client threads; GOAL_OVERHEAD_MORE for more threads
+GOAL_OVERHEAD_MORE = 0.30
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -170,7 +177,9 @@ def measure_level(
         "pooled_p99": round(level["served"]["p99_ms"] / level["raw"]["p99_ms"] - 1, 3),
         "pooled_throughput": round(level["raw"]["requests_per_s"] / level["served"]["requests_per_s"] - 1, 3),
     }
-    level["within_goal"] = max(level["overhead"]["p50"], level["overhead"]["throughput"]) <= GOAL_OVERHEAD
+    goal = GOAL_OVERHEAD.get(concurrency, GOAL_OVERHEAD_MORE)
+    level["goal"] = f"overhead <= {goal:.0%}"
+    level["within_goal"] = max(level["overhead"]["p50"], level["overhead"]["throughput"]) <= goal
     return level
 
 
@@ -183,7 +192,6 @@ def free_port() -> int:
 def run(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import httpx
     import tensorflow as tf
 
     from model.serving.serve import DEFAULT_THREADS, decode_tensor, tune_malloc, wait_until_ready
@@ -219,7 +227,8 @@ def run(argv: Sequence[str] | None = None) -> dict:
             "requests_per_level_and_mode": args.requests,
             "rounds": args.rounds,
         },
-        "goal": f"serving overhead <= {GOAL_OVERHEAD:.0%}",
+        "goal": f"serving overhead <= {GOAL_OVERHEAD[1]:.0%} at one client thread, <= "
+        f"{GOAL_OVERHEAD_MORE:.0%} at more",
         "levels": [],
     }
     with tempfile.TemporaryDirectory() as folder:
@@ -240,30 +249,48 @@ def run(argv: Sequence[str] | None = None) -> dict:
         try:
             url = f"http://127.0.0.1:{port}"
             wait_until_ready(url, timeout=300)
-            limits = httpx.Limits(max_connections=max(args.concurrency))
-            with httpx.Client(base_url=url, timeout=600, limits=limits) as client:
-                first = client.post(
-                    "/predict", content=bodies[0], headers={"content-type": "application/json"}
-                )
-                first.raise_for_status()
-                answer = first.json()["predictions"][0]  # one (H, W) band per class, in class order
-                served_first = np.stack([decode_tensor(answer[name]) for name in answer], axis=-1)
-                np.testing.assert_allclose(served_first, raw(0)[0], rtol=1e-4, atol=1e-5)
+            idle: queue.SimpleQueue[http.client.HTTPConnection] = queue.SimpleQueue()
+            connections: list[http.client.HTTPConnection] = []
 
-                server_timings: list[dict[str, float]] = []
-
-                def served(i: int) -> None:
-                    response = client.post(
-                        "/predict", content=bodies[i], headers={"content-type": "application/json"}
+            def post(body: bytes) -> tuple[int, str, bytes]:
+                """(status, Server-Timing header, answer) on a kept-alive connection of its own."""
+                try:
+                    connection = idle.get_nowait()
+                except queue.Empty:  # as many connections as client threads, no more
+                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+                    connections.append(connection)
+                try:
+                    connection.request(
+                        "POST", "/predict", body=body, headers={"content-type": "application/json"}
                     )
-                    if response.status_code != 200:
-                        raise RuntimeError(f"request {i}: {response.status_code} {response.text[:200]}")
-                    server_timings.append(parse_server_timing(response.headers.get("server-timing", "")))
+                    response = connection.getresponse()
+                    return response.status, response.getheader("server-timing", ""), response.read()
+                finally:
+                    idle.put(connection)
 
+            status, _, answer_bytes = post(bodies[0])
+            if status != 200:
+                raise RuntimeError(f"the first request: {status} {answer_bytes[:200]!r}")
+            answer = json.loads(answer_bytes)["predictions"][0]  # one (H, W) band per class, in order
+            served_first = np.stack([decode_tensor(answer[name]) for name in answer], axis=-1)
+            np.testing.assert_allclose(served_first, raw(0)[0], rtol=1e-4, atol=1e-5)
+
+            server_timings: list[dict[str, float]] = []
+
+            def served(i: int) -> None:
+                status, timing, answer = post(bodies[i])
+                if status != 200:
+                    raise RuntimeError(f"request {i}: {status} {answer[:200]!r}")
+                server_timings.append(parse_server_timing(timing))
+
+            try:
                 for concurrency in args.concurrency:
                     level = measure_level(raw, served, server_timings, args, concurrency)
                     results["levels"].append(level)
                     print(json.dumps(level), flush=True)
+            finally:
+                for connection in connections:
+                    connection.close()
         finally:
             server.terminate()
             server.wait(timeout=60)
