@@ -23,7 +23,7 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 	$(PY) -m pip install --quiet -r requirements-bench.txt
 	touch $(BENCH_STAMP)
 
-install-bench: $(BENCH_STAMP) ## Add the bench extra (scikit-learn, for benchmarks/model_quality.py's forest) to .venv
+install-bench: $(BENCH_STAMP) ## Add the bench extra (scikit-learn, for the quality benchmarks' forest) to .venv
 
 demo: $(STAMP) ## Extract, train, predict and assess on the generated demo scene (out/demo/predictions: classes.tif, .png; accuracy off the training patches: assessment/); the change between its two dates (out/demo/change)
 	$(PY) -m pipelines.extract --output out/demo/data --overwrite --points-per-class 50

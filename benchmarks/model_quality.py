@@ -94,11 +94,18 @@ def pixels(data: Path, folder: str) -> tuple[np.ndarray, np.ndarray]:
     """Usable pixels of a split as (N, bands) values and (N,) labels, through the model's own reader."""
     from model.dataset import PatchReader
     from transforms.contracts.classes import CLASS_NAMES, S2_BANDS
-    from transforms.contracts.schema import LABEL_NODATA, PatchSchema
+    from transforms.contracts.schema import PatchSchema
 
     reader = PatchReader(PatchSchema(S2_BANDS, 16), len(CLASS_NAMES))
+    return usable_pixels(_patches(data / folder, reader))
+
+
+def usable_pixels(patches) -> tuple[np.ndarray, np.ndarray]:
+    """The labelled pixels of a dataset of (inputs, labels) patches: (N, bands) values, (N,) labels."""
+    from transforms.contracts.schema import LABEL_NODATA
+
     xs, ys = [], []
-    for inputs, labels in _patches(data / folder, reader).batch(512).as_numpy_iterator():
+    for inputs, labels in patches.batch(512).as_numpy_iterator():
         usable = labels != LABEL_NODATA
         xs.append(inputs[usable])
         ys.append(labels[usable])
@@ -114,8 +121,10 @@ def forest_run(
     score_pixels: tuple[np.ndarray, np.ndarray],
     trees: int,
     seed: int,
+    classes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """One RandomForest fit on the training pixels, scored on the validation pixels."""
+    """One RandomForest fit on the training pixels, scored on the validation pixels; `classes`: the
+    class names (default: the Dynamic World classes of Google's sample)."""
     from sklearn.ensemble import RandomForestClassifier
 
     from model.evaluate import summarize
@@ -130,7 +139,8 @@ def forest_run(
     forest.fit(x_train, y_train)
     seconds, cpu_seconds = time.monotonic() - start, time.process_time() - cpu
     predicted = forest.predict(x_val)
-    n = len(CLASS_NAMES)
+    classes = list(classes or CLASS_NAMES)
+    n = len(classes)
     matrix = np.bincount(y_val * n + predicted, minlength=n * n).reshape(n, n)
     return {
         "seed": seed,
@@ -138,7 +148,7 @@ def forest_run(
         "train_seconds": round(seconds, 1),
         "cpu_seconds": round(cpu_seconds, 1),
         "load_average": [load, _load()],
-        **{k: v for k, v in summarize(matrix, CLASS_NAMES).items() if k != "confusion_matrix"},
+        **{k: v for k, v in summarize(matrix, classes).items() if k != "confusion_matrix"},
     }
 
 

@@ -97,3 +97,34 @@ def test_training_time_comes_apart_into_a_fixed_part_and_steady_epochs():
     s = summarize(run(1, 30.0), run(3, 50.0))
     assert (s["epoch_s"], s["epoch_cpu_s"], s["fit_fixed_s"]) == (10.0, 20.0, 20.0)
     assert s["patches_per_s"] == 255.6 and s["export_s"] == 1.0
+
+
+def test_the_region_holdout_table_puts_the_forest_beside_the_model_with_their_ratio():
+    from benchmarks import region_holdout
+
+    def run(seed: int, iou: float) -> dict:
+        fcn = {**_run(seed, iou), "per_class_iou": {"water": iou, "sediment": None}}
+        return {k: v for k, v in fcn.items() if k != "tta"}
+
+    result = {
+        "data": "../shared/data/nc-landsat7",
+        "extraction": "120 points per class, 32² patches, validation fraction 0.1",
+        "split": {
+            "rule": "spatial-blocks-with-guard", "validation_fraction": 0.1, "block_size": 1824.0,
+            "points_in_guard_band": 219, "overlap": 0.0,
+        },
+        "patches": {"train": 498, "validation": 123},
+        "score_pixels": 1000,
+        "seeds": [0, 1],
+        "machine": {"cpus": 2, "cpu_model": "AMD EPYC"},
+        "command": "python -m benchmarks.region_holdout",
+        "fcn": {"description": "model.train defaults", "runs": [run(0, 0.5), run(1, 0.7)]},
+        "forest": {"description": "RandomForest per pixel (100 trees)", "runs": [run(0, 0.4), run(1, 0.4)]},
+    }  # fmt: skip
+    for key in ("fcn", "forest"):
+        result[key]["summary"] = model_quality.summarize_runs(result[key]["runs"])
+    table = region_holdout.markdown(result)
+    assert "| mean IoU (mean ± std, min–max) | 0.600 ± 0.141 (0.500–0.700) | 0.400 ± 0.000" in table
+    assert "| IoU sediment (mean of seeds) | 0.000 | 0.000 |" in table  # absent from both: counted as 0
+    assert "219 points left out in the guard band" in table and "FCN / forest mean IoU" in table
+    assert "1.50×" in table
