@@ -54,6 +54,11 @@ def not_own(stderr: str) -> str:
     return "".join(line for line in stderr.splitlines(keepends=True) if not line.startswith(own))
 
 
-def run_command(args: list[str], **extra: str) -> subprocess.CompletedProcess:
+def run_command(args: list[str], *, timeout: float = 600, **extra: str) -> subprocess.CompletedProcess:
     """`args` run from the repository root in env(**extra), its output captured."""
-    return subprocess.run(args, cwd=ROOT, env=env(**extra), capture_output=True, text=True, timeout=600)
+    return subprocess.run(args, cwd=ROOT, env=env(**extra), capture_output=True, text=True, timeout=timeout)
+
+
+def run_python(code: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -c code args` in a fresh interpreter, as run_command runs a command."""
+    return run_command([sys.executable, "-c", code, *args], timeout=timeout)

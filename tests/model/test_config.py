@@ -7,15 +7,13 @@ import argparse
 import dataclasses
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 
 from model import config
 from model.config import TrainConfig
 from model.errors import ModelError
-from tests.helpers.environment import ROOT, env
+from tests.helpers.environment import ROOT, run_python
 
 
 def _parser(*, job: bool = False) -> argparse.ArgumentParser:
@@ -135,8 +133,6 @@ def test_the_configuration_loads_without_tensorflow():
         "import sys; from model import config; config.template_metadata(); config.TrainConfig().validate(); "
         "print(sorted(m for m in ('tensorflow', 'keras', 'apache_beam') if m in sys.modules))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120
-    )
+    done = run_python(code, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.replace("'", '"')) == []

@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -33,7 +31,7 @@ from model.dataset import (
 from model.errors import IncompatibleDataError, ModelNotFoundError
 from model.export import export_model, load_keras_model, load_model_metadata
 from model.synthetic import write_synthetic_extraction
-from tests.helpers.environment import ROOT, env
+from tests.helpers.environment import run_python
 from transforms.contracts.label_scheme import scheme_from_metadata
 from transforms.contracts.schema import LABEL_NODATA
 
@@ -518,8 +516,6 @@ except SystemExit as e:
     assert e.code == 0, e.code
 print(sorted(m for m in ("tensorflow", "keras", "model.training") if m in sys.modules))
 """
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300
-    )
+    done = run_python(code, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "[]"

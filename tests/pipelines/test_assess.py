@@ -9,8 +9,6 @@ import json
 import re
 import shlex
 import shutil
-import subprocess
-import sys
 
 import ee
 import numpy as np
@@ -21,7 +19,7 @@ from pipelines import assess, cli
 from pipelines.demo import scene as demo_scene
 from pipelines.demo.scene import ensure_demo_scene
 from tests.helpers.class_maps import CLASSES, CRS, ORIGIN, SCALE, write_class_map, write_map_and_truth
-from tests.helpers.environment import ROOT, env
+from tests.helpers.environment import ROOT, run_python
 from tests.helpers.extractions import lonlat_of_pixel, write_extraction
 from tests.helpers.fake_earthengine_tables import TABLE_EXPORT, FakeEarthEngineTables
 from tests.helpers.scenes import shared_data
@@ -248,9 +246,7 @@ def test_the_command_starts_without_tensorflow_or_beam():
         "import sys; from pipelines import assess; assess.main(['--help']); "
         "assert 'tensorflow' not in sys.modules and 'apache_beam' not in sys.modules, 'heavy import'"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120
-    )
+    done = run_python(code, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "usage: python -m pipelines.assess" in done.stdout
 

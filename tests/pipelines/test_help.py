@@ -8,15 +8,13 @@ import argparse
 import dataclasses
 import importlib
 import re
-import subprocess
-import sys
 
 import pytest
 from apache_beam.options.pipeline_options import _BeamArgumentParser
 
 from pipelines import launch
 from pipelines.options import RUNNER_FLAGS
-from tests.helpers.environment import ROOT, env
+from tests.helpers.environment import run_python
 
 JOBS = sorted(launch.JOBS)  # extract, predict, train: every job with a PipelineOptions class
 
@@ -261,9 +259,7 @@ def test_help_loads_no_tensorflow(name):
         "import sys; from pipelines.cli import main; status = main([sys.argv[1], '--help']); "
         "print(status, 'tensorflow' in sys.modules)"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code, name], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120
-    )
+    result = run_python(code, name, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"usage: terrabeam {name} ")
     assert result.stdout.splitlines()[-1] == "0 False", result.stdout[-300:]
@@ -293,9 +289,7 @@ def test_help_imports_neither_tensorflow_nor_beam(module, argv):
     """--help answers from the jobs' option declarations: TensorFlow and Beam (seconds to import) load
     only when a job runs."""
     code = HEAVY_IMPORTS.format(module=module, argv=argv)
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120
-    )
+    done = run_python(code, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "[runner options]" in done.stdout
     assert done.stderr.splitlines()[-1] == "heavy imports: []", done.stderr

@@ -7,15 +7,13 @@ from __future__ import annotations
 import json
 import math
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from pipelines import extract, launch, plan, predict
 from pipelines.shell import JobShell
-from tests.helpers.environment import ROOT, env
+from tests.helpers.environment import run_python
 from transforms.contracts.manifest import read_manifest
 
 DATAFLOW = ["--runner", "DataflowRunner", "--project", "p", "--region", "us-central1"]
@@ -85,14 +83,7 @@ sys.exit(status)
     "argv", [["plan", "--help"], ["plan", "extract", "--help"], ["plan", "predict", "--help"]]
 )
 def test_help_answers_at_once_without_beam_or_tensorflow(argv):
-    done = subprocess.run(
-        [sys.executable, "-c", HELP_TIMED.format(argv=argv)],
-        cwd=ROOT,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_python(HELP_TIMED.format(argv=argv), timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: terrabeam plan")
     heavy, seconds = re.fullmatch(r"heavy imports: (.*) in ([\d.]+) s", done.stderr.splitlines()[-1]).groups()

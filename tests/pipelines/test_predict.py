@@ -12,8 +12,6 @@ import dataclasses
 import json
 import logging
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import apache_beam as beam
@@ -31,7 +29,7 @@ from rio_cogeo.cogeo import cog_validate
 from model.architecture import build_unet
 from pipelines import predict
 from pipelines.predict import PredictOptions, build_pipeline, main, run, validate
-from tests.helpers.environment import ROOT, env
+from tests.helpers.environment import run_python
 from tests.helpers.models import CLASSES, conv_model, export, image_of
 from tests.helpers.scenes import ORIGIN, utm_box_to_lonlat
 from transforms.geometry.tta import predict_with_tta
@@ -387,14 +385,7 @@ def test_a_model_folder_without_a_model_says_how_to_make_one(tmp_path):
         "import sys; from pipelines.predict import main; status = main(sys.argv[1:]); "
         "print('tensorflow' in sys.modules, file=sys.stderr); sys.exit(status)"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code, "--model", missing],
-        cwd=ROOT,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_python(code, "--model", missing, timeout=120)
     assert done.returncode == 2
     assert done.stderr == (
         f"error: --model {missing!r} holds no model (no model.json in it). Train one into it with "

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from model.synthetic import write_synthetic_extraction
 from pipelines import train as train_job
-from tests.helpers.environment import ROOT, env
+from tests.helpers.environment import run_python
 
 SIZE = 16
 BANDS = ("red", "nir")
@@ -161,9 +159,7 @@ def test_help_loads_neither_tensorflow_nor_the_training_code(tmp_path):
         "assert train.main(['--help']) == 0\n"
         "print(sorted(m for m in ('tensorflow', 'keras', 'model.training') if m in sys.modules))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300
-    )
+    done = run_python(code, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "[]"
 

@@ -28,7 +28,7 @@ from model.export import export_model
 from model.serving import serve
 from model.serving import server as prediction_server
 from tests.helpers.environment import ROOT as REPO
-from tests.helpers.environment import env
+from tests.helpers.environment import env, run_python
 from tests.helpers.imports import hiding, only_installed
 
 BANDS = ["red", "nir", "elevation"]
@@ -561,9 +561,7 @@ def test_without_the_serve_extra_help_works_and_serving_says_what_to_install():
         print("serve:", main(["serve", "--model", "nowhere"]))
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, env=env(), capture_output=True, text=True, timeout=120
-    )
+    result = run_python(code, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: terrabeam serve") and "help: 0" in result.stdout
     assert "serve: 2" in result.stdout
