@@ -35,7 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -378,6 +378,31 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def seeds_and_settings(args: argparse.Namespace) -> tuple[list[int], dict[str, Any]] | None:
+    """--seeds and --set read; None once it has said on stderr what was wrong with them."""
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        print(f"error: --seeds takes comma-separated whole numbers, got {args.seeds!r}.", file=sys.stderr)
+        return None
+    try:
+        return seeds, parse_settings(args.settings)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+
+
+def save_results(result: dict[str, Any], output: Path, table: Callable[[dict[str, Any]], str]) -> None:
+    """The runs' summaries so far, then `output` (JSON) and its Markdown table beside it: written after
+    every run, so that a partial run is still usable."""
+    for key in ("fcn", "forest"):
+        if result[key]["runs"]:
+            result[key]["summary"] = summarize_runs(result[key]["runs"])
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    output.with_suffix(".md").write_text(table(result))
+
+
 def parse_settings(items: Sequence[str]) -> dict[str, Any]:
     """`--set name=value` pairs as TrainConfig keyword arguments (values typed like the defaults)."""
     import dataclasses
@@ -424,12 +449,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "training").is_dir():
         print(f"error: {args.data}/training not found; pass --data", file=sys.stderr)
         return 2
-    try:
-        seeds = [int(s) for s in args.seeds.split(",")]
-        settings = parse_settings(args.settings)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+    read = seeds_and_settings(args)
+    if read is None:
         return 2
+    seeds, settings = read
     if args.epochs is not None:
         settings["epochs"] = args.epochs
     from model.train import TrainConfig
@@ -453,12 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     def save() -> None:
-        for key in ("fcn", "forest"):
-            if result[key]["runs"]:
-                result[key]["summary"] = summarize_runs(result[key]["runs"])
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
-        args.output.with_suffix(".md").write_text(markdown(result))
+        save_results(result, args.output, markdown)
 
     with tempfile.TemporaryDirectory(prefix="model-quality-") as tmp:
         manifest_dir = write_manifest_for(args.data, Path(tmp) / "data")

@@ -35,7 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.machine import machine
-from benchmarks.model_quality import fcn_run, forest_run, parse_settings, pm, summarize_runs, usable_pixels
+from benchmarks.model_quality import (
+    fcn_run,
+    forest_run,
+    pm,
+    save_results,
+    seeds_and_settings,
+    usable_pixels,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nc-landsat7"
@@ -152,12 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "strata.tif").exists():
         print(f"error: {args.data}/strata.tif not found; pass --data", file=sys.stderr)
         return 2
-    try:
-        seeds = [int(s) for s in args.seeds.split(",")]
-        settings = parse_settings(args.settings)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+    read = seeds_and_settings(args)
+    if read is None:
         return 2
+    seeds, settings = read
     root = Path(__file__).resolve().parents[1]
     result: dict[str, Any] = {
         "data": os.path.relpath(args.data.resolve(), root),
@@ -173,12 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     def save() -> None:
-        for key in ("fcn", "forest"):
-            if result[key]["runs"]:
-                result[key]["summary"] = summarize_runs(result[key]["runs"])
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
-        args.output.with_suffix(".md").write_text(markdown(result))
+        save_results(result, args.output, markdown)
 
     with tempfile.TemporaryDirectory(prefix="region-holdout-") as tmp:
         work = Path(tmp)
