@@ -151,6 +151,14 @@ def add_options(parser) -> None:
         default=AUTO,
         help="Side of the split's spatial blocks (CRS units of the patch grid). auto: 4 patch extents, down to 2 where the regions would hold fewer than 64 blocks. Points whose patch would reach a block of the other side are left out (a guard band), so no validation pixel lies in a training patch. 0: a per-point split, whose validation patches overlap training patches (the score leaks).",
     )
+    group.add_argument(
+        "--split-fold",
+        dest="split_fold",
+        type=int,
+        default=0,
+        metavar="K",
+        help="Which share of the blocks (or points) is held out: folds 0 to 1/fraction - 1 hold out disjoint shares that together cover the regions (at 0.1: ten folds), for a cross-validation by place with one extraction per fold.",
+    )
     group = JobOptionGroup(parser, "output")
     group.add_argument(
         "--compression",
@@ -227,7 +235,7 @@ def resolve(opts: PipelineOptions, offline: bool = False) -> ExtractJob:
         block = None if opts.split_block_size == AUTO else float(opts.split_block_size)
         area = regions_area(sources.regions, sources.grid.crs) if block is None else None
         split = SplitConfig.for_patches(
-            opts.validation_fraction, block, opts.patch_size, sources.grid.scale, area
+            opts.validation_fraction, block, opts.patch_size, sources.grid.scale, area, opts.split_fold
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
@@ -256,6 +264,7 @@ def resolve(opts: PipelineOptions, offline: bool = False) -> ExtractJob:
             "seed": opts.seed,
             "validation_fraction": opts.validation_fraction,
             "split_block_size": opts.split_block_size,
+            "split_fold": opts.split_fold,
             "pad_edges": opts.pad_edges,
             "classes": [scheme.names[c] for c in classes] if classes else None,
             "unknown_labels": sources.label_config.unknown,

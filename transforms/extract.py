@@ -36,6 +36,7 @@ from transforms.geometry.split import (
     VALIDATION,
     auto_block_size,
     block_split_of,
+    fold_count,
     guarded_block_split_of,
     split_of,
 )
@@ -77,10 +78,17 @@ class SplitConfig:
     validation_fraction: float = 0.1
     block_size: float = 0.0
     half_extent: float = 0.0
+    fold: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"validation fraction must be in [0, 1), got {self.validation_fraction}.")
+        folds = fold_count(self.validation_fraction)
+        if not 0 <= self.fold < folds:
+            raise ValueError(
+                f"split fold must be 0 to {folds - 1} at a validation fraction of "
+                f"{self.validation_fraction:g} ({folds} folds), got {self.fold}."
+            )
         if self.block_size < 0:
             raise ValueError(f"split block size must be >= 0, got {self.block_size}.")
         if self.half_extent and self.block_size and self.block_size < 2 * self.half_extent:
@@ -98,17 +106,18 @@ class SplitConfig:
         patch_size: int,
         scale: float,
         sampled_area: float | None = None,
+        fold: int = 0,
     ) -> SplitConfig:
         """The leak-free default for patches of `patch_size` pixels of `scale` CRS units: blocks of
         `auto_block_size` (`block_size` None; `sampled_area` in CRS units² sizes them) or of
         `block_size`, with a guard band; `block_size` 0 is the per-point split."""
         if block_size == 0:
-            return cls(validation_fraction)
+            return cls(validation_fraction, fold=fold)
         # The patch's centre pixel holds the point, so its edges are within half a patch plus one pixel.
         half_extent = (patch_size / 2 + 1) * scale
         if block_size is None:
             block_size = auto_block_size(sampled_area, patch_size * scale)
-        return cls(validation_fraction, block_size, half_extent)
+        return cls(validation_fraction, block_size, half_extent, fold)
 
     @property
     def rule(self) -> str:
@@ -123,17 +132,20 @@ class SplitConfig:
             "validation_fraction": self.validation_fraction,
             "block_size": self.block_size,
             "guard_half_extent": self.half_extent,
+            "fold": self.fold,
+            "folds": fold_count(self.validation_fraction),
         }
 
     def split_of(self, point: Point, x: float | None = None, y: float | None = None) -> str:
         """TRAIN, VALIDATION or GUARD; (x, y) is the point in the patch grid's CRS (default: its own)."""
         x = point.x if x is None else x
         y = point.y if y is None else y
+        fraction, fold = self.validation_fraction, self.fold
         if not self.block_size:
-            return split_of(point.id, self.validation_fraction)
+            return split_of(point.id, fraction, fold)
         if not self.half_extent:
-            return block_split_of(x, y, self.block_size, self.validation_fraction)
-        return guarded_block_split_of(x, y, self.block_size, self.half_extent, self.validation_fraction)
+            return block_split_of(x, y, self.block_size, fraction, fold)
+        return guarded_block_split_of(x, y, self.block_size, self.half_extent, fraction, fold)
 
 
 def sample_points(

@@ -224,14 +224,28 @@ def test_spatial_block_split_keeps_each_block_on_one_side(tiny_scene, tmp_path):
     )
     manifest = read_manifest(str(out))
     assert manifest["options"]["split_block_size"] == block
-    side_of_block = {}
-    for split in ("train", "validation"):
-        for record in read_records(manifest["splits"][split]["files"], manifest):
-            _, row, col = record["point_id"].decode().split("/")
-            x, y = ORIGIN[0] + (int(col) + 0.5) * SCALE, ORIGIN[1] - (int(row) + 0.5) * SCALE
-            key = (math.floor(x / block), math.floor(y / block))
-            assert side_of_block.setdefault(key, split) == split
-    assert set(side_of_block.values()) == {"train", "validation"}
+
+    def sides(manifest: dict) -> dict[tuple[int, int], str]:
+        side_of_block = {}
+        for split in ("train", "validation"):
+            for record in read_records(manifest["splits"][split]["files"], manifest):
+                _, row, col = record["point_id"].decode().split("/")
+                x, y = ORIGIN[0] + (int(col) + 0.5) * SCALE, ORIGIN[1] - (int(row) + 0.5) * SCALE
+                key = (math.floor(x / block), math.floor(y / block))
+                assert side_of_block.setdefault(key, split) == split
+        return side_of_block
+
+    first = sides(manifest)
+    assert set(first.values()) == {"train", "validation"}
+    # At 0.5 there are two folds, and the second holds out exactly the blocks the first trains on.
+    swapped = tmp_path / "fold1"
+    argv = ["--split-block-size", str(block), "--validation-fraction", "0.5", *extra]
+    assert extract(tiny_scene, swapped, *argv, "--split-fold", "1") == 0
+    folded = read_manifest(str(swapped))
+    assert (folded["split"]["fold"], folded["split"]["folds"], folded["options"]["split_fold"]) == (1, 2, 1)
+    second = sides(folded)
+    both = first.keys() & second.keys()
+    assert both and all(first[key] != second[key] for key in both)
 
 
 def patch_overlap(train: list[tuple[int, int]], validation: list[tuple[int, int]], size: int) -> int:
@@ -313,3 +327,12 @@ def test_auto_blocks_shrink_to_two_patch_extents_over_small_regions(tiny_scene, 
 def test_a_block_smaller_than_a_patch_is_refused(tiny_scene, tmp_path, capsys):
     assert extract(tiny_scene, tmp_path / "o", "--split-block-size", "100") == 2
     assert "smaller than a patch" in capsys.readouterr().err
+
+
+def test_a_fold_beyond_the_fractions_folds_is_refused(tiny_scene, tmp_path, capsys):
+    assert extract(tiny_scene, tmp_path / "o", "--validation-fraction", "0.25", "--split-fold", "4") == 2
+    assert (
+        "split fold must be 0 to 3 at a validation fraction of 0.25 (4 folds), got 4"
+        in capsys.readouterr().err
+    )
+    assert not (tmp_path / "o").exists()

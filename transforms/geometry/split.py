@@ -10,6 +10,11 @@ Two rules:
   patch could touch a validation patch (its patch within half a patch of a validation block) is left out
   (GUARD). No validation pixel is then in any training patch.
 
+Either rule takes a `fold`: fold k holds out the points (or blocks) whose number u in [0, 1) falls in
+[1 - (k + 1) f, 1 - k f) shifted round to [0, f) (f the validation fraction), so folds 0 .. n - 1 (n =
+`fold_count(f)`) hold out disjoint sets that together cover everything when 1 / f is whole: a
+cross-validation by place, one extraction per fold. Fold 0 is the split without folds.
+
 `overlap_fraction` measures what a split leaked: the share of validation patch pixels that some
 training patch covers (0 for the guarded rule).
 """
@@ -55,9 +60,21 @@ def auto_block_size(sampled_area: float | None, patch_extent: float) -> float:
     return max(MIN_BLOCKS_PER_PATCH_EXTENT * patch_extent, min(largest, math.sqrt(sampled_area / MIN_BLOCKS)))
 
 
-def split_of(point_id: str, validation_fraction: float) -> str:
+def fold_count(validation_fraction: float) -> int:
+    """How many folds hold out disjoint sets at this fraction (the last one smaller when 1 / f is not
+    whole)."""
+    if validation_fraction <= 0:
+        return 1
+    return math.ceil(1 / validation_fraction - 1e-9)
+
+
+def _held_out(u: float, validation_fraction: float, fold: int) -> bool:
+    return (u + fold * validation_fraction) % 1.0 < validation_fraction
+
+
+def split_of(point_id: str, validation_fraction: float, fold: int = 0) -> str:
     """TRAIN or VALIDATION for a point, from its id alone."""
-    return VALIDATION if unit_hash(point_id) < validation_fraction else TRAIN
+    return VALIDATION if _held_out(unit_hash(point_id), validation_fraction, fold) else TRAIN
 
 
 # Kronecker sequence steps (golden ratio and silver ratio conjugates): frac(a*bx + b*by) is spread
@@ -66,14 +83,14 @@ _STEP_X = 0.6180339887498949
 _STEP_Y = 0.4142135623730951
 
 
-def _block_side(bx: int, by: int, validation_fraction: float) -> str:
+def _block_side(bx: int, by: int, validation_fraction: float, fold: int = 0) -> str:
     u = (bx * _STEP_X + by * _STEP_Y) % 1.0
-    return VALIDATION if u < validation_fraction else TRAIN
+    return VALIDATION if _held_out(u, validation_fraction, fold) else TRAIN
 
 
-def block_split_of(x: float, y: float, block_size: float, validation_fraction: float) -> str:
+def block_split_of(x: float, y: float, block_size: float, validation_fraction: float, fold: int = 0) -> str:
     """TRAIN or VALIDATION for the `block_size` square block (CRS units) containing (x, y)."""
-    return _block_side(math.floor(x / block_size), math.floor(y / block_size), validation_fraction)
+    return _block_side(math.floor(x / block_size), math.floor(y / block_size), validation_fraction, fold)
 
 
 def _blocks_spanned(low: float, high: float, block_size: float) -> range:
@@ -82,7 +99,7 @@ def _blocks_spanned(low: float, high: float, block_size: float) -> range:
 
 
 def guarded_block_split_of(
-    x: float, y: float, block_size: float, half_extent: float, validation_fraction: float
+    x: float, y: float, block_size: float, half_extent: float, validation_fraction: float, fold: int = 0
 ) -> str:
     """VALIDATION for a point in a validation block; TRAIN for a point in a training block whose patch
     (`half_extent` around it) stays more than `half_extent` away from every validation block, so that
@@ -92,13 +109,13 @@ def guarded_block_split_of(
             f"split block size {block_size:g} is smaller than a patch ({2 * half_extent:g}): "
             "a patch would always cross blocks. Use a block of at least one patch extent."
         )
-    side = block_split_of(x, y, block_size, validation_fraction)
+    side = block_split_of(x, y, block_size, validation_fraction, fold)
     if side == VALIDATION:
         return side
     reach = 2 * half_extent
     for bx in _blocks_spanned(x - reach, x + reach, block_size):
         for by in _blocks_spanned(y - reach, y + reach, block_size):
-            if _block_side(bx, by, validation_fraction) == VALIDATION:
+            if _block_side(bx, by, validation_fraction, fold) == VALIDATION:
                 return GUARD
     return side
 

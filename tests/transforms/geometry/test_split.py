@@ -16,6 +16,7 @@ from transforms.geometry.split import (
     VALIDATION,
     auto_block_size,
     block_split_of,
+    fold_count,
     guarded_block_split_of,
     overlap_fraction,
     split_of,
@@ -99,8 +100,29 @@ def test_split_rules_are_named_for_the_manifest():
         "validation_fraction": 0.1,
         "block_size": 4 * PATCH * SCALE,
         "guard_half_extent": (PATCH / 2 + 1) * SCALE,
+        "fold": 0,
+        "folds": 10,
     }
     assert SplitConfig.for_patches(0.1, 0, PATCH, SCALE).rule == RULE_PER_POINT
+    assert SplitConfig.for_patches(0.25, None, PATCH, SCALE, fold=3).describe()["folds"] == 4
+
+
+def test_folds_hold_out_disjoint_shares_that_cover_every_block_and_point():
+    blocks = [(bx + 0.5, by + 0.5) for bx in range(40) for by in range(40)]
+    held = [{b for b in blocks if block_split_of(*b, 1.0, 0.1, fold) == VALIDATION} for fold in range(10)]
+    assert all(130 <= len(h) <= 190 for h in held), [len(h) for h in held]  # each about a tenth
+    assert sum(len(h) for h in held) == len(blocks) and set().union(*held) == set(blocks)
+    assert held[0] == {b for b in blocks if block_split_of(*b, 1.0, 0.1) == VALIDATION}  # fold 0: no folds
+    ids = [f"r/{i}" for i in range(3000)]
+    by_point = [{i for i in ids if split_of(i, 0.25, fold) == VALIDATION} for fold in range(fold_count(0.25))]
+    assert sum(len(p) for p in by_point) == len(ids) and set().union(*by_point) == set(ids)
+    assert fold_count(0.1) == 10 and fold_count(0.3) == 4 and fold_count(0.0) == 1
+    folded, plain = (SplitConfig.for_patches(0.1, None, PATCH, SCALE, fold=f) for f in (4, 0))
+    points = dense_points(2000)
+    sides = [folded.split_of(p) for p in points]
+    assert set(sides) == {TRAIN, VALIDATION, GUARD} and sides != [plain.split_of(p) for p in points]
+    with pytest.raises(ValueError, match="split fold must be 0 to 9 .* got 10"):
+        SplitConfig.for_patches(0.1, None, PATCH, SCALE, fold=10)
 
 
 def test_auto_blocks_are_four_patch_extents_unless_the_regions_are_small():
