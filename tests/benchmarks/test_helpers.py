@@ -102,29 +102,35 @@ def test_training_time_comes_apart_into_a_fixed_part_and_steady_epochs():
 def test_the_region_holdout_table_puts_the_forest_beside_the_model_with_their_ratio():
     from benchmarks import region_holdout
 
-    def run(seed: int, iou: float) -> dict:
-        fcn = {**_run(seed, iou), "per_class_iou": {"water": iou, "sediment": None}}
+    def run(seed: int, iou: float, fold: int) -> dict:
+        fcn = {**_run(seed, iou), "fold": fold, "per_class_iou": {"water": iou, "sediment": None}}
         return {k: v for k, v in fcn.items() if k != "tta"}
 
     result = {
         "data": "../shared/data/nc-landsat7",
         "extraction": "120 points per class, 32² patches, validation fraction 0.1",
-        "split": {
-            "rule": "spatial-blocks-with-guard", "validation_fraction": 0.1, "block_size": 1824.0,
-            "points_in_guard_band": 219, "overlap": 0.0,
+        "folds": {
+            str(k): {
+                "split": {
+                    "rule": "spatial-blocks-with-guard", "validation_fraction": 0.1, "block_size": 1824.0,
+                    "points_in_guard_band": 219, "overlap": 0.0, "fold": k, "folds": 10,
+                },
+                "patches": {"train": 498, "validation": 123},
+                "score_pixels": 1000,
+            }
+            for k in (0, 1)
         },
-        "patches": {"train": 498, "validation": 123},
-        "score_pixels": 1000,
         "seeds": [0, 1],
         "machine": {"cpus": 2, "cpu_model": "AMD EPYC"},
         "command": "python -m benchmarks.region_holdout",
-        "fcn": {"description": "model.train defaults", "runs": [run(0, 0.5), run(1, 0.7)]},
-        "forest": {"description": "RandomForest per pixel (100 trees)", "runs": [run(0, 0.4), run(1, 0.4)]},
+        "fcn": {"description": "model.train defaults", "runs": [run(0, 0.5, 0), run(0, 0.7, 1)]},
+        "forest": {"description": "RandomForest per pixel (100 trees)", "runs": [run(0, 0.4, 0), run(0, 0.4, 1)]},
     }  # fmt: skip
     for key in ("fcn", "forest"):
         result[key]["summary"] = model_quality.summarize_runs(result[key]["runs"])
     table = region_holdout.markdown(result)
     assert "| mean IoU (mean ± std, min–max) | 0.600 ± 0.141 (0.500–0.700) | 0.400 ± 0.000" in table
-    assert "| IoU sediment (mean of seeds) | 0.000 | 0.000 |" in table  # absent from both: counted as 0
-    assert "219 points left out in the guard band" in table and "FCN / forest mean IoU" in table
-    assert "1.50×" in table
+    assert "| IoU sediment (mean of runs) | 0.000 | 0.000 |" in table  # absent from both: counted as 0
+    assert "219 points left out in the guard band" in table and "(fold 1 of 10)" in table
+    assert "| 1 | 0.700 | 0.400 |" in table  # each fold's means
+    assert "FCN / forest mean IoU" in table and "1.50×" in table
