@@ -73,6 +73,7 @@ BAD = {
     "scale": NUM_BAD,
     "validation_fraction": ["1", "1.5", "-0.1", "ten", ""],
     "split_block_size": NUM_BAD,
+    "split_fold": ["-1", "1.5", "two", ""],
     "pad_edges": BOOL_BAD,
     "compression": ["GZIP", "zip", ""],
     "max_attempts": INT_BAD,
