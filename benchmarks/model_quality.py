@@ -378,12 +378,19 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def whole_numbers(option: str, text: str) -> list[int] | None:
+    """A comma-separated list of whole numbers; None once it has said on stderr what was wrong."""
+    try:
+        return [int(k) for k in text.split(",")]
+    except ValueError:
+        print(f"error: {option} takes comma-separated whole numbers, got {text!r}.", file=sys.stderr)
+        return None
+
+
 def seeds_and_settings(args: argparse.Namespace) -> tuple[list[int], dict[str, Any]] | None:
     """--seeds and --set read; None once it has said on stderr what was wrong with them."""
-    try:
-        seeds = [int(s) for s in args.seeds.split(",")]
-    except ValueError:
-        print(f"error: --seeds takes comma-separated whole numbers, got {args.seeds!r}.", file=sys.stderr)
+    seeds = whole_numbers("--seeds", args.seeds)
+    if seeds is None:
         return None
     try:
         return seeds, parse_settings(args.settings)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -45,6 +44,7 @@ from benchmarks.model_quality import (
     save_results,
     seeds_and_settings,
     usable_pixels,
+    whole_numbers,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -185,16 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     if read is None:
         return 2
     seeds, settings = read
-    try:
-        folds = [int(k) for k in args.folds.split(",")]
-    except ValueError:
-        print(f"error: --folds takes comma-separated whole numbers, got {args.folds!r}.", file=sys.stderr)
+    folds = whole_numbers("--folds", args.folds)
+    if folds is None:
         return 2
     root = Path(__file__).resolve().parents[1]
     result: dict[str, Any] = {
         "data": os.path.relpath(args.data.resolve(), root),
         "machine": machine(),
-        "python": platform.python_version(),
         "command": "python -m benchmarks.region_holdout "
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "seeds": seeds,
