@@ -275,6 +275,16 @@ class TrainConfig:
         at_least=0,
         below=1,
     )
+    radiometric_augmentation: float = option(
+        0.0,
+        "Radiometric augmentation of the training patches: each patch's bands scaled by 1 + s·N(0, 1) "
+        "(one draw per patch and band) plus per-pixel noise of s band standard deviations; 0 turns it off.",
+        "Radiometric augmentation",
+        "0.05",
+        group=TRAINING_GROUP,
+        at_least=0,
+        below=1,
+    )
     spectral_indices: str = option(
         ALL_INDICES,
         f"Indices computed inside the model from raw bands: {ALL_INDICES} (all the bands allow), "

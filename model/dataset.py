@@ -2,7 +2,7 @@
 
     read_patches: files -> interleave(TFRecordDataset) -> [keep one side of the selection carve]
                   -> batch -> parse_example (vectorised) -> drop masked patches -> unbatch -> cache
-    make_batches: -> shuffle -> batch -> class weights -> random flips/rotations -> prefetch
+    make_batches: -> shuffle -> batch -> class weights -> random flips/rotations -> [band jitter] -> prefetch
 
 Records follow the shared schema (`transforms.contracts.schema.PatchSchema`), which is also Earth Engine's own
 TFRecord patch layout, so Earth Engine exports are read with just a band list and a patch size
@@ -207,6 +207,18 @@ def augment(
     return apply(inputs), apply(labels), apply(weights)
 
 
+def jitter_bands(inputs: tf.Tensor, strength: float, band_std: Sequence[float]) -> tf.Tensor:
+    """Radiometric augmentation of raw band values: each patch's bands scaled by a gain of
+    1 + strength·N(0, 1) (one draw per patch and band, as calibration, haze and season move whole bands)
+    plus per-pixel noise of strength band standard deviations. Labels do not change, and masked pixels
+    (every band 0) stay masked."""
+    shape = tf.shape(inputs)
+    gains = 1.0 + strength * tf.random.normal((shape[0], 1, 1, shape[3]))
+    noise = tf.random.normal(shape) * (strength * tf.constant(list(band_std), tf.float32))
+    masked = tf.reduce_all(tf.equal(inputs, 0.0), axis=-1, keepdims=True)
+    return tf.where(masked, inputs, inputs * gains + noise)
+
+
 def with_weights(
     inputs: tf.Tensor, labels: tf.Tensor, class_weights: Sequence[float] | None
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -282,9 +294,14 @@ def make_batches(
     shuffle_buffer: int = 2048,
     seed: int | None = None,
     drop_remainder: bool = False,
+    radiometric: float = 0.0,
+    band_std: Sequence[float] | None = None,
 ) -> tf.data.Dataset:
     """`(inputs, labels, weights)` batches of `read_patches` output, reshuffled each epoch; with
-    `drop_remainder`, full batches only (one batch shape: one traced or compiled step)."""
+    `drop_remainder`, full batches only (one batch shape: one traced or compiled step); with
+    `radiometric` > 0, bands jittered by `jitter_bands` (which needs the bands' standard deviations)."""
+    if radiometric and band_std is None:
+        raise ValueError("Radiometric augmentation needs the bands' standard deviations (band_std).")
     ds = patches
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -292,6 +309,10 @@ def make_batches(
     ds = ds.map(lambda x, y: with_weights(x, y, class_weights), num_parallel_calls=AUTOTUNE)
     if augment_patches:
         ds = ds.map(augment, num_parallel_calls=AUTOTUNE)
+    if radiometric:
+        ds = ds.map(
+            lambda x, y, w: (jitter_bands(x, radiometric, band_std), y, w), num_parallel_calls=AUTOTUNE
+        )
     return ds.prefetch(AUTOTUNE)
 
 

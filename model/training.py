@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from typing import Any, NamedTuple
 
@@ -355,6 +356,8 @@ def fit(config: TrainConfig, data: TrainingData, model: keras.Model, run: Run) -
         shuffle_buffer=max(1, min(data.statistics.patches, MAX_SHUFFLE_BUFFER)),
         seed=config.seed,
         drop_remainder=full_batches,
+        radiometric=config.radiometric_augmentation,
+        band_std=[math.sqrt(v) for v in data.statistics.variance],
     )
     selection_batches = None
     if data.selection is not None:
@@ -579,6 +582,7 @@ def model_metadata(config: TrainConfig, data: TrainingData, fitted: Fitted, repo
             "schedule": config.schedule,
             "ema": fitted.ema,
             "xla": fitted.xla,
+            "radiometric_augmentation": config.radiometric_augmentation,
             "class_weights": dict(zip(data.classes, data.class_weights)),
             "loss": describe_loss(config),
             "seed": config.seed,

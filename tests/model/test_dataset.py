@@ -16,6 +16,7 @@ from model.dataset import (
     augment,
     check_data_matches_model,
     class_weights_from_counts,
+    jitter_bands,
     list_records,
     load_data_manifest,
     make_batches,
@@ -93,6 +94,42 @@ def test_augmentation_moves_inputs_labels_and_weights_together():
     for before, after in zip(labels, y):  # each patch is one of the 8 symmetries of the original
         variants = [np.rot90(v, k) for v in (before, before.T) for k in range(4)]
         assert any(np.array_equal(after, v) for v in variants)
+
+
+def test_band_jitter_scales_whole_bands_per_patch_and_adds_noise_in_band_units():
+    tf.random.set_seed(0)
+    inputs = tf.fill((256, 16, 16, 2), 1000.0)
+    band_std = [100.0, 1.0]
+    gains_only = jitter_bands(inputs, 0.05, [0.0, 0.0]).numpy()
+    # One gain per patch and band: constant over the patch, spread 0.05 around 1 across patches.
+    assert np.allclose(gains_only, gains_only[:, :1, :1, :])
+    assert np.std(gains_only[:, 0, 0, :] / 1000.0) == pytest.approx(0.05, rel=0.15)
+    assert np.mean(gains_only[:, 0, 0, :] / 1000.0) == pytest.approx(1.0, abs=0.01)
+    jittered = jitter_bands(inputs, 0.1, band_std).numpy()
+    noise = jittered - jittered.mean(axis=(1, 2), keepdims=True)  # the per-pixel part
+    assert np.std(noise[..., 0]) == pytest.approx(10.0, rel=0.1)  # 0.1 of a std of 100
+    assert np.std(noise[..., 1]) == pytest.approx(0.1, rel=0.1)
+    masked = tf.tensor_scatter_nd_update(inputs, [[0, 3, 4]], [[0.0, 0.0]])
+    assert np.all(jitter_bands(masked, 0.1, band_std).numpy()[0, 3, 4] == 0.0)
+
+
+def test_radiometric_augmentation_leaves_labels_and_weights_alone(extraction):
+    manifest = read_manifest(extraction)
+    reader = PatchReader(schema_of(manifest), 3)
+    patches = read_patches(manifest["splits"]["train"]["files"], reader, compression="GZIP")
+    plain = next(iter(make_batches(patches, batch_size=4, class_weights=[1.0, 2.0, 3.0])))
+    jittered = next(
+        iter(
+            make_batches(
+                patches, batch_size=4, class_weights=[1.0, 2.0, 3.0], radiometric=0.1, band_std=[1.0] * 3
+            )
+        )
+    )
+    np.testing.assert_array_equal(plain[1], jittered[1])
+    np.testing.assert_array_equal(plain[2], jittered[2])
+    assert not np.allclose(plain[0], jittered[0])
+    with pytest.raises(ValueError, match="standard deviations"):
+        make_batches(patches, batch_size=4, radiometric=0.1)
 
 
 def test_class_weights_lift_rare_classes():

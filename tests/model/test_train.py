@@ -371,9 +371,10 @@ def test_training_levers_export_predict_and_continue(tmp_path):
     config = train.TrainConfig(
         data=data, output=str(tmp_path / "m"), epochs=2, filters=4, batch_size=8, verbose=0,
         schedule="cosine", ema=0.9, loss="focal", region_loss="lovasz", label_smoothing=0.1,
-        spectral_indices="auto",
+        spectral_indices="auto", radiometric_augmentation=0.05,
     )  # fmt: skip
     info = train.train(config)
+    assert info["training"]["radiometric_augmentation"] == 0.05
     assert info["spectral_indices"] == {
         "ndvi": ["B8", "B4"], "ndwi": ["B3", "B8"], "mndwi": ["B3", "B11"], "ndbi": ["B11", "B8"]
     }  # fmt: skip

@@ -113,6 +113,7 @@ BAD = {
     "region_loss": ["jaccard", "Dice", ""],
     "label_smoothing": ["1", "-0.1", "x", ""],
     "bootstrap": ["1.5", "-0.2", ""],
+    "radiometric_augmentation": ["1", "-0.05", "5%", ""],
     "spectral_indices": ["evi", "ndvi,", "NDVI", "ndvi ndwi", ""],
     "band_roles": ["nir", "blue=B2", "nir=B8,", "nir = B8", ""],
     "class_weight_power": NUM_BAD,
