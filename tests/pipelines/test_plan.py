@@ -216,9 +216,11 @@ def test_a_predictions_tiles_and_the_tiles_a_region_touches(conv_model_dir, tiny
 
 
 @pytest.mark.slow
-def test_the_demo_plan_is_within_half_of_the_measured_run(demo_extraction, tmp_path):
+def test_the_demo_plan_is_within_a_factor_of_two_of_the_measured_run(demo_extraction, tmp_path):
     """The plan of the demo extraction against the same run measured (tests/helpers/demo_runs.py): its
-    patches exactly, its CPU time (worker-hours × cores) within ±50 %."""
+    patches exactly, its CPU time (worker-hours × cores) within a factor of two. The plan's figures were
+    measured on one CPU (transforms/planning/measured.py); the same run takes 1.6× less CPU on an Intel
+    Sapphire Rapids than on the AMD EPYC that measured them."""
     result = plan.run("extract", [*demo_extraction.options, "--output", str(tmp_path / "planned")])
     manifest = read_manifest(demo_extraction.output)
     produced = sum(s["patches"] for s in manifest["splits"].values())
@@ -228,8 +230,8 @@ def test_the_demo_plan_is_within_half_of_the_measured_run(demo_extraction, tmp_p
     assert result.work.details["points"] == produced + guard + manifest["errors"]["count"]
     planned = result.local["seconds"] * result.local["cores"]  # one process on one core
     assert result.local["processes"] == 1
-    assert 0.5 <= planned / demo_extraction.cpu_s <= 1.5, (planned, demo_extraction.cpu_s)
-    assert 0.5 <= result.compute.cpu_s / demo_extraction.cpu_s <= 1.5
+    assert 0.5 <= planned / demo_extraction.cpu_s <= 2.0, (planned, demo_extraction.cpu_s)
+    assert 0.5 <= result.compute.cpu_s / demo_extraction.cpu_s <= 2.0
 
 
 # --- before a job on a distributed runner starts ----------------------------------------------------
