@@ -29,6 +29,14 @@ def cpu_description() -> dict[str, Any]:
     }
 
 
+# Either gives the CPU native bfloat16 arithmetic, the only case where mixed_bfloat16 can pay on a CPU.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def has_native_bf16() -> bool:
+    return any(flag in cpu_description().get("vector_extensions", []) for flag in BF16_FLAGS)
+
+
 def machine() -> dict[str, Any]:
     """CPU count, Python, platform and CPU of this machine."""
     return {

@@ -70,6 +70,27 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "focal": {"loss": "focal"},
     # Tuning beyond the listed levers, also decided on the selection carve.
     "class-weight-1": {"class_weight_power": 1.0},
+    # The recipe these levers chose (model.train's defaults of 2026-12-06), spelled out: the base of the
+    # speed levers below (python -m benchmarks.model_ablation --configs recipe-1206+xla-off,...).
+    "recipe-1206": {
+        "schedule": "cosine",
+        "epochs": 80,
+        "ema": 0.99,
+        "region_loss": "lovasz",
+        "label_smoothing": 0.1,
+        "spectral_indices": "auto",
+        "batch_size": 16,
+        "learning_rate": 1e-3,
+    },
+    # Speed: steps compiled by XLA or not, 4x the patches a step at twice the rate (Adam, square-root
+    # scaling), half the epochs.
+    "xla-off": {"xla": "off"},
+    "batch-64": {"batch_size": 64, "learning_rate": 2e-3},
+    "epochs-40": {"epochs": 40},
+    # Quality levers on top of the faster recipe: band jitter (--radiometric-augmentation), a wider net.
+    "radiometric": {"radiometric_augmentation": 0.05},
+    "radiometric-strong": {"radiometric_augmentation": 0.1},
+    "filters-48": {"filters": 48},
 }
 
 

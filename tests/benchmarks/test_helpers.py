@@ -93,10 +93,40 @@ def test_training_time_comes_apart_into_a_fixed_part_and_steady_epochs():
         stages["fit"] = {"wall_s": fit_s, "cpu_s": 2 * fit_s}
         return {"epochs": epochs, "epochs_run": epochs, "fit_patches": 2556, "stages": stages}
 
-    # 1 epoch in 30 s, 3 in 50 s: 10 s an epoch, 20 s of building and tracing.
-    s = summarize(run(1, 30.0), run(3, 50.0))
+    # 1 epoch in 30 s, 3 in 50 s: 10 s an epoch, 20 s of building and tracing; 80 epochs in 820 s.
+    s = summarize(run(1, 30.0), run(3, 50.0), 80)
     assert (s["epoch_s"], s["epoch_cpu_s"], s["fit_fixed_s"]) == (10.0, 20.0, 20.0)
     assert s["patches_per_s"] == 255.6 and s["export_s"] == 1.0
+    assert (s["whole_training_s"], s["whole_training_cpu_s"]) == (820.0, 1640.0)
+
+
+def test_a_variant_names_its_recipe_length_and_precision_apart_from_model_train_settings():
+    from benchmarks.train_throughput import VARIANTS, speedups, split_settings
+    from model.train import TrainConfig
+
+    settings, epochs, precision = split_settings(VARIANTS["before"])
+    assert epochs == 80 and precision is None and "epochs" not in settings
+    TrainConfig(data="d", output="o", epochs=1, **settings).validate()  # the rest are model.train's
+    assert split_settings(VARIANTS["bf16"]) == ({}, TrainConfig.epochs, "mixed_bfloat16")
+
+    def summary(epoch_s: float, whole_s: float) -> dict:
+        return {
+            "summary": {
+                "epoch_s": epoch_s,
+                "epoch_cpu_s": 2 * epoch_s,
+                "whole_training_s": whole_s,
+                "whole_training_cpu_s": 2 * whole_s,
+            }
+        }
+
+    ratios = speedups({"default": summary(2.0, 100.0), "before": summary(4.0, 330.0)})
+    assert ratios["default_vs_before"] == {
+        "epoch_s": 2.0,
+        "epoch_cpu_s": 2.0,
+        "whole_training_s": 3.3,
+        "whole_training_cpu_s": 3.3,
+    }
+    assert ratios["whole_training_speedup_vs_default"]["before"] == 0.3
 
 
 def test_the_region_holdout_table_puts_the_forest_beside_the_model_with_their_ratio():
@@ -134,3 +164,16 @@ def test_the_region_holdout_table_puts_the_forest_beside_the_model_with_their_ra
     assert "219 points left out in the guard band" in table and "(fold 1 of 10)" in table
     assert "| 1 | 0.700 | 0.400 |" in table  # each fold's means
     assert "FCN / forest mean IoU" in table and "1.50×" in table
+
+
+def test_step_parts_count_a_models_multiply_adds_at_each_pooling_level():
+    import keras
+
+    from benchmarks.train_step_parts import multiply_adds
+
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)  # 8×8 × 3·3·3·4 = 6,912
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Conv2D(8, 1)(x)  # 4×4 × 4·8 = 512
+    x = keras.layers.Conv2DTranspose(2, 2, strides=2)(x)  # 8×8 output pixels × 8·2 = 1,024
+    assert multiply_adds(keras.Model(inputs, x), 8) == 6912 + 512 + 1024
