@@ -37,6 +37,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # The default recipe of 2026-12-06 as a whole default training ran it: 80 epochs of 16 patches a
     # step at 1e-3, steps compiled with XLA (--xla auto compiled runs of 2,000 steps or more).
     "before": {"epochs": 80, "batch_size": 16, "learning_rate": 1e-3, "xla": "on"},
+    # The same with traced steps: against "before", what XLA did at 16 a step; against "default", the batch.
+    "before_traced": {"epochs": 80, "batch_size": 16, "learning_rate": 1e-3, "xla": "off"},
     "no_overlap_term": {"region_loss": "none"},
     "no_weight_averaging": {"ema": 0.0},
     "neither": {"region_loss": "none", "ema": 0.0},

@@ -406,7 +406,7 @@ def test_training_levers_export_predict_and_continue(tmp_path):
     )
     continued = train.train(again)
     assert continued["spectral_indices"] == info["spectral_indices"]
-    assert info["training"]["xla"] is False  # --xla auto leaves a run this short to the traced steps
+    assert info["training"]["xla"] is False  # --xla off, the default: traced steps
     tta = evaluate.evaluate_model_dir(str(tmp_path / "m2"), data, tta=True)
     plain = evaluate.evaluate_model_dir(str(tmp_path / "m2"), data)
     assert tta["tta"] and tta["pixels"] == plain["pixels"] == 15 * (16 * 16 - 3)
