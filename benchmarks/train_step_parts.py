@@ -143,15 +143,7 @@ def _time(function: Any, repeats: int) -> dict[str, float]:
 
 def _time_pipeline(batches: Any, repeats: int) -> dict[str, float]:
     iterator = iter(batches.repeat())
-    for _ in range(3):
-        next(iterator)
-    wall, cpu = time.perf_counter(), time.process_time()
-    for _ in range(repeats):
-        next(iterator)
-    return {
-        "wall_ms": round(1000 * (time.perf_counter() - wall) / repeats, 2),
-        "cpu_ms": round(1000 * (time.process_time() - cpu) / repeats, 2),
-    }
+    return _time(lambda: next(iterator), repeats)
 
 
 def run_child(manifest_dir: str, precision: str, batch_sizes: list[int], repeats: int) -> dict[str, Any]:

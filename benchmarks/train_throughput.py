@@ -136,6 +136,10 @@ def summarize(short: dict[str, Any], long: dict[str, Any], recipe_epochs: int) -
     }
 
 
+# The summary's times that speedups() compares between variants.
+TIMED_FIGURES = ("epoch_s", "epoch_cpu_s", "whole_training_s", "whole_training_cpu_s")
+
+
 def speedups(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Each variant's steady epoch and projected whole training against the default's, in wall and in
     CPU seconds (the CPU figure is the steadier one on a shared machine); with "before" measured, the
@@ -149,13 +153,12 @@ def speedups(results: dict[str, Any]) -> dict[str, dict[str, float]]:
             for name, r in results.items()
             if "summary" in r
         }
-        for figure in ("epoch_s", "epoch_cpu_s", "whole_training_s", "whole_training_cpu_s")
+        for figure in TIMED_FIGURES
     }
     before = results.get("before", {}).get("summary")
     if before:
         ratios["default_vs_before"] = {
-            figure: round(before[figure] / base[figure], 2)
-            for figure in ("epoch_s", "epoch_cpu_s", "whole_training_s", "whole_training_cpu_s")
+            figure: round(before[figure] / base[figure], 2) for figure in TIMED_FIGURES
         }
     return ratios
 
@@ -192,11 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as work:
         manifest_dir = str(data) if extraction else write_manifest_for(data, Path(work) / "data")
         for name in names:
-            if split_settings(VARIANTS[name])[2] == "mixed_bfloat16" and not has_native_bf16():
+            _, recipe_epochs, precision = split_settings(VARIANTS[name])
+            if precision == "mixed_bfloat16" and not has_native_bf16():
                 results[name] = {"settings": VARIANTS[name], "skipped": f"the CPU has none of {BF16_FLAGS}"}
                 continue
             runs = [run_child(manifest_dir, VARIANTS[name], e) for e in (short_epochs, long_epochs)]
-            recipe_epochs = split_settings(VARIANTS[name])[1]
             results[name] = {
                 "settings": VARIANTS[name],
                 "runs": runs,
