@@ -56,19 +56,20 @@ def fit_line(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
 
 # --- extraction: benchmarks/results/extract_throughput.json -----------------------------------------
 EXTRACT_SOURCE = "benchmarks/results/extract_throughput.json"
-EXTRACT_MEASURED = "2026-12-06"
+EXTRACT_MEASURED = "2026-12-07"
 # `python -m pipelines.extract` end to end in one process (--direct_num_workers 1) on the demo scene,
-# gzip level 1: 1,558 patches in 10.75 CPU-s and 15,326 in 84.29 CPU-s.
+# gzip level 1: 1,558 patches in 6.67 CPU-s and 15,326 in 64.48 CPU-s, on an Intel Sapphire Rapids
+# (AVX-512; the AMD EPYC with AVX2 of 2026-12-06 took 10.75 and 84.29 CPU-s).
 EXTRACT_GZIP = Throughput(
     "patches (128×128×14)",
-    0.0053417,
-    2.4271,
+    0.0041988,
+    0.12529,
     f"{EXTRACT_SOURCE}: pipeline_gzip, memory_10x_points",
     EXTRACT_MEASURED,
 )
-# Uncompressed TFRecords: 1,558 patches in 4.15 CPU-s, with the gzip run's fixed part.
+# Uncompressed TFRecords: 1,558 patches in 3.11 CPU-s, with the gzip run's fixed part.
 EXTRACT_NONE = Throughput(
-    "patches (128×128×14)", 0.0011047, 2.4271, f"{EXTRACT_SOURCE}: pipeline_none", EXTRACT_MEASURED
+    "patches (128×128×14)", 0.0019126, 0.12529, f"{EXTRACT_SOURCE}: pipeline_none", EXTRACT_MEASURED
 )
 # An uncompressed record: the float32 bands and label of the patch, plus this many bytes (metadata,
 # feature names, TFRecord framing): 983,485 bytes per 128×128×14 record.
