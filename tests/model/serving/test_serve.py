@@ -155,11 +155,18 @@ def test_malloc_tuning_applies_on_linux():
     assert prediction_server.tune_malloc() is True
 
 
-def test_encode_tensor_matches_tensorflows_serialize_and_encode_base64():
-    array = tiles(1, 7)[0]
-    expected = tf.io.encode_base64(tf.io.serialize_tensor(tf.constant(array))).numpy().decode()
-    assert prediction_server.encode_tensor(array) == expected
-    np.testing.assert_array_equal(prediction_server.decode_tensor(expected), array)
+@pytest.mark.parametrize(
+    "shape", [None, (256, 256), (300, 7), (2, 129, 131), (1,), (), (0, 5), (4, 0), (1000, 1000)]
+)
+def test_encode_tensor_matches_tensorflows_serialize_and_encode_base64(shape):
+    """The hand-written TensorProto is TensorFlow's, byte for byte: multi-byte lengths and sizes, a
+    scalar, empty tensors (proto3 leaves zeros out), and a plane sliced out of a tile (not contiguous)."""
+    rng = np.random.default_rng(1)
+    array = tiles(1, 7)[0] if shape is None else rng.random(shape).astype(np.float32)
+    for value in (array, array[..., ::2] if array.ndim else array):
+        expected = tf.io.encode_base64(tf.io.serialize_tensor(tf.constant(value))).numpy().decode()
+        assert prediction_server.encode_tensor(value) == expected, value.shape
+        np.testing.assert_array_equal(prediction_server.decode_tensor(expected), value)
 
 
 def test_earthengine_json_agrees_with_what_the_server_accepts(server, model_dir, direct):
@@ -310,6 +317,79 @@ def test_parse_request_agrees_with_a_json_parser(request_):
     assert plain(prediction_server.parse_request(body)) == json.loads(body)
     spaced = json.dumps(request_, indent=2).encode()
     assert plain(prediction_server.parse_request(spaced)) == json.loads(spaced)
+
+
+def _protos_a_client_may_send() -> list[tuple[str, bytes]]:
+    """Serialized TensorProtos: dense ones TensorFlow writes, and ones the header reader must leave
+    to protobuf (values in repeated fields, named or unknown dimensions, extra fields, broken bytes)."""
+    from tensorflow.core.framework import tensor_pb2
+
+    rng = np.random.default_rng(3)
+    protos = []
+    for dtype, shape in [
+        (np.float32, (256, 256, 13)),
+        (np.float32, (3, 1, 2)),
+        (np.float64, (4, 5, 2)),
+        (np.int16, (130, 2)),
+        (np.uint8, (2, 2, 2)),
+    ]:
+        value = (rng.random(shape) * 100).astype(dtype)
+        protos.append(
+            (f"dense {np.dtype(dtype).name} {shape}", tf.make_tensor_proto(value).SerializeToString())
+        )
+    # TensorFlow writes a scalar's value in float_val and an empty tensor without content.
+    protos.append(("a scalar", tf.make_tensor_proto(np.float32(2.5)).SerializeToString()))
+    protos.append(("an empty tensor", tf.make_tensor_proto(np.zeros((0, 3), np.float32)).SerializeToString()))
+    dense = tf.make_tensor_proto(np.arange(6, dtype=np.float32).reshape(2, 3))
+    in_values = tensor_pb2.TensorProto(dtype=dense.dtype, tensor_shape=dense.tensor_shape)
+    in_values.float_val.extend(range(6))
+    named = tensor_pb2.TensorProto.FromString(dense.SerializeToString())
+    named.tensor_shape.dim[0].name = "rows"
+    versioned = tensor_pb2.TensorProto.FromString(dense.SerializeToString())
+    versioned.version_number = 7
+    unknown = tensor_pb2.TensorProto.FromString(dense.SerializeToString())
+    unknown.tensor_shape.dim[1].size = -1
+    with_string = tensor_pb2.TensorProto.FromString(dense.SerializeToString())
+    with_string.string_val.append(b"x")
+    raw = dense.SerializeToString()
+    protos += [
+        ("values in float_val", in_values.SerializeToString()),
+        ("a named dimension", named.SerializeToString()),
+        ("a version number", versioned.SerializeToString()),
+        ("an unknown dimension", unknown.SerializeToString()),
+        ("an extra field", with_string.SerializeToString()),
+        ("the content given twice", raw + raw[raw.index(b"\x22") :]),
+        ("truncated", raw[:-5]),
+        ("too few bytes of content", raw.replace(b"\x22\x18", b"\x22\x14")[:-4]),
+        ("not a protobuf", b"\xff" * 40),
+    ]
+    return protos
+
+
+@pytest.mark.parametrize(
+    "name,raw", _protos_a_client_may_send(), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_tensors_read_by_hand_are_what_protobuf_reads(name, raw):
+    """decode_tensor reads dense TensorProtos' headers itself and takes the pixels where they lie; on
+    every other proto it agrees with protobuf's parse (values, or the BadRequest)."""
+    from tensorflow.core.framework import tensor_pb2
+
+    encoded = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    if name.startswith("dense"):
+        assert prediction_server._dense_tensor(raw) is not None  # the fast path is taken
+    try:
+        expected = tf.make_ndarray(tensor_pb2.TensorProto.FromString(raw))
+    except Exception:
+        expected = None
+    try:
+        got = prediction_server.decode_tensor(encoded)
+    except prediction_server.BadRequest:
+        got = None
+    if expected is None or got is None:
+        assert got is None, name  # protobuf cannot read it (or it is inconsistent): a BadRequest
+        return
+    assert got.shape == expected.shape and got.dtype == expected.dtype, name
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_long_base64_strings_are_read_in_place():
