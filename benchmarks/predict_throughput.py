@@ -17,6 +17,9 @@ The CPUs may be shared with other work: raw_predict and job alternate for ROUNDS
 its best round; CPU-seconds (user + sys) are reported next to wall time.
 Megapixels are output pixels (the region's area); the ratio job / raw_predict is the share of the
 model's speed the whole job keeps, so 1 - ratio is what reading, tiling, stitching and writing cost.
+A line through the job's wall time at the sizes measured splits it into a fixed part (start-up:
+importing TensorFlow and Beam, loading the model, the first call, the mosaic) and a part per tile; the
+model alone per tile over the job's per tile is what a region large enough keeps.
 """
 
 from __future__ import annotations
@@ -203,6 +206,7 @@ def run_benchmark(size: int, rss_sizes: list[int], output: Path) -> dict:
             )
     ratio = results["job"]["mpx_per_s"] / results["raw_predict"]["mpx_per_s"]
     cpu_ratio = results["raw_predict"]["cpu_s"] / results["job"]["cpu_s"]
+    split = fixed_and_per_tile(results, size, rss_sizes)
     rss = {f"{s}x{s}": results[f"job_{s}"]["peak_rss_mb"] for s in rss_sizes}
     report = {
         "benchmark": "predict_throughput",
@@ -217,6 +221,7 @@ def run_benchmark(size: int, rss_sizes: list[int], output: Path) -> dict:
             "job_vs_raw_predict": ratio,
             "job_vs_raw_predict_per_cpu_s": cpu_ratio,
             "peak_rss_mb": rss,
+            **split,
             "targets": {f"job >= {TARGET_RATIO:.2f} x raw predict": ratio >= TARGET_RATIO},
         },
         "results": results,
@@ -224,6 +229,28 @@ def run_benchmark(size: int, rss_sizes: list[int], output: Path) -> dict:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def fixed_and_per_tile(results: dict, size: int, sizes: list[int]) -> dict:
+    """The job's wall time as a fixed part plus a part per tile (a line through its runs at the sizes
+    measured), against the model alone per tile: what a region large enough for the fixed part not to
+    matter would keep of the model's speed. Empty with runs at fewer than two sizes."""
+    from transforms.planning.measured import fit_line
+
+    runs = {
+        results[f"job_{s}"]["tiles"]: results[f"job_{s}"]["wall_s"] for s in sizes if f"job_{s}" in results
+    }
+    runs[results["job"]["tiles"]] = results["job"]["wall_s"]
+    if len(runs) < 2:
+        return {}
+    per_tile, fixed = fit_line(sorted(runs.items()))
+    raw_per_tile = results["raw_predict"]["wall_s"] / results["raw_predict"]["tiles"]
+    return {
+        "job_fixed_s": fixed,
+        "job_s_per_tile": per_tile,
+        "raw_predict_s_per_tile": raw_per_tile,
+        "job_vs_raw_predict_per_tile": raw_per_tile / per_tile,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

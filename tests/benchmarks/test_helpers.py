@@ -1,5 +1,6 @@
-"""The quality benchmarks' bookkeeping: spreads over seeds, full settings of ablation configurations,
-imported runs and the tables (the training itself is what tests/test_model_train.py covers)."""
+"""The benchmarks' bookkeeping: spreads over seeds, full settings of ablation configurations, imported
+runs and the tables (the training itself is what tests/test_model_train.py covers); the prediction
+benchmark's split of the job into a fixed part and a part per tile."""
 
 from __future__ import annotations
 
@@ -177,3 +178,22 @@ def test_step_parts_count_a_models_multiply_adds_at_each_pooling_level():
     x = keras.layers.Conv2D(8, 1)(x)  # 4×4 × 4·8 = 512
     x = keras.layers.Conv2DTranspose(2, 2, strides=2)(x)  # 8×8 output pixels × 8·2 = 1,024
     assert multiply_adds(keras.Model(inputs, x), 8) == 6912 + 512 + 1024
+
+
+def test_the_prediction_benchmark_splits_the_job_into_a_fixed_part_and_a_part_per_tile():
+    from benchmarks.predict_throughput import fixed_and_per_tile
+
+    def job(tiles: int) -> dict:
+        return {"tiles": tiles, "wall_s": 6.0 + 0.07 * tiles}
+
+    results = {
+        "job": job(484),
+        "job_2048": job(121),
+        "job_8192": job(1849),
+        "raw_predict": {"tiles": 484, "wall_s": 484 * 0.056},
+    }
+    split = fixed_and_per_tile(results, 4096, [2048, 8192])
+    assert split["job_fixed_s"] == pytest.approx(6.0)
+    assert split["job_s_per_tile"] == pytest.approx(0.07)
+    assert split["job_vs_raw_predict_per_tile"] == pytest.approx(0.8)
+    assert fixed_and_per_tile(results, 4096, []) == {}  # one size: no line
