@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from google.auth.credentials import AnonymousCredentials
 
+from benchmarks.region_holdout import SCHEME
 from pipelines import assess, cli
 from pipelines.demo import scene as demo_scene
 from pipelines.demo.scene import ensure_demo_scene
@@ -554,15 +555,7 @@ def test_no_earth_engine_credentials_is_an_error_before_anything_is_drawn(
 
 # --- real maps (../shared/data; skipped without it) -------------------------------------------------------
 
-NC_CLASSES = {
-    "name": "nc-landclass96",
-    "classes": [
-        {"name": name, "values": [value]}
-        for value, name in enumerate(
-            ("developed", "agriculture", "herbaceous", "shrubland", "forest", "water", "sediment"), start=1
-        )
-    ],
-}
+NC_CLASSES = SCHEME  # GRASS landclass96's classes, as the region-holdout benchmark reads them
 
 
 @pytest.mark.shared_data

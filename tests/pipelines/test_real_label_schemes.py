@@ -18,6 +18,7 @@ import rasterio
 import tensorflow as tf
 from PIL import Image
 
+from benchmarks.region_holdout import SCHEME as NC_SCHEME
 from model.train import TrainConfig, train
 from pipelines.extract import main as extract
 from pipelines.predict import run as predict
@@ -27,18 +28,8 @@ from transforms.contracts.manifest import read_manifest, schema_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
-NC_CLASSES = {
-    "name": "nc-landclass96",
-    "classes": [
-        {"name": "developed", "values": [1], "color": "#c4281b"},
-        {"name": "agriculture", "values": [2], "color": "#e49635"},
-        {"name": "herbaceous", "values": [3], "color": "#88b053"},
-        {"name": "shrubland", "values": [4], "color": "#dfc35a"},
-        {"name": "forest", "values": [5], "color": "#397d49"},
-        {"name": "water", "values": [6], "color": "#419bdf"},
-        {"name": "sediment", "values": [7], "color": "#a59b8f"},
-    ],
-}
+# GRASS landclass96's classes, as the region-holdout benchmark reads the same rasters.
+NC_CLASSES = NC_SCHEME
 NC_NAMES = [c["name"] for c in NC_CLASSES["classes"]]
 
 
