@@ -100,8 +100,9 @@ PREDICT_MEASURED = "2026-12-06"
 # `python -m pipelines.predict` end to end with the default U-Net (depth 2, 32 filters, 14 bands, 9
 # classes), 256-pixel tiles: 121, 484 and 1,849 tiles in 45.53, 165.58 and 602.76 CPU-s. A unit is an
 # input pixel (tiles × 256²), so other tile sizes and overlaps scale by the pixels the model sees. The
-# CPU decides this figure: a machine with AVX-512 ran the same tiles 4× faster on 2026-11-26
-# (benchmarks/machine.py); this one has AVX2 but no AVX-512.
+# CPU decides this figure: it was measured on a 2-core AMD EPYC with AVX2 but no AVX-512, nearer the
+# Intel Xeons of Dataflow's N1 workers than the Intel Sapphire Rapids (AVX-512, AMX) that ran the same
+# tiles in 2.9× fewer CPU-seconds on 2026-12-07 (benchmarks/results/predict_throughput_sapphire_rapids.json).
 PREDICT = Throughput(
     "input pixels", 4.9113e-06, 8.0046, f"{PREDICT_SOURCE}: job_2048, job, job_8192", PREDICT_MEASURED
 )
