@@ -38,6 +38,7 @@ from model.serving.contract import (
     DEFAULT_THREADS,
     ENVELOPE_BYTES,
 )
+from transforms.contracts.protowire import LENGTH_DELIMITED, VARINT, field, fields, varint
 from transforms.io.files import join, read_json
 
 logger = logging.getLogger("terrabeam.serve")
@@ -129,9 +130,9 @@ def decode_tensor(encoded: str | bytes | memoryview) -> np.ndarray:
         raise BadRequest(f"is not web-safe Base64 ({e})") from None
     dense = _dense_tensor(raw)
     if dense is not None and dense[0] in _DTYPES:
-        dtype, shape, (offset, length) = _DTYPES[dense[0]][0], dense[1], dense[2]
-        if length == math.prod(shape) * dtype.itemsize:
-            return np.frombuffer(raw, dtype, math.prod(shape), offset).reshape(shape)
+        dtype, shape, content = _DTYPES[dense[0]][0], dense[1], dense[2]
+        if len(content) == math.prod(shape) * dtype.itemsize:
+            return np.frombuffer(content, dtype).reshape(shape)
     try:
         proto = tensor_pb2.TensorProto.FromString(raw)
     except Exception as e:  # google.protobuf.message.DecodeError, or RuntimeWarning-free variants
@@ -147,7 +148,7 @@ def decode_tensor(encoded: str | bytes | memoryview) -> np.ndarray:
         raise BadRequest(f"is a TensorProto of dtype {name}; send a numeric pixel type (float32 preferred)")
     if proto.tensor_shape.unknown_rank or any(d.size < 0 for d in proto.tensor_shape.dim):
         raise BadRequest("is a TensorProto without a fully known shape")
-    dtype, field = _DTYPES[proto.dtype]
+    dtype, values_field = _DTYPES[proto.dtype]
     shape = tuple(d.size for d in proto.tensor_shape.dim)
     count = math.prod(shape)
     if proto.tensor_content:
@@ -157,7 +158,7 @@ def decode_tensor(encoded: str | bytes | memoryview) -> np.ndarray:
                 f"{len(proto.tensor_content)} bytes instead of {count * dtype.itemsize}"
             )
         return np.frombuffer(proto.tensor_content, dtype).reshape(shape)
-    values = getattr(proto, field)
+    values = getattr(proto, values_field)
     if len(values) != count:
         raise BadRequest(f"is a TensorProto of shape {shape} with {len(values)} values instead of {count}")
     return np.asarray(values, dtype).reshape(shape)
@@ -165,74 +166,38 @@ def decode_tensor(encoded: str | bytes | memoryview) -> np.ndarray:
 
 # TensorProto fields (tensorflow/core/framework/tensor.proto) read by hand: 1 dtype, 2 tensor_shape,
 # 3 version_number, 4 tensor_content; TensorShapeProto: 2 dim, 3 unknown_rank; Dim: 1 size, 2 name.
-_VARINT, _LENGTH_DELIMITED = 0, 2
+_FIELD_WIRE_TYPES = {1: VARINT, 2: LENGTH_DELIMITED, 3: VARINT, 4: LENGTH_DELIMITED}
 
 
-def _varint_at(data: bytes, pos: int) -> tuple[int, int]:
-    """The varint at `pos` and the position after it (IndexError past the end)."""
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise IndexError("varint longer than 10 bytes")
-
-
-def _fields(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
-    """(field, wire type, value or payload start, payload length) of each field in data[start:end]."""
-    pos = start
-    while pos < end:
-        key, pos = _varint_at(data, pos)
-        field, wire = key >> 3, key & 7
-        if wire == _VARINT:
-            value, pos = _varint_at(data, pos)
-            yield field, wire, value, 0
-        elif wire == _LENGTH_DELIMITED:
-            length, pos = _varint_at(data, pos)
-            if pos + length > end:
-                raise IndexError("field past the end")
-            yield field, wire, pos, length
-            pos += length
-        else:
-            raise IndexError("a wire type a dense TensorProto does not use")
-
-
-def _dense_tensor(raw: bytes) -> tuple[int, tuple[int, ...], tuple[int, int]] | None:
-    """(dtype, shape, (offset, length) of tensor_content) of a TensorProto that holds nothing else.
+def _dense_tensor(raw: bytes) -> tuple[int, tuple[int, ...], memoryview] | None:
+    """(dtype, shape, tensor_content as a view into `raw`) of a TensorProto that holds nothing else.
 
     A request's tensors are several megabytes: reading the few header bytes by hand lets the pixels be
     used where they lie in the decoded Base64, where protobuf's parser copied them twice (about as long
     as decoding the Base64). Anything else (values in repeated fields, named or unknown dimensions,
     a field given twice, malformed bytes) returns None, and protobuf parses it and says what is wrong.
     """
-    found: dict[int, tuple[int, int]] = {}
+    found: dict[int, Any] = {}
     try:
-        for field, wire, value, length in _fields(raw, 0, len(raw)):
-            expected = _VARINT if field in (1, 3) else _LENGTH_DELIMITED if field in (2, 4) else None
-            if wire != expected or field in found:
+        for number, wire, value in fields(raw):
+            if wire != _FIELD_WIRE_TYPES.get(number) or number in found:
                 return None
-            found[field] = (value, length)
+            found[number] = value
         if 1 not in found or 4 not in found:
             return None
         shape: list[int] = []
-        if 2 in found:
-            start, length = found[2]
-            for field, wire, dim_start, dim_length in _fields(raw, start, start + length):
-                if field != 2 or wire != _LENGTH_DELIMITED:
-                    return None  # unknown_rank, or a field TensorShapeProto does not have
-                size = 0
-                for dim_field, dim_wire, value, _ in _fields(raw, dim_start, dim_start + dim_length):
-                    if dim_field != 1 or dim_wire != _VARINT or value >= 2**63:
-                        return None  # a named or negative (unknown) dimension
-                    size = value
-                shape.append(size)
-    except IndexError:
+        for number, wire, dim in fields(found.get(2, b"")):
+            if number != 2 or wire != LENGTH_DELIMITED:
+                return None  # unknown_rank, or a field TensorShapeProto does not have
+            size = 0
+            for dim_number, dim_wire, value in fields(dim):
+                if dim_number != 1 or dim_wire != VARINT or value >= 2**63:
+                    return None  # a named or negative (unknown) dimension
+                size = value
+            shape.append(size)
+    except (IndexError, ValueError):
         return None
-    return found[1][0], tuple(shape), found[4]
+    return found[1], tuple(shape), found[4]
 
 
 def encode_tensor(array: np.ndarray) -> str:
@@ -251,25 +216,12 @@ def _encode_tensor_bytes(array: np.ndarray) -> bytes:
     return pybase64.b64encode(_float_tensor_header(array) + memoryview(array), altchars=b"-_").rstrip(b"=")
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _length_delimited(tag: bytes, payload: bytes) -> bytes:
-    return tag + _varint(len(payload)) + payload
-
-
 def _float_tensor_header(array: np.ndarray) -> bytes:
     """A DT_FLOAT TensorProto of `array`'s shape up to its tensor_content's bytes (which follow it)."""
     # TensorShapeProto.Dim {1: size}; a size of 0 is proto3's default and not written.
-    dims = b"".join(_length_delimited(b"\x12", b"\x08" + _varint(n) if n else b"") for n in array.shape)
-    header = b"\x08\x01" + _length_delimited(b"\x12", dims)  # {1: dtype DT_FLOAT, 2: tensor_shape}
-    return header + b"\x22" + _varint(array.nbytes) if array.nbytes else header  # {4: tensor_content}
+    dims = b"".join(field(b"\x12", b"\x08" + varint(n) if n else b"") for n in array.shape)
+    header = b"\x08\x01" + field(b"\x12", dims)  # {1: dtype DT_FLOAT, 2: tensor_shape}
+    return header + b"\x22" + varint(array.nbytes) if array.nbytes else header  # {4: tensor_content}
 
 
 # --------------------------------------------------------------------------------------------------

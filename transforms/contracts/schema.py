@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from transforms.contracts.protowire import field, fields, read_varint, varint
 
 LABEL_FEATURE = "landcover"
 # Label value of pixels with no label (outside the label raster or padded at the raster edge).
@@ -100,13 +102,11 @@ class PatchSchema:
         for name, payload in features:
             total += _append_float_entry(parts, name, payload)
         for key, value in (metadata or {}).items():
-            entry = _field(
-                _TAG_1, _field(_TAG_1, key.encode("utf-8")) + _field(_TAG_2, scalar_feature(value))
-            )
+            entry = field(_TAG_1, field(_TAG_1, key.encode("utf-8")) + field(_TAG_2, scalar_feature(value)))
             parts.append(entry)
             total += len(entry)
         # One copy of the pixel bytes, in the final join.
-        return b"".join([_TAG_1, _varint(total), *parts])
+        return b"".join([_TAG_1, varint(total), *parts])
 
 
 def _float_payload(values: np.ndarray) -> memoryview | bytes:
@@ -118,27 +118,27 @@ def _float_payload(values: np.ndarray) -> memoryview | bytes:
 def _append_float_entry(parts: list, name: str, payload: memoryview | bytes) -> int:
     """Append the map entry {name: Feature(float_list=payload)} to `parts`; returns its length."""
     n = len(payload)
-    float_list_len = 1 + len(_varint(n)) + n
-    feature_len = 1 + len(_varint(float_list_len)) + float_list_len
-    key = _field(_TAG_1, name.encode("utf-8"))
-    entry_len = len(key) + 1 + len(_varint(feature_len)) + feature_len
+    float_list_len = 1 + len(varint(n)) + n
+    feature_len = 1 + len(varint(float_list_len)) + float_list_len
+    key = field(_TAG_1, name.encode("utf-8"))
+    entry_len = len(key) + 1 + len(varint(feature_len)) + feature_len
     header = (
         _TAG_1
-        + _varint(entry_len)
+        + varint(entry_len)
         + key
         + _TAG_2
-        + _varint(feature_len)
+        + varint(feature_len)
         + _TAG_2
-        + _varint(float_list_len)
+        + varint(float_list_len)
         + _TAG_1
-        + _varint(n)
+        + varint(n)
     )
     parts.append(header)
     parts.append(payload)
     return len(header) + n
 
 
-# --- Protobuf wire format -------------------------------------------------------------------------
+# --- tf.train.Example in protobuf's wire format (transforms.contracts.protowire) ---------------------
 # Example { Features features = 1; }  Features { map<string, Feature> feature = 1; }
 # Feature { oneof { BytesList bytes_list = 1; FloatList float_list = 2; Int64List int64_list = 3; } }
 # XxxList { repeated T value = 1 [packed]; }. Field tag byte = (field_number << 3) | wire_type(2).
@@ -147,37 +147,21 @@ _TAG_2 = b"\x12"
 _TAG_3 = b"\x1a"
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        bits = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(bits | 0x80)
-        else:
-            out.append(bits)
-            return bytes(out)
-
-
-def _field(tag: bytes, payload: bytes) -> bytes:
-    return tag + _varint(len(payload)) + payload
-
-
 def float_feature(values: np.ndarray) -> bytes:
     """A Feature holding a packed FloatList of `values` (any shape, flattened row-major)."""
     raw = np.ascontiguousarray(values, dtype="<f4").tobytes()
-    return _field(_TAG_2, _field(_TAG_1, raw))
+    return field(_TAG_2, field(_TAG_1, raw))
 
 
 def int64_feature(values: Sequence[int]) -> bytes:
     """A Feature holding a packed Int64List (negative values as 10-byte two's complement varints)."""
-    raw = b"".join(_varint(int(v) & 0xFFFFFFFFFFFFFFFF) for v in values)
-    return _field(_TAG_3, _field(_TAG_1, raw))
+    raw = b"".join(varint(int(v) & 0xFFFFFFFFFFFFFFFF) for v in values)
+    return field(_TAG_3, field(_TAG_1, raw))
 
 
 def bytes_feature(values: Sequence[bytes]) -> bytes:
     """A Feature holding a BytesList."""
-    return _field(_TAG_1, b"".join(_field(_TAG_1, v) for v in values))
+    return field(_TAG_1, b"".join(field(_TAG_1, v) for v in values))
 
 
 def scalar_feature(value: str | bytes | float | int) -> bytes:
@@ -189,64 +173,32 @@ def scalar_feature(value: str | bytes | float | int) -> bytes:
     if isinstance(value, bool | int | np.integer):
         return int64_feature([int(value)])
     if isinstance(value, float | np.floating):
-        return _field(_TAG_2, _field(_TAG_1, struct.pack("<f", float(value))))
+        return field(_TAG_2, field(_TAG_1, struct.pack("<f", float(value))))
     raise TypeError(f"Cannot store metadata value {value!r} of type {type(value).__name__} in a record.")
 
 
 def encode_example(features: Mapping[str, bytes]) -> bytes:
     """An Example from already-encoded Feature messages, keyed by feature name."""
     entries = b"".join(
-        _field(_TAG_1, _field(_TAG_1, name.encode("utf-8")) + _field(_TAG_2, feature))
+        field(_TAG_1, field(_TAG_1, name.encode("utf-8")) + field(_TAG_2, feature))
         for name, feature in features.items()
     )
-    return _field(_TAG_1, entries)
+    return field(_TAG_1, entries)
 
 
 # --- decoding (without TensorFlow) -----------------------------------------------------------------
 
 
-def _read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _fields(data: bytes | memoryview) -> Iterator[tuple[int, int, Any]]:
-    """(field number, wire type, value) of a protobuf message: a memoryview for length-delimited fields."""
-    view = memoryview(data)
-    pos, end = 0, len(view)
-    while pos < end:
-        tag, pos = _read_varint(view, pos)
-        number, wire = tag >> 3, tag & 7
-        if wire == 0:
-            value, pos = _read_varint(view, pos)
-        elif wire == 1:
-            value, pos = view[pos : pos + 8], pos + 8
-        elif wire == 2:
-            length, pos = _read_varint(view, pos)
-            value, pos = view[pos : pos + length], pos + length
-        elif wire == 5:
-            value, pos = view[pos : pos + 4], pos + 4
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire} in a tf.train.Example")
-        yield number, wire, value
-
-
 def _decode_feature(feature: memoryview) -> list | np.ndarray:
-    for kind, _, payload in _fields(feature):
+    for kind, _, payload in fields(feature):
         if kind == 1:  # BytesList
-            return [bytes(v) for n, _, v in _fields(payload) if n == 1]
+            return [bytes(v) for n, _, v in fields(payload) if n == 1]
         if kind == 2:  # FloatList, packed (proto3) or not
-            parts = [np.frombuffer(v, "<f4") for n, _, v in _fields(payload) if n == 1]
+            parts = [np.frombuffer(v, "<f4") for n, _, v in fields(payload) if n == 1]
             return np.concatenate(parts) if parts else np.zeros(0, np.float32)
         if kind == 3:  # Int64List, packed or not
             values: list[int] = []
-            for n, w, v in _fields(payload):
+            for n, w, v in fields(payload):
                 if n != 1:
                     continue
                 if w == 0:
@@ -254,7 +206,7 @@ def _decode_feature(feature: memoryview) -> list | np.ndarray:
                 else:
                     pos = 0
                     while pos < len(v):
-                        value, pos = _read_varint(v, pos)
+                        value, pos = read_varint(v, pos)
                         values.append(value)
             return [v - (1 << 64) if v >= 1 << 63 else v for v in values]
     return []
@@ -268,14 +220,14 @@ def decode_example(record: bytes, names: Iterable[str] | None = None) -> dict[st
     """
     wanted = set(names) if names is not None else None
     out: dict[str, list | np.ndarray] = {}
-    for number, _, features in _fields(record):
+    for number, _, features in fields(record):
         if number != 1:
             continue
-        for entry_number, _, entry in _fields(features):
+        for entry_number, _, entry in fields(features):
             if entry_number != 1:
                 continue
             name, feature = None, None
-            for n, _, v in _fields(entry):
+            for n, _, v in fields(entry):
                 if n == 1:
                     name = bytes(v).decode("utf-8")
                 elif n == 2:
