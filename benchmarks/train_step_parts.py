@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.child import run_in_child
 from benchmarks.machine import BF16_FLAGS, has_native_bf16, machine
 from benchmarks.model_quality import DATA, whole_numbers, write_manifest_for
 
@@ -147,18 +146,8 @@ def _time_pipeline(batches: Any, repeats: int) -> dict[str, float]:
 
 
 def run_child(manifest_dir: str, precision: str, batch_sizes: list[int], repeats: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as work:
-        out = Path(work) / "parts.json"
-        spec = {"manifest": manifest_dir, "precision": precision, "batch_sizes": batch_sizes,
-                "repeats": repeats, "out": str(out)}  # fmt: skip
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.train_step_parts", "--child", json.dumps(spec)],
-            env=env, capture_output=True, text=True,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise RuntimeError(f"the {precision} step parts failed:\n{done.stderr[-3000:]}")
-        return json.loads(out.read_text())
+    spec = {"manifest": manifest_dir, "precision": precision, "batch_sizes": batch_sizes, "repeats": repeats}
+    return run_in_child("benchmarks.train_step_parts", spec, f"the {precision} step parts")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.child import run_in_child
 from benchmarks.machine import BF16_FLAGS, has_native_bf16, machine
 from benchmarks.model_quality import DATA, write_manifest_for
 
@@ -96,19 +95,8 @@ def child(manifest_dir: str, settings: dict[str, Any], epochs: int, output: str)
 
 
 def run_child(manifest_dir: str, settings: dict[str, Any], epochs: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as work:
-        out = Path(work) / "result.json"
-        args = json.dumps({"manifest": manifest_dir, "settings": settings, "epochs": epochs, "out": str(out)})
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.train_throughput", "--child", args],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"training with {settings} for {epochs} epochs failed:\n{done.stderr[-3000:]}")
-        return json.loads(out.read_text())
+    spec = {"manifest": manifest_dir, "settings": settings, "epochs": epochs}
+    return run_in_child("benchmarks.train_throughput", spec, f"training with {settings} for {epochs} epochs")
 
 
 def summarize(short: dict[str, Any], long: dict[str, Any], recipe_epochs: int) -> dict[str, Any]:
