@@ -206,7 +206,7 @@ def run_benchmark(size: int, rss_sizes: list[int], output: Path) -> dict:
             )
     ratio = results["job"]["mpx_per_s"] / results["raw_predict"]["mpx_per_s"]
     cpu_ratio = results["raw_predict"]["cpu_s"] / results["job"]["cpu_s"]
-    split = fixed_and_per_tile(results, size, rss_sizes)
+    split = fixed_and_per_tile(results, rss_sizes)
     rss = {f"{s}x{s}": results[f"job_{s}"]["peak_rss_mb"] for s in rss_sizes}
     report = {
         "benchmark": "predict_throughput",
@@ -231,7 +231,7 @@ def run_benchmark(size: int, rss_sizes: list[int], output: Path) -> dict:
     return report
 
 
-def fixed_and_per_tile(results: dict, size: int, sizes: list[int]) -> dict:
+def fixed_and_per_tile(results: dict, sizes: list[int]) -> dict:
     """The job's wall time as a fixed part plus a part per tile (a line through its runs at the sizes
     measured), against the model alone per tile: what a region large enough for the fixed part not to
     matter would keep of the model's speed. Empty with runs at fewer than two sizes."""

@@ -192,8 +192,8 @@ def test_the_prediction_benchmark_splits_the_job_into_a_fixed_part_and_a_part_pe
         "job_8192": job(1849),
         "raw_predict": {"tiles": 484, "wall_s": 484 * 0.056},
     }
-    split = fixed_and_per_tile(results, 4096, [2048, 8192])
+    split = fixed_and_per_tile(results, [2048, 8192])
     assert split["job_fixed_s"] == pytest.approx(6.0)
     assert split["job_s_per_tile"] == pytest.approx(0.07)
     assert split["job_vs_raw_predict_per_tile"] == pytest.approx(0.8)
-    assert fixed_and_per_tile(results, 4096, []) == {}  # one size: no line
+    assert fixed_and_per_tile(results, []) == {}  # one size: no line
