@@ -8,8 +8,10 @@ any size costs no disk. The model is the default U-Net (`model.architecture.buil
 classes, normalization from the scene) with untrained weights: speed does not depend on the weights.
 
 Each measurement runs in its own process (so its peak RSS is its own):
-- raw_predict: the job's tiles (default 256 px, overlap 64) are read into memory first, then timed
-  through the SavedModel's serving function in batches of the job's batch size;
+- raw_predict: the job's tiles (default 256 px, overlap 64) are read into memory and stacked into
+  batches of the job's batch size first, then timed through the SavedModel's serving function as the
+  job calls it (`transforms.inference.LoadedModel`: the batch lent to TensorFlow and the answer read
+  in place, without copies);
 - job: `python -m pipelines.predict` end to end on the DirectRunner (plan, read, RunInference, trim,
   per-tile COGs, VRT, quick-look PNG), as wall time;
 - job at two scene sizes, for peak RSS: a streaming job's memory does not grow with the area.
@@ -121,13 +123,10 @@ def export_unet(scene_image: str, model_dir: Path) -> str:
 
 def child_raw_predict(args: dict) -> dict:
     """The model alone on the job's tiles, held in memory."""
-    import numpy as np
-    import tensorflow as tf
-
     from model.export import load_model_metadata
     from transforms.geometry.grid import grid_spec_of
     from transforms.geometry.tiling import TilingSpec, plan_for_bounds
-    from transforms.inference import fetch_tile
+    from transforms.inference import aligned_batch, fetch_tile, load_saved_model
     from transforms.io.rasters import LocalRasterSource
     from transforms.io.retry import RetryConfig
 
@@ -138,15 +137,18 @@ def child_raw_predict(args: dict) -> dict:
         grid_spec_of(crs, transform), source.footprint(crs), TilingSpec(TILE_SIZE, OVERLAP)
     )
     tiles = [fetch_tile(t, source, info["bands"], RetryConfig())[1] for t in plan]
-    signature = tf.saved_model.load(f"{args['model']}/saved_model").signatures["serving_default"]
-    signature(image=tf.constant(np.stack(tiles[:BATCH_SIZE])))  # trace and warm up, as the job's first batch
+    batches = [aligned_batch(tiles[i : i + BATCH_SIZE]) for i in range(0, len(tiles), BATCH_SIZE)]
+    count = len(tiles)
+    del tiles
+    model = load_saved_model(args["model"])
+    model(batches[0])  # trace and warm up, as the job's first batch
     start, cpu = time.perf_counter(), _cpu_s()
-    for i in range(0, len(tiles), BATCH_SIZE):
-        signature(image=tf.constant(np.stack(tiles[i : i + BATCH_SIZE])))["probabilities"].numpy()
+    for batch in batches:
+        model(batch)
     wall = time.perf_counter() - start
     pixels = plan.width * plan.height
     return {
-        "tiles": len(tiles),
+        "tiles": count,
         "megapixels": pixels / 1e6,
         "wall_s": wall,
         "cpu_s": _cpu_s() - cpu,
