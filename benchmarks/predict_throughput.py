@@ -126,9 +126,10 @@ def child_raw_predict(args: dict) -> dict:
     from model.export import load_model_metadata
     from transforms.geometry.grid import grid_spec_of
     from transforms.geometry.tiling import TilingSpec, plan_for_bounds
-    from transforms.inference import aligned_batch, fetch_tile, load_saved_model
+    from transforms.inference import fetch_tile, load_saved_model
     from transforms.io.rasters import LocalRasterSource
     from transforms.io.retry import RetryConfig
+    from transforms.runtime.tensor_memory import aligned_batch
 
     info = load_model_metadata(args["model"])
     source = LocalRasterSource([args["scene"]])

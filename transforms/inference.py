@@ -33,6 +33,7 @@ from transforms.io.retry import RetryConfig
 from transforms.runtime import progress
 from transforms.runtime.outcome import letter_fields
 from transforms.runtime.quiet_tensorflow import hide_notice_if_a_quiet_start_asked
+from transforms.runtime.tensor_memory import aligned_batch, lend_to_tensorflow, read_in_place
 
 ERRORS = "errors"
 # Pixels are fetched with this fill outside the imagery and at the source's nodata. A pixel whose bands
@@ -69,42 +70,7 @@ class LoadedModel:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """The probabilities of `batch` (N, H, W, bands), read-only, in the memory TensorFlow wrote."""
-        tensor = self.function(**{INPUT_NAME: lend_to_tensorflow(batch)})[OUTPUT_NAME]
-        return np.asarray(memoryview(tensor))
-
-
-# TensorFlow copies every NumPy array it is given (tf.constant) and every answer it hands back
-# (.numpy()): 29 MB in and 19 MB out per batch of eight 256² tiles, which cost the prediction job
-# about 4 ms a tile on a 2-core machine. A batch built in memory aligned as TensorFlow's own buffers
-# are is lent to it through DLPack instead, and answers are read in place through the buffer protocol.
-# TensorFlow needs 64-byte alignment (EIGEN_MAX_ALIGN_BYTES) and checks it fatally, so allow twice that.
-TENSOR_ALIGNMENT = 128
-
-
-def aligned_batch(arrays: Sequence[np.ndarray]) -> np.ndarray:
-    """`np.stack(arrays)`, in memory aligned for TensorFlow to use in place (see `lend_to_tensorflow`)."""
-    first = np.asarray(arrays[0])
-    shape = (len(arrays), *first.shape)
-    nbytes = int(np.prod(shape)) * first.dtype.itemsize
-    memory = np.empty(nbytes + TENSOR_ALIGNMENT, np.uint8)
-    start = -memory.ctypes.data % TENSOR_ALIGNMENT
-    batch = memory[start : start + nbytes].view(first.dtype).reshape(shape)
-    for i, array in enumerate(arrays):
-        batch[i] = array
-    return batch
-
-
-def lend_to_tensorflow(batch: np.ndarray) -> Any:
-    """An eager tensor over `batch`'s memory, without a copy when `aligned_batch` built it (else after
-    one copy into such memory). The caller must not write to `batch` while the tensor is in use."""
-    import tensorflow as tf
-
-    lendable = (
-        batch.flags.c_contiguous and batch.flags.writeable and batch.ctypes.data % TENSOR_ALIGNMENT == 0
-    )
-    if not lendable:
-        batch = aligned_batch(batch)
-    return tf.experimental.dlpack.from_dlpack(batch.__dlpack__())
+        return read_in_place(self.function(**{INPUT_NAME: lend_to_tensorflow(batch)})[OUTPUT_NAME])
 
 
 def saved_model_path(model_dir: str) -> str:
