@@ -40,6 +40,7 @@ from model.serving.contract import (
 )
 from transforms.contracts.protowire import LENGTH_DELIMITED, VARINT, field, fields, varint
 from transforms.io.files import join, read_json
+from transforms.runtime.tensor_memory import lend_to_tensorflow, read_in_place
 
 logger = logging.getLogger("terrabeam.serve")
 
@@ -302,8 +303,8 @@ class Predictor:
         outputs = sorted(signature.structured_outputs)
 
         def predict_fn(batch: np.ndarray) -> dict[str, np.ndarray]:
-            result = signature(**{input_spec.name: tf.constant(batch)})
-            return {name: tensor.numpy() for name, tensor in result.items()}
+            result = signature(**{input_spec.name: lend_to_tensorflow(batch)})
+            return {name: read_in_place(tensor) for name, tensor in result.items()}
 
         predictor = cls(metadata, earthengine, predict_fn, input_name=export.EE_INPUT_NAME, source=model_dir)
         predictor._keepalive = loaded  # the signature alone does not keep the variables
