@@ -32,6 +32,7 @@ from model.vocabulary import (
     ALL_INDICES,
     CLASSIFICATION,
     CLASSIFIER,
+    FLOAT32,
     MINIMAL,
     SEGMENTATION,
     SPECTRAL_INDICES,
@@ -344,6 +345,28 @@ def mode_of(model: keras.Model) -> str:
 
 
 _GLOBAL_POOLING = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
+
+
+def with_precision(model: keras.Model, precision: str) -> keras.Model:
+    """A copy of `model`, with its weights, whose layers compute in `precision` (model.vocabulary.PRECISIONS).
+
+    Under mixed_bfloat16 the layers before the first one that learns (normalization, spectral indices,
+    padding: raw band values and their ratios need float32's digits) and the output layer (probabilities
+    that losses and users read) stay in float32; the variables are float32 either way, so a model trained
+    in mixed precision is exported as `with_precision(model, FLOAT32)`.
+    """
+    layers = model.layers
+    first_learning = next((i for i, layer in enumerate(layers) if layer.trainable_weights), len(layers))
+    float32_layers = {id(layer) for layer in layers[:first_learning]} | {id(layers[-1])}
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        config = layer.get_config()
+        config["dtype"] = FLOAT32 if id(layer) in float32_layers else precision
+        return layer.__class__.from_config(config)
+
+    twin = keras.models.clone_model(model, clone_function=clone)
+    twin.set_weights(model.get_weights())
+    return twin
 
 
 def receptive_field(model: keras.Model) -> int | None:

@@ -45,7 +45,7 @@ from model.errors import IncompatibleDataError, ModelError
 from model.evaluate import confusion_matrix, plot_confusion_matrix, summarize
 from model.export import export_model, join_path, load_keras_model, load_model_metadata, write_json
 from model.losses import SegmentationLoss
-from model.vocabulary import CLASSIFICATION, DEFAULT_ARCHITECTURE, LABEL_MAJORITY, XLA_AUTO_STEPS
+from model.vocabulary import CLASSIFICATION, DEFAULT_ARCHITECTURE, FLOAT32, LABEL_MAJORITY, XLA_AUTO_STEPS
 from transforms.contracts.label_scheme import LabelScheme, scheme_from_metadata
 from transforms.contracts.schema import LABEL_NODATA, PatchSchema
 
@@ -290,8 +290,14 @@ def _scan(patches: tf.data.Dataset, num_bands: int, num_classes: int, where: str
 
 
 def build_model(config: TrainConfig, data: TrainingData) -> keras.Model:
-    """The model to fit: the --init-model as it was saved, or a new one of the configured architecture
-    whose normalization holds the fit patches' band statistics, with the spectral indices the bands allow."""
+    """The model to fit, computing in --precision: the --init-model as it was saved, or a new one of the
+    configured architecture whose normalization holds the fit patches' band statistics, with the spectral
+    indices the bands allow."""
+    model = _new_or_initial_model(config, data)
+    return model if config.precision == FLOAT32 else architecture.with_precision(model, config.precision)
+
+
+def _new_or_initial_model(config: TrainConfig, data: TrainingData) -> keras.Model:
     if config.init_model:
         return load_keras_model(config.init_model)
     name = config.architecture or DEFAULT_ARCHITECTURE[data.mode]
@@ -418,7 +424,8 @@ def fit(config: TrainConfig, data: TrainingData, model: keras.Model, run: Run) -
     if tf.io.gfile.exists(checkpoint):
         model.load_weights(checkpoint)
     return Fitted(
-        model=model,
+        # Scored and exported in float32 whatever it trained in: what prediction and Earth Engine run.
+        model=model if config.precision == FLOAT32 else architecture.with_precision(model, FLOAT32),
         history={k: [float(v) for v in vs] for k, vs in history.history.items()},
         monitor=monitor,
         best_epoch=best_epoch,
@@ -582,6 +589,7 @@ def model_metadata(config: TrainConfig, data: TrainingData, fitted: Fitted, repo
             "schedule": config.schedule,
             "ema": fitted.ema,
             "xla": fitted.xla,
+            "precision": config.precision,
             "radiometric_augmentation": config.radiometric_augmentation,
             "class_weights": dict(zip(data.classes, data.class_weights)),
             "loss": describe_loss(config),

@@ -14,6 +14,7 @@ from model.architecture import (
     mode_of,
     receptive_field,
     resolve_spectral_indices,
+    with_precision,
 )
 
 
@@ -132,3 +133,19 @@ def test_models_with_spectral_indices_take_raw_bands_and_survive_saving(tmp_path
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
     for architecture in ("minimal", "classifier"):
         assert build_model(architecture, 4, 3, filters=4, indices=indices).get_layer("spectral_indices")
+
+
+def test_with_precision_keeps_the_weights_and_the_float32_stem_and_output():
+    model = build_model(
+        "unet", 4, 3, mean=[1500.0] * 4, variance=[1e6] * 4, filters=4, indices={"ndvi": (2, 1)}
+    )
+    mixed = with_precision(model, "mixed_bfloat16")
+    policies = [layer.dtype_policy.name for layer in mixed.layers]
+    first_conv = next(i for i, layer in enumerate(mixed.layers) if layer.trainable_weights)
+    assert set(policies[:first_conv]) == {"float32"} and policies[-1] == "float32"
+    assert set(policies[first_conv:-1]) == {"mixed_bfloat16"}
+    back = with_precision(mixed, "float32")
+    assert {layer.dtype_policy.name for layer in back.layers} == {"float32"}
+    x = np.random.default_rng(0).uniform(0, 3000, (2, 16, 16, 4)).astype(np.float32)
+    np.testing.assert_array_equal(back(x).numpy(), model(x).numpy())
+    np.testing.assert_allclose(mixed(x).numpy(), model(x).numpy(), atol=0.05)  # bfloat16 keeps ~3 digits

@@ -520,3 +520,33 @@ print(sorted(m for m in ("tensorflow", "keras", "model.training") if m in sys.mo
     done = run_python(code, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "[]"
+
+
+def test_mixed_bfloat16_trains_in_bfloat16_and_exports_a_float32_model(tmp_path):
+    """--precision mixed_bfloat16: the layers that learn compute in bfloat16 during the fit; the band
+    statistics, indices and output stay float32; the model folder computes in float32 throughout."""
+    bands = ("B3", "B4", "B8", "B11")
+    data = write_synthetic_extraction(tmp_path / "d", bands=bands, classes=CLASSES)
+    config = train.TrainConfig(
+        data=data, output=str(tmp_path / "m"), epochs=2, filters=4, batch_size=8, verbose=0,
+        spectral_indices="auto", precision="mixed_bfloat16",
+    )  # fmt: skip
+    training.start(config)
+    fitting = training.build_model(config, training.load_training_data(config))
+    policies = {layer.name: layer.dtype_policy.name for layer in fitting.layers}
+    assert policies["normalization"] == policies["spectral_indices"] == policies["pad"] == "float32"
+    assert policies["probabilities"] == "float32"
+    assert policies["down0_conv1"] == policies["logits"] == "mixed_bfloat16"
+    info = train.train(config)
+    assert info["training"]["precision"] == "mixed_bfloat16"
+    keras_model = load_keras_model(str(tmp_path / "m"))
+    assert {layer.dtype_policy.name for layer in keras_model.layers} == {"float32"}
+    serving = tf.saved_model.load(str(tmp_path / "m" / "saved_model")).signatures["serving_default"]
+    x = np.random.default_rng(3).uniform(500, 3000, (2, 20, 24, 4)).astype(np.float32)
+    served = serving(image=tf.constant(x))["probabilities"]
+    assert served.dtype == tf.float32
+    np.testing.assert_allclose(served.numpy(), keras_model.predict(x, verbose=0), atol=1e-5)
+    # The metrics are the float32 model's: scoring the folder again gives the same matrix.
+    rescored = evaluate.evaluate_model_dir(str(tmp_path / "m"), data)
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert rescored["confusion_matrix"] == metrics["confusion_matrix"]

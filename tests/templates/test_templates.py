@@ -123,6 +123,7 @@ BAD = {
     "training_seed": ["1.5", ""],
     "deterministic": BOOL_BAD,
     "xla": ["yes", "On", ""],
+    "precision": ["bfloat16", "Float32", ""],
     "cache": ["disk", "relative/prefix", ""],
     "verbose": ["3", "-1", ""],
     "model": GCS_BAD,
