@@ -29,8 +29,7 @@ from benchmarks.model_quality import DATA, write_manifest_for
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.json"
 # The settings of each variant on top of the defaults (model/config.py). "epochs" is the recipe's length,
-# used to project a whole training (the runs themselves are of --epochs); "precision" is this benchmark's
-# own knob (Keras' global dtype policy, set before the model is built), not a model.train setting.
+# used to project a whole training (the runs themselves are of --epochs).
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     # The default recipe of 2026-12-06 as a whole default training ran it: 80 epochs of 16 patches a
@@ -42,30 +41,27 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no_weight_averaging": {"ema": 0.0},
     "neither": {"region_loss": "none", "ema": 0.0},
     "xla": {"xla": "on"},
-    # Mixed precision: bfloat16 compute, float32 weights; fast only where the CPU has bf16 instructions.
+    # Mixed precision (--precision): bfloat16 compute, float32 weights; fast only where the CPU has
+    # bf16 instructions.
     "bf16": {"precision": "mixed_bfloat16"},
 }
 
 
-def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], int, str | None]:
-    """A variant's model.train settings, the recipe's epochs, and its dtype policy (None: Keras' own)."""
+def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """A variant's model.train settings other than its epochs, and the recipe's epochs."""
     from model.train import TrainConfig
 
     rest = dict(settings)
     epochs = rest.pop("epochs", TrainConfig.__dataclass_fields__["epochs"].default)
-    return rest, int(epochs), rest.pop("precision", None)
+    return rest, int(epochs)
 
 
 def child(manifest_dir: str, settings: dict[str, Any], epochs: int, output: str) -> dict[str, Any]:
     """One training run, its stages timed (wall and this process's CPU seconds)."""
-    import keras
-
     from model import training
     from model.train import TrainConfig
 
-    settings, _, precision = split_settings(settings)
-    if precision:
-        keras.mixed_precision.set_global_policy(precision)
+    settings, _ = split_settings(settings)
     config = TrainConfig(data=manifest_dir, output=output, epochs=epochs, verbose=0, **settings)
     stages: dict[str, dict[str, float]] = {}
 
@@ -183,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as work:
         manifest_dir = str(data) if extraction else write_manifest_for(data, Path(work) / "data")
         for name in names:
-            _, recipe_epochs, precision = split_settings(VARIANTS[name])
-            if precision == "mixed_bfloat16" and not has_native_bf16():
+            _, recipe_epochs = split_settings(VARIANTS[name])
+            if VARIANTS[name].get("precision") == "mixed_bfloat16" and not has_native_bf16():
                 results[name] = {"settings": VARIANTS[name], "skipped": f"the CPU has none of {BF16_FLAGS}"}
                 continue
             runs = [run_child(manifest_dir, VARIANTS[name], e) for e in (short_epochs, long_epochs)]
