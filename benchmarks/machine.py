@@ -9,32 +9,22 @@ import os
 import platform
 from typing import Any
 
+from transforms.runtime.cpu import cpu_fields, cpu_flags
+
 # The vector extensions that decide TensorFlow's (oneDNN's) convolution speed on x86.
 VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
 
 
 def cpu_description() -> dict[str, Any]:
     """The CPU's model name and which of VECTOR_FLAGS it has (from /proc/cpuinfo; empty elsewhere)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    except OSError:
+    fields = cpu_fields()
+    if not fields:
         return {}
-    fields = dict(line.split(":", 1) for line in text.split("\n\n", 1)[0].splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    flags = set(fields.get("flags", "").split())
+    flags = cpu_flags()
     return {
         "cpu_model": fields.get("model name", ""),
         "vector_extensions": [f for f in VECTOR_FLAGS if f in flags],
     }
-
-
-# Either gives the CPU native bfloat16 arithmetic, the only case where mixed_bfloat16 can pay on a CPU.
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def has_native_bf16() -> bool:
-    return any(flag in cpu_description().get("vector_extensions", []) for flag in BF16_FLAGS)
 
 
 def machine() -> dict[str, Any]:

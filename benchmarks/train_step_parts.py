@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.child import run_in_child
-from benchmarks.machine import BF16_FLAGS, has_native_bf16, machine
+from benchmarks.machine import machine
 from benchmarks.model_quality import DATA, whole_numbers, write_manifest_for
+from transforms.runtime.cpu import BF16_FLAGS, has_native_bfloat16
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_step_parts.json"
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [p for p in precisions if p not in PRECISIONS]
     if not batch_sizes or unknown:
         parser.error(f"--batch-sizes takes whole numbers; --precisions takes {', '.join(PRECISIONS)}.")
-    has_bf16 = has_native_bf16()
+    has_bf16 = has_native_bfloat16()
     report: dict[str, Any] = {
         "benchmark": "train_step_parts",
         "data": f"{data.name}: Google's land-cover sample, 16×16 patches of 13 Sentinel-2 bands",

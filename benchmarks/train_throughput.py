@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.child import run_in_child
-from benchmarks.machine import BF16_FLAGS, has_native_bf16, machine
+from benchmarks.machine import machine
 from benchmarks.model_quality import DATA, write_manifest_for
+from transforms.runtime.cpu import BF16_FLAGS, has_native_bfloat16
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.json"
 # The settings of each variant on top of the defaults (model/config.py). "epochs" is the recipe's length,
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest_dir = str(data) if extraction else write_manifest_for(data, Path(work) / "data")
         for name in names:
             _, recipe_epochs = split_settings(VARIANTS[name])
-            if VARIANTS[name].get("precision") == "mixed_bfloat16" and not has_native_bf16():
+            if VARIANTS[name].get("precision") == "mixed_bfloat16" and not has_native_bfloat16():
                 results[name] = {"settings": VARIANTS[name], "skipped": f"the CPU has none of {BF16_FLAGS}"}
                 continue
             runs = [run_child(manifest_dir, VARIANTS[name], e) for e in (short_epochs, long_epochs)]

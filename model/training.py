@@ -45,9 +45,18 @@ from model.errors import IncompatibleDataError, ModelError
 from model.evaluate import confusion_matrix, plot_confusion_matrix, summarize
 from model.export import export_model, join_path, load_keras_model, load_model_metadata, write_json
 from model.losses import SegmentationLoss
-from model.vocabulary import CLASSIFICATION, DEFAULT_ARCHITECTURE, FLOAT32, LABEL_MAJORITY, XLA_AUTO_STEPS
+from model.vocabulary import (
+    AUTO_PRECISION,
+    CLASSIFICATION,
+    DEFAULT_ARCHITECTURE,
+    FLOAT32,
+    LABEL_MAJORITY,
+    MIXED_BFLOAT16,
+    XLA_AUTO_STEPS,
+)
 from transforms.contracts.label_scheme import LabelScheme, scheme_from_metadata
 from transforms.contracts.schema import LABEL_NODATA, PatchSchema
+from transforms.runtime.cpu import has_native_bfloat16
 
 TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "validation"
@@ -294,7 +303,16 @@ def build_model(config: TrainConfig, data: TrainingData) -> keras.Model:
     configured architecture whose normalization holds the fit patches' band statistics, with the spectral
     indices the bands allow."""
     model = _new_or_initial_model(config, data)
-    return model if config.precision == FLOAT32 else architecture.with_precision(model, config.precision)
+    precision = resolve_precision(config)
+    return model if precision == FLOAT32 else architecture.with_precision(model, precision)
+
+
+def resolve_precision(config: TrainConfig) -> str:
+    """--precision, with auto resolved: mixed_bfloat16 where the CPU has native bfloat16 and the run does
+    not ask for deterministic ops (bit-for-bit reruns are a float32 promise), float32 elsewhere."""
+    if config.precision != AUTO_PRECISION:
+        return config.precision
+    return MIXED_BFLOAT16 if has_native_bfloat16() and not config.deterministic else FLOAT32
 
 
 def _new_or_initial_model(config: TrainConfig, data: TrainingData) -> keras.Model:
@@ -335,6 +353,7 @@ class Fitted:
     best_epoch: int  # 0-based
     ema: float  # the weight-averaging momentum it ran with (0: none)
     xla: bool  # whether its steps were compiled with XLA
+    precision: str  # what it computed in while fitting (--precision resolved); it is exported in float32
     seconds: float  # from the start of the run to the end of fitting
     cpu_seconds: float
 
@@ -381,6 +400,8 @@ def fit(config: TrainConfig, data: TrainingData, model: keras.Model, run: Run) -
             total_steps,
         )
     xla_asked = use_xla(config.xla, total_steps)
+    precision = resolve_precision(config)
+    log.info("Training computes in %s (--precision %s).", precision, config.precision)
     model.compile(
         jit_compile=xla_asked,
         optimizer=keras.optimizers.Adam(
@@ -425,12 +446,13 @@ def fit(config: TrainConfig, data: TrainingData, model: keras.Model, run: Run) -
         model.load_weights(checkpoint)
     return Fitted(
         # Scored and exported in float32 whatever it trained in: what prediction and Earth Engine run.
-        model=model if config.precision == FLOAT32 else architecture.with_precision(model, FLOAT32),
+        model=model if precision == FLOAT32 else architecture.with_precision(model, FLOAT32),
         history={k: [float(v) for v in vs] for k, vs in history.history.items()},
         monitor=monitor,
         best_epoch=best_epoch,
         ema=ema,
         xla=bool(model.jit_compile),  # what Keras compiled, not what was asked
+        precision=precision,
         seconds=time.monotonic() - run.started,
         cpu_seconds=time.process_time() - run.cpu_started,
     )
@@ -589,7 +611,7 @@ def model_metadata(config: TrainConfig, data: TrainingData, fitted: Fitted, repo
             "schedule": config.schedule,
             "ema": fitted.ema,
             "xla": fitted.xla,
-            "precision": config.precision,
+            "precision": fitted.precision,
             "radiometric_augmentation": config.radiometric_augmentation,
             "class_weights": dict(zip(data.classes, data.class_weights)),
             "loss": describe_loss(config),

@@ -40,10 +40,12 @@ REGION_TERMS = ("none", "dice", "lovasz")
 SCHEDULES = ("plateau", "cosine")
 XLA_SETTINGS = ("auto", "on", "off")
 # The precision a training run computes in: float32, or Keras' mixed_bfloat16 (bfloat16 arithmetic,
-# float32 weights), which only CPUs with native bfloat16 (Intel AMX, AVX-512 BF16) run faster.
+# float32 weights), which only CPUs with native bfloat16 (Intel AMX, AVX-512 BF16) run faster; auto
+# picks by the CPU.
+AUTO_PRECISION = "auto"
 FLOAT32 = "float32"
 MIXED_BFLOAT16 = "mixed_bfloat16"
-PRECISIONS = (FLOAT32, MIXED_BFLOAT16)
+PRECISIONS = (AUTO_PRECISION, FLOAT32, MIXED_BFLOAT16)
 # The run length from which --xla auto compiles: XLA's compilation costs ~14 CPU-s more than tracing the
 # default U-Net and its steps save ~12 ms each on 16×16 patches (paid back after ~1,200 steps, measured
 # over 1 and 8 epochs in one run; less is saved on larger patches): docs/performance.md, "Training".

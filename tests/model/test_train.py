@@ -8,6 +8,7 @@ is written here from TensorFlow's own protobuf API, not with project code.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -550,3 +551,17 @@ def test_mixed_bfloat16_trains_in_bfloat16_and_exports_a_float32_model(tmp_path)
     rescored = evaluate.evaluate_model_dir(str(tmp_path / "m"), data)
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert rescored["confusion_matrix"] == metrics["confusion_matrix"]
+
+
+@pytest.mark.parametrize(
+    ("native", "deterministic", "expected"),
+    [(True, False, "mixed_bfloat16"), (False, False, "float32"), (True, True, "float32")],
+)
+def test_auto_precision_is_mixed_bfloat16_only_where_the_cpu_has_it(
+    monkeypatch, native, deterministic, expected
+):
+    monkeypatch.setattr(training, "has_native_bfloat16", lambda: native)
+    config = train.TrainConfig(data="d", output="o", deterministic=deterministic)
+    assert config.precision == "auto" and training.resolve_precision(config) == expected
+    for asked in ("float32", "mixed_bfloat16"):  # asked for by name, it is what it says
+        assert training.resolve_precision(dataclasses.replace(config, precision=asked)) == asked
