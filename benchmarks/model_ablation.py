@@ -48,6 +48,7 @@ BASELINE: dict[str, Any] = {
     "label_smoothing": 0.0,
     "bootstrap": 0.0,
     "spectral_indices": "none",
+    "precision": "float32",  # every configuration before mixed precision ran in float32
 }
 # Epochs of a fixed schedule: the budget of the "whole budget" lever (about 5 minutes of the 15 on
 # 2 quiet cores, ~7 s an epoch; docs/performance.md has the measured wall time).

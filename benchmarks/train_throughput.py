@@ -32,12 +32,21 @@ RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.json"
 # The settings of each variant on top of the defaults (model/config.py). "epochs" is the recipe's length,
 # used to project a whole training (the runs themselves are of --epochs).
 VARIANTS: dict[str, dict[str, Any]] = {
+    # --precision auto: mixed_bfloat16 where the CPU has native bfloat16, float32 elsewhere.
     "default": {},
     # The default recipe of 2026-12-06 as a whole default training ran it: 80 epochs of 16 patches a
-    # step at 1e-3, steps compiled with XLA (--xla auto compiled runs of 2,000 steps or more).
-    "before": {"epochs": 80, "batch_size": 16, "learning_rate": 1e-3, "xla": "on"},
+    # step at 1e-3, steps compiled with XLA (--xla auto compiled runs of 2,000 steps or more), float32.
+    "before": {"epochs": 80, "batch_size": 16, "learning_rate": 1e-3, "xla": "on", "precision": "float32"},
     # The same with traced steps: against "before", what XLA did at 16 a step; against "default", the batch.
-    "before_traced": {"epochs": 80, "batch_size": 16, "learning_rate": 1e-3, "xla": "off"},
+    "before_traced": {
+        "epochs": 80,
+        "batch_size": 16,
+        "learning_rate": 1e-3,
+        "xla": "off",
+        "precision": "float32",
+    },
+    # The default in float32 whatever the CPU (the default until --precision auto).
+    "float32": {"precision": "float32"},
     "no_overlap_term": {"region_loss": "none"},
     "no_weight_averaging": {"ema": 0.0},
     "neither": {"region_loss": "none", "ema": 0.0},
