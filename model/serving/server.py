@@ -40,7 +40,7 @@ from model.serving.contract import (
 )
 from transforms.contracts.protowire import LENGTH_DELIMITED, VARINT, field, fields, varint
 from transforms.io.files import join, read_json
-from transforms.runtime.tensor_memory import lend_to_tensorflow, read_in_place
+from transforms.runtime.tensor_memory import aligned_batch, lend_to_tensorflow, read_in_place
 
 logger = logging.getLogger("terrabeam.serve")
 
@@ -424,7 +424,8 @@ class Predictor:
         results: list[dict[str, np.ndarray]] = [{} for _ in tiles]
         needed = {source for source, _ in self._sources.values()}
         for indices in by_shape.values():
-            batch = np.stack([tiles[i] for i in indices]) if len(indices) > 1 else tiles[indices[0]][None]
+            # Stacked straight into memory TensorFlow takes without another copy (tensor_memory).
+            batch = aligned_batch([tiles[i] for i in indices])
             outputs = self._predict_fn(batch)
             for source in needed:
                 for row, i in enumerate(indices):
