@@ -26,6 +26,7 @@ from typing import Any
 from benchmarks.child import run_in_child
 from benchmarks.machine import machine
 from benchmarks.model_quality import DATA, write_manifest_for
+from model.vocabulary import MIXED_BFLOAT16
 from transforms.runtime.cpu import BF16_FLAGS, has_native_bfloat16
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.json"
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest_dir = str(data) if extraction else write_manifest_for(data, Path(work) / "data")
         for name in names:
             _, recipe_epochs = split_settings(VARIANTS[name])
-            if VARIANTS[name].get("precision") == "mixed_bfloat16" and not has_native_bfloat16():
+            if VARIANTS[name].get("precision") == MIXED_BFLOAT16 and not has_native_bfloat16():
                 results[name] = {"settings": VARIANTS[name], "skipped": f"the CPU has none of {BF16_FLAGS}"}
                 continue
             runs = [run_child(manifest_dir, VARIANTS[name], e) for e in (short_epochs, long_epochs)]
