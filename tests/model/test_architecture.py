@@ -9,6 +9,7 @@ import pytest
 from model.architecture import (
     CLASSIFICATION,
     SEGMENTATION,
+    FusedBatchNormalization,
     SpectralIndices,
     build_model,
     mode_of,
@@ -74,6 +75,7 @@ def test_custom_layers_survive_saving(tmp_path):
     path = tmp_path / "m.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
+    assert any(isinstance(layer, FusedBatchNormalization) for layer in loaded.layers)
     x = np.random.default_rng(1).normal(size=(1, 21, 19, 3)).astype(np.float32)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
 
@@ -149,3 +151,60 @@ def test_with_precision_keeps_the_weights_and_the_float32_stem_and_output():
     x = np.random.default_rng(0).uniform(0, 3000, (2, 16, 16, 4)).astype(np.float32)
     np.testing.assert_array_equal(back(x).numpy(), model(x).numpy())
     np.testing.assert_allclose(mixed(x).numpy(), model(x).numpy(), atol=0.05)  # bfloat16 keeps ~3 digits
+
+
+def _batch_norm_pair(precision: str, channels: int, **options):
+    """Keras' BatchNormalization and the fused one, built alike with the same (non-trivial) weights."""
+    rng = np.random.default_rng(3)
+    pair = (
+        keras.layers.BatchNormalization(dtype=precision, momentum=0.9, **options),
+        FusedBatchNormalization(dtype=precision, momentum=0.9, **options),
+    )
+    weights = [
+        rng.uniform(0.5, 2.0, channels),  # gamma
+        rng.normal(size=channels),  # beta
+        rng.normal(size=channels),  # moving mean
+        rng.uniform(0.5, 2.0, channels),  # moving variance
+    ]
+    for layer in pair:
+        layer.build((None, 6, 5, channels))
+        layer.set_weights([w.astype(np.float32) for w in weights])
+    return pair
+
+
+@pytest.mark.parametrize(("precision", "tolerance"), [("float32", 1e-5), ("mixed_bfloat16", 3e-2)])
+def test_fused_batch_normalization_trains_as_keras_batch_normalization_does(precision, tolerance):
+    import tensorflow as tf
+
+    keras_layer, fused_layer = _batch_norm_pair(precision, 3)
+    x = tf.constant(np.random.default_rng(4).normal(2.0, 3.0, (4, 6, 5, 3)).astype(np.float32))
+    # A loss that weighs channels and pixels unequally, so every gradient term counts.
+    weights = tf.constant(np.random.default_rng(5).normal(size=(4, 6, 5, 3)).astype(np.float32))
+    results = []
+    for layer in (keras_layer, fused_layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * weights)
+        gradients = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        results.append((y, gradients, [v.numpy() for v in (layer.moving_mean, layer.moving_variance)]))
+    (y_keras, g_keras, moving_keras), (y_fused, g_fused, moving_fused) = results
+    assert y_fused.dtype == y_keras.dtype == keras_layer.compute_dtype
+    np.testing.assert_allclose(np.float32(y_fused), np.float32(y_keras), atol=tolerance, rtol=tolerance)
+    for fused, plain in zip(g_fused, g_keras):
+        scale = float(np.abs(np.float32(plain)).max())
+        np.testing.assert_allclose(np.float32(fused), np.float32(plain), atol=tolerance * scale)
+    # The moving statistics: the biased batch variance, as Keras keeps it, not the kernel's unbiased one.
+    np.testing.assert_allclose(moving_fused, moving_keras, rtol=1e-5 if precision == "float32" else 1e-2)
+    # Inference uses the moving statistics, through Keras' own code.
+    np.testing.assert_allclose(
+        np.float32(fused_layer(x, training=False)), np.float32(keras_layer(x, training=False)), atol=tolerance
+    )
+
+
+def test_fused_batch_normalization_leaves_what_the_kernel_does_not_cover_to_keras():
+    import tensorflow as tf
+
+    keras_layer, fused_layer = _batch_norm_pair("float32", 6, axis=1)  # channels first: not fusable
+    x = tf.constant(np.random.default_rng(6).normal(size=(2, 6, 5, 4)).astype(np.float32))
+    np.testing.assert_allclose(fused_layer(x, training=True), keras_layer(x, training=True), atol=1e-6)
