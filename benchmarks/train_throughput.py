@@ -30,6 +30,9 @@ from model.vocabulary import MIXED_BFLOAT16
 from transforms.runtime.cpu import BF16_FLAGS, has_native_bfloat16
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.json"
+# A variant's key that is not a model.train setting: the U-Net built with Keras' own BatchNormalization
+# (as the model was before model.architecture.FusedBatchNormalization), to measure the old code.
+KERAS_BATCH_NORM = "keras_batch_norm"
 # The settings of each variant on top of the defaults (model/config.py). "epochs" is the recipe's length,
 # used to project a whole training (the runs themselves are of --epochs).
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -37,7 +40,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     # The default recipe of 2026-12-06 as a whole default training ran it: 80 epochs of 16 patches a
     # step at 1e-3, steps compiled with XLA (--xla auto compiled runs of 2,000 steps or more), float32.
-    "before": {"epochs": 80, "batch_size": 16, "learning_rate": 1e-3, "xla": "on", "precision": "float32"},
+    "before": {
+        "epochs": 80,
+        "batch_size": 16,
+        "learning_rate": 1e-3,
+        "xla": "on",
+        "precision": "float32",
+        KERAS_BATCH_NORM: True,
+    },
     # The same with traced steps: against "before", what XLA did at 16 a step; against "default", the batch.
     "before_traced": {
         "epochs": 80,
@@ -45,6 +55,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "learning_rate": 1e-3,
         "xla": "off",
         "precision": "float32",
+        KERAS_BATCH_NORM: True,
     },
     # The default in float32 whatever the CPU (the default until --precision auto).
     "float32": {"precision": "float32"},
@@ -55,6 +66,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # Mixed precision (--precision): bfloat16 compute, float32 weights; fast only where the CPU has
     # bf16 instructions.
     "bf16": {"precision": "mixed_bfloat16"},
+    # The default with Keras' own BatchNormalization (the model before FusedBatchNormalization).
+    "keras_batch_norm": {KERAS_BATCH_NORM: True},
+    "float32_keras_batch_norm": {"precision": "float32", KERAS_BATCH_NORM: True},
 }
 
 
@@ -63,6 +77,7 @@ def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], int]:
     from model.train import TrainConfig
 
     rest = dict(settings)
+    rest.pop(KERAS_BATCH_NORM, None)
     epochs = rest.pop("epochs", TrainConfig.__dataclass_fields__["epochs"].default)
     return rest, int(epochs)
 
@@ -72,6 +87,12 @@ def child(manifest_dir: str, settings: dict[str, Any], epochs: int, output: str)
     from model import training
     from model.train import TrainConfig
 
+    if settings.get(KERAS_BATCH_NORM):
+        import keras
+
+        from model import architecture
+
+        architecture.FusedBatchNormalization = keras.layers.BatchNormalization  # this child process only
     settings, _ = split_settings(settings)
     config = TrainConfig(data=manifest_dir, output=output, epochs=epochs, verbose=0, **settings)
     stages: dict[str, dict[str, float]] = {}
