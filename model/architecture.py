@@ -109,7 +109,7 @@ BAND_ROLES: dict[str, str] = {
 
 @keras.saving.register_keras_serializable(package="terrabeam")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
-    """Keras' BatchNormalization, trained with TensorFlow's fused kernel.
+    """Keras' BatchNormalization, computed by TensorFlow's fused kernel.
 
     Keras 3 dropped the `fused` option: its layer builds the batch moments and the normalization from
     some twenty small operations, and as many again for their gradients. On a 2-core CPU those ops took
@@ -117,20 +117,31 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     same thing in one operation each way (oneDNN's kernel on x86, which also fuses the ReLU after it),
     in float32 whatever the input's precision. The arithmetic is Keras': normalized by the biased batch
     variance, and the moving averages updated with it. The fused kernel returns the unbiased variance,
-    which is rescaled. Inference, and any setting that the fused kernel does not cover (a mask, renorm,
-    synchronized statistics, another axis or rank, no scale or centre), are left to Keras' own code.
+    which is rescaled. Inference runs the same kernel on the moving statistics. Any setting that the
+    fused kernel does not cover (a mask, renorm, synchronized statistics, another axis or rank, no scale
+    or centre) is left to Keras' own code.
     """
 
     def call(self, inputs: Any, training: bool | None = None, mask: Any = None) -> Any:
-        if not (training and self.trainable) or not self._fusable(inputs, mask):
+        if not self._fusable(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
+        scale, offset = tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32)
+        if not (training and self.trainable):
+            # The moving statistics: one op that TensorFlow's graph optimizer can fold into the
+            # convolution before it (Conv2D + FusedBatchNorm + ReLU is one oneDNN kernel on x86).
+            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                inputs,
+                scale,
+                offset,
+                mean=tf.cast(self.moving_mean, tf.float32),
+                variance=tf.cast(self.moving_variance, tf.float32),
+                epsilon=self.epsilon,
+                data_format="NHWC",
+                is_training=False,
+            )
+            return tf.cast(outputs, self.compute_dtype)
         outputs, mean, unbiased_variance = tf.compat.v1.nn.fused_batch_norm(
-            inputs,
-            tf.cast(self.gamma, tf.float32),
-            tf.cast(self.beta, tf.float32),
-            epsilon=self.epsilon,
-            data_format="NHWC",
-            is_training=True,
+            inputs, scale, offset, epsilon=self.epsilon, data_format="NHWC", is_training=True
         )
         values = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], tf.float32)
         variance = unbiased_variance * ((values - 1.0) / values)
