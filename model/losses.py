@@ -146,14 +146,21 @@ def lovasz_softmax_loss(probabilities: tf.Tensor, one_hot: tf.Tensor, usable: tf
     p, y = _flat(probabilities, one_hot, usable)
     errors = tf.transpose(tf.abs(y - p))  # (classes, pixels)
     labels = tf.transpose(y)
-    pixels = tf.shape(errors)[1]
-    sorted_errors, order = tf.math.top_k(errors, k=pixels)
-    sorted_labels = tf.gather(labels, order, batch_dims=1)
+    classes, pixels = tf.shape(errors)[0], tf.shape(errors)[1]
+    _, order = tf.math.top_k(tf.stop_gradient(errors), k=pixels)
+    # Positions in the flattened (classes, pixels) array: one permutation of all of them.
+    flat_order = tf.reshape(order + tf.range(classes)[:, None] * pixels, [-1])
+    sorted_labels = tf.reshape(tf.gather(tf.reshape(labels, [-1]), flat_order), [classes, pixels])
     totals = tf.reduce_sum(sorted_labels, axis=1, keepdims=True)
     intersection = totals - tf.cumsum(sorted_labels, axis=1)
     union = totals + tf.cumsum(1.0 - sorted_labels, axis=1)
     jaccard = 1.0 - intersection / tf.maximum(union, EPSILON)
     gradient = tf.concat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], axis=1)
-    per_class = tf.reduce_sum(sorted_errors * tf.stop_gradient(gradient), axis=1)
+    # Each pixel's weight taken back to its own place (the inverse permutation), so that the errors are
+    # weighed where they lie: the same sum as over the sorted errors, and its gradient is the weights
+    # themselves rather than a scatter of them back through the sort (a third of the term's time).
+    back = tf.math.invert_permutation(flat_order)
+    weights = tf.reshape(tf.gather(tf.reshape(gradient, [-1]), back), [classes, pixels])
+    per_class = tf.reduce_sum(errors * tf.stop_gradient(weights), axis=1)
     present = tf.cast(tf.reshape(totals, [-1]) > 0, per_class.dtype)
     return tf.reduce_sum(per_class * present) / tf.maximum(tf.reduce_sum(present), 1.0)

@@ -74,6 +74,42 @@ def test_lovasz_of_hard_predictions_is_one_minus_the_mean_iou():
     assert float(lovasz_softmax_loss(one_hot, one_hot, usable)) == pytest.approx(0.0, abs=1e-7)
 
 
+def _lovasz_through_the_sort(probabilities, one_hot, usable):
+    """Berman et al.'s formulation as written: the sorted errors dotted with the Jaccard gradient along
+    the sort, the gradient flowing back through the sort."""
+    keep = tf.cast(tf.reshape(usable, [-1, 1]), tf.float32)
+    p = tf.reshape(probabilities, [-1, probabilities.shape[-1]]) * keep
+    y = tf.reshape(one_hot, [-1, one_hot.shape[-1]]) * keep
+    errors, labels = tf.transpose(tf.abs(y - p)), tf.transpose(y)
+    sorted_errors, order = tf.math.top_k(errors, k=errors.shape[1])
+    sorted_labels = tf.gather(labels, order, batch_dims=1)
+    totals = tf.reduce_sum(sorted_labels, axis=1, keepdims=True)
+    jaccard = 1.0 - (totals - tf.cumsum(sorted_labels, axis=1)) / tf.maximum(
+        totals + tf.cumsum(1.0 - sorted_labels, axis=1), 1e-7
+    )
+    gradient = tf.concat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], axis=1)
+    per_class = tf.reduce_sum(sorted_errors * tf.stop_gradient(gradient), axis=1)
+    present = tf.cast(tf.reshape(totals, [-1]) > 0, tf.float32)
+    return tf.reduce_sum(per_class * present) / tf.maximum(tf.reduce_sum(present), 1.0)
+
+
+def test_lovasz_weighs_the_errors_in_place_as_the_sorted_formulation_does():
+    labels, probabilities = _batch(5, classes=4)
+    probabilities = tf.constant(probabilities)
+    usable = tf.constant(labels != LABEL_NODATA)
+    one_hot = tf.one_hot(tf.where(usable, labels, 0), 4)
+    values, gradients = [], []
+    for term in (lovasz_softmax_loss, _lovasz_through_the_sort):
+        with tf.GradientTape() as tape:
+            tape.watch(probabilities)
+            value = term(probabilities, one_hot, usable)
+        values.append(float(value))
+        gradients.append(tape.gradient(value, probabilities).numpy())
+    assert values[0] == pytest.approx(values[1], rel=1e-6)
+    assert np.abs(gradients[1]).max() > 0
+    np.testing.assert_allclose(gradients[0], gradients[1], atol=1e-7)
+
+
 def test_dice_is_zero_when_right_and_counts_only_labelled_pixels():
     probabilities, one_hot, usable = _one_hot_case()
     assert float(dice_loss(one_hot, one_hot, usable)) == pytest.approx(0.0, abs=1e-6)
