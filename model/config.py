@@ -357,7 +357,7 @@ class TrainConfig:
     precision: str = option(
         AUTO_PRECISION,
         "auto: mixed_bfloat16 on a CPU with native bfloat16 (Intel AMX or AVX-512 BF16), where it trains "
-        "1.2x faster at the same quality (docs/performance.md), float32 on other CPUs and under "
+        "1.35-1.57x faster at the same quality (docs/performance.md), float32 on other CPUs and under "
         "--deterministic; float32; or mixed_bfloat16: layers compute in bfloat16 with float32 weights "
         "(emulated without native bfloat16). The exported model computes in float32 either way.",
         "Precision",
