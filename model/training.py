@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from model import architecture
-from model.callbacks import BestEpoch, LogLearningRate, TimeLimit
+from model.callbacks import AveragedWeights, BestEpoch, BestWeights, LogLearningRate, TimeLimit
 from model.config import TrainConfig
 from model.dataset import (
     FIT,
@@ -432,18 +432,17 @@ def fit(config: TrainConfig, data: TrainingData, model: keras.Model, run: Run) -
     tf.io.gfile.makedirs(join_path(config.output, "checkpoints"))
     checkpoint = join_path(config.output, CHECKPOINT)
     monitor = "val_loss" if selection_batches is not None else "loss"
+    best = BestWeights(monitor, checkpoint)
     history = model.fit(
         train_batches,
         validation_data=selection_batches,
         epochs=config.epochs,
-        callbacks=_callbacks(config, monitor, checkpoint, ema, run),
+        callbacks=_callbacks(config, monitor, best, ema, run),
         shuffle=False,  # the dataset shuffles itself
         verbose=config.verbose,
     )
     losses = history.history[monitor]
     best_epoch = min(range(len(losses)), key=losses.__getitem__)
-    if tf.io.gfile.exists(checkpoint):
-        model.load_weights(checkpoint)
     return Fitted(
         # Scored and exported in float32 whatever it trained in: what prediction and Earth Engine run.
         model=model if precision == FLOAT32 else architecture.with_precision(model, FLOAT32),
@@ -459,17 +458,14 @@ def fit(config: TrainConfig, data: TrainingData, model: keras.Model, run: Run) -
 
 
 def _callbacks(
-    config: TrainConfig, monitor: str, checkpoint: str, ema: float, run: Run
+    config: TrainConfig, monitor: str, best: BestWeights, ema: float, run: Run
 ) -> list[keras.callbacks.Callback]:
     callbacks: list[keras.callbacks.Callback] = [LogLearningRate()]
     if ema:
-        # The averaged weights are the ones validated and checkpointed (so the best epoch is theirs).
-        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-    callbacks.append(
-        keras.callbacks.ModelCheckpoint(
-            checkpoint, monitor=monitor, save_best_only=True, save_weights_only=True
-        )
-    )
+        # The averaged weights are the ones validated and kept (so the best epoch is theirs).
+        callbacks.append(AveragedWeights())
+    # Puts the best epoch's weights back in the model when the fit ends, and writes the checkpoint.
+    callbacks.append(best)
     if config.schedule == "plateau":
         callbacks += [
             keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience),
