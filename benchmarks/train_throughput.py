@@ -33,6 +33,11 @@ RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.json"
 # A variant's key that is not a model.train setting: the U-Net built with Keras' own BatchNormalization
 # (as the model was before model.architecture.FusedBatchNormalization), to measure the old code.
 KERAS_BATCH_NORM = "keras_batch_norm"
+# Another: the averaged weights swapped in and the best epoch checkpointed by Keras' own callbacks
+# (SwapEMAWeights, ModelCheckpoint: four eager swaps and an HDF5 write each better epoch), as training
+# did before model.callbacks.AveragedWeights and BestWeights.
+KERAS_CALLBACKS = "keras_callbacks"
+OLD_CODE = (KERAS_BATCH_NORM, KERAS_CALLBACKS)
 # The settings of each variant on top of the defaults (model/config.py). "epochs" is the recipe's length,
 # used to project a whole training (the runs themselves are of --epochs).
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -47,6 +52,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "xla": "on",
         "precision": "float32",
         KERAS_BATCH_NORM: True,
+        KERAS_CALLBACKS: True,
     },
     # The same with traced steps: against "before", what XLA did at 16 a step; against "default", the batch.
     "before_traced": {
@@ -56,6 +62,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "xla": "off",
         "precision": "float32",
         KERAS_BATCH_NORM: True,
+        KERAS_CALLBACKS: True,
     },
     # The default in float32 whatever the CPU (the default until --precision auto).
     "float32": {"precision": "float32"},
@@ -69,6 +76,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # The default with Keras' own BatchNormalization (the model before FusedBatchNormalization).
     "keras_batch_norm": {KERAS_BATCH_NORM: True},
     "float32_keras_batch_norm": {"precision": "float32", KERAS_BATCH_NORM: True},
+    # The default with Keras' SwapEMAWeights and ModelCheckpoint.
+    "keras_callbacks": {KERAS_CALLBACKS: True},
 }
 
 
@@ -77,7 +86,8 @@ def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], int]:
     from model.train import TrainConfig
 
     rest = dict(settings)
-    rest.pop(KERAS_BATCH_NORM, None)
+    for key in OLD_CODE:
+        rest.pop(key, None)
     epochs = rest.pop("epochs", TrainConfig.__dataclass_fields__["epochs"].default)
     return rest, int(epochs)
 
@@ -93,6 +103,8 @@ def child(manifest_dir: str, settings: dict[str, Any], epochs: int, output: str)
         from model import architecture
 
         architecture.FusedBatchNormalization = keras.layers.BatchNormalization  # this child process only
+    if settings.get(KERAS_CALLBACKS):
+        use_keras_callbacks(training)
     settings, _ = split_settings(settings)
     config = TrainConfig(data=manifest_dir, output=output, epochs=epochs, verbose=0, **settings)
     stages: dict[str, dict[str, float]] = {}
@@ -120,6 +132,31 @@ def child(manifest_dir: str, settings: dict[str, Any], epochs: int, output: str)
         "stages": stages,
         "selection_mean_iou": report.metrics.get("selection", {}).get("mean_iou"),
     }
+
+
+def use_keras_callbacks(training: Any) -> None:
+    """In this child process only, trains with Keras' SwapEMAWeights and ModelCheckpoint in place of
+    AveragedWeights and BestWeights (the fit then leaves the last epoch's weights in the model: the
+    timed stages after it run on those)."""
+    import keras
+
+    from model.callbacks import AveragedWeights, BestWeights
+
+    ours = training._callbacks
+
+    def keras_callbacks(config: Any, monitor: str, best: BestWeights, ema: float, run: Any) -> list:
+        def theirs(callback: keras.callbacks.Callback) -> keras.callbacks.Callback:
+            if isinstance(callback, AveragedWeights):
+                return keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+            if callback is best:
+                return keras.callbacks.ModelCheckpoint(
+                    best.path, monitor=monitor, save_best_only=True, save_weights_only=True
+                )
+            return callback
+
+        return [theirs(c) for c in ours(config, monitor, best, ema, run)]
+
+    training._callbacks = keras_callbacks
 
 
 def run_child(manifest_dir: str, settings: dict[str, Any], epochs: int) -> dict[str, Any]:

@@ -102,11 +102,12 @@ def test_training_time_comes_apart_into_a_fixed_part_and_steady_epochs():
 
 
 def test_a_variant_names_its_recipe_length_apart_from_model_train_settings():
-    from benchmarks.train_throughput import KERAS_BATCH_NORM, VARIANTS, speedups, split_settings
+    from benchmarks.train_throughput import OLD_CODE, VARIANTS, speedups, split_settings
     from model.train import TrainConfig
 
     settings, epochs = split_settings(VARIANTS["before"])
-    assert epochs == 80 and "epochs" not in settings and KERAS_BATCH_NORM not in settings
+    assert epochs == 80 and "epochs" not in settings and not set(OLD_CODE) & set(settings)
+    assert set(OLD_CODE) <= set(VARIANTS["before"])  # the old code, not just the old settings
     for name in VARIANTS:  # the rest are model.train's
         TrainConfig(data="d", output="o", epochs=1, **split_settings(VARIANTS[name])[0]).validate()
     assert split_settings(VARIANTS["bf16"]) == ({"precision": "mixed_bfloat16"}, TrainConfig.epochs)
@@ -198,3 +199,21 @@ def test_the_prediction_benchmark_splits_the_job_into_a_fixed_part_and_a_part_pe
     assert split["job_s_per_tile"] == pytest.approx(0.07)
     assert split["job_vs_raw_predict_per_tile"] == pytest.approx(0.8)
     assert fixed_and_per_tile(results, []) == {}  # one size: no line
+
+
+def test_the_old_code_variant_trains_with_keras_callbacks():
+    import types
+
+    import keras
+
+    from benchmarks.train_throughput import use_keras_callbacks
+    from model.callbacks import AveragedWeights, BestWeights, LogLearningRate
+
+    best = BestWeights("val_loss", "best.weights.h5")
+    training = types.SimpleNamespace(_callbacks=lambda *args: [LogLearningRate(), AveragedWeights(), best])
+    use_keras_callbacks(training)
+    callbacks = training._callbacks(None, "val_loss", best, 0.99, None)
+    assert [type(c) for c in callbacks] == [
+        LogLearningRate, keras.callbacks.SwapEMAWeights, keras.callbacks.ModelCheckpoint
+    ]  # fmt: skip
+    assert callbacks[1].swap_on_epoch and callbacks[2].save_best_only and callbacks[2].monitor == "val_loss"
