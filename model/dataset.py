@@ -296,10 +296,12 @@ def make_batches(
     drop_remainder: bool = False,
     radiometric: float = 0.0,
     band_std: Sequence[float] | None = None,
+    repeat: bool = False,
 ) -> tf.data.Dataset:
     """`(inputs, labels, weights)` batches of `read_patches` output, reshuffled each epoch; with
     `drop_remainder`, full batches only (one batch shape: one traced or compiled step); with
-    `radiometric` > 0, bands jittered by `jitter_bands` (which needs the bands' standard deviations)."""
+    `radiometric` > 0, bands jittered by `jitter_bands` (which needs the bands' standard deviations);
+    with `repeat`, the epochs one after the other without end (each as without it)."""
     if radiometric and band_std is None:
         raise ValueError("Radiometric augmentation needs the bands' standard deviations (band_std).")
     ds = patches
@@ -313,6 +315,8 @@ def make_batches(
         ds = ds.map(
             lambda x, y, w: (jitter_bands(x, radiometric, band_std), y, w), num_parallel_calls=AUTOTUNE
         )
+    if repeat:
+        ds = ds.repeat()
     return ds.prefetch(AUTOTUNE)
 
 

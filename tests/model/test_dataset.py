@@ -82,6 +82,18 @@ def test_full_batches_only_leave_out_fewer_than_a_batch(extraction):
     assert sizes[-1] < 8 and full == [8] * (sum(sizes) // 8)
 
 
+def test_repeated_batches_are_epochs_of_full_batches_each_reshuffled(extraction):
+    patches = _patches(extraction)
+    total = sum(1 for _ in patches)
+    epoch = total // 8
+    batches = make_batches(patches, batch_size=8, shuffle=True, seed=3, drop_remainder=True, repeat=True)
+    firsts = [x.numpy()[:, 0, 0, 0] for x, _, _ in batches.take(3 * epoch)]
+    assert all(len(f) == 8 for f in firsts)  # no short batch where one epoch ends and the next begins
+    epochs = [np.concatenate(firsts[e * epoch : (e + 1) * epoch]) for e in range(3)]
+    assert all(len(np.unique(e)) == len(e) for e in epochs)  # no patch twice within an epoch
+    assert not np.array_equal(epochs[0], epochs[1])  # reshuffled
+
+
 def test_augmentation_moves_inputs_labels_and_weights_together():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 9, (32, 8, 8)).astype(np.int32)
