@@ -210,11 +210,31 @@ def encode_tensor(array: np.ndarray) -> str:
 
 
 def _encode_tensor_bytes(array: np.ndarray) -> bytes:
+    return b"".join(_encode_tensor_pieces(array))
+
+
+# Below this many bytes of values a tensor is encoded in one piece (the copy that saves is negligible).
+_SPLIT_ENCODING_BYTES = 1 << 16
+
+
+def _encode_tensor_pieces(array: np.ndarray) -> list[bytes | memoryview]:
+    """Pieces whose concatenation is `encode_tensor(array)`'s bytes, none a copy of the values."""
     # The TensorProto is written by hand (protobuf's wire format, fields in number order, as protobuf
     # writes them): building the message and serializing it copied each answer plane twice more, and
     # those copies were most of the encoding time of a request (benchmarks/serve_latency.py).
     array = np.asarray(array, dtype="<f4", order="C")  # (ascontiguousarray makes a scalar 1-D)
-    return pybase64.b64encode(_float_tensor_header(array) + memoryview(array), altchars=b"-_").rstrip(b"=")
+    header = _float_tensor_header(array)
+    if array.nbytes < _SPLIT_ENCODING_BYTES:
+        return [pybase64.b64encode(header + memoryview(array), altchars=b"-_").rstrip(b"=")]
+    values = memoryview(array).cast("B")
+    # Base64 turns each 3 bytes into 4 characters, so the header with the first values up to a multiple
+    # of 3 bytes and the other values encode apart into the same characters as the whole: the values
+    # are not first copied behind the header, and the padding is cut from a view, not a copy.
+    lead = -len(header) % 3
+    head = pybase64.b64encode(header + values[:lead], altchars=b"-_")
+    rest = pybase64.b64encode(values[lead:], altchars=b"-_")
+    padding = -len(values[lead:]) % 3
+    return [head, memoryview(rest)[: len(rest) - padding]]
 
 
 def _float_tensor_header(array: np.ndarray) -> bytes:
@@ -354,9 +374,7 @@ class Predictor:
         decoded = time.perf_counter()
         predictions = self.predict_tiles(tiles)
         predicted = time.perf_counter()
-        response = orjson.dumps(
-            {"predictions": self.encode_predictions(form, predictions)}, option=orjson.OPT_SERIALIZE_NUMPY
-        )
+        response = self.response_body(form, predictions)
         timings.update(
             decode=decoded - started, model=predicted - decoded, encode=time.perf_counter() - predicted
         )
@@ -438,24 +456,29 @@ class Predictor:
         value = prediction[source]
         return value if index is None else value[..., index]
 
-    def encode_predictions(self, form: str, predictions: Sequence[Mapping[str, np.ndarray]]) -> list[Any]:
+    def response_body(self, form: str, predictions: Sequence[Mapping[str, np.ndarray]]) -> bytes:
+        """The JSON answer `{"predictions": [...]}`, each prediction in the form it was asked in."""
         if form == SERIALIZED:
-            # Base64 needs no JSON escaping: the bytes go into the response as they are.
-            return [
-                {
-                    name: orjson.Fragment(b'"' + _encode_tensor_bytes(self.output(p, name)) + b'"')
-                    for name in self.output_names
-                }
-                for p in predictions
-            ]
+            # Base64 needs no JSON escaping: the encoded pieces are joined into the body, one copy.
+            pieces: list[bytes | memoryview] = [b'{"predictions":[']
+            for i, p in enumerate(predictions):
+                pieces.append(b"{" if i == 0 else b",{")
+                for j, name in enumerate(self.output_names):
+                    pieces += [b"," if j else b"", orjson.dumps(name), b':"']
+                    pieces += _encode_tensor_pieces(self.output(p, name))
+                    pieces.append(b'"')
+                pieces.append(b"}")
+            pieces.append(b"]}")
+            return b"".join(pieces)
         if form == NAMED_ARRAYS:
-            return [
+            answers: list[Any] = [
                 {name: np.ascontiguousarray(self.output(p, name)) for name in self.output_names}
                 for p in predictions
             ]
-        # A bare array answers a bare array: all classes, (H, W, classes).
-        source = self._sources[self.output_names[0]][0]
-        return [np.ascontiguousarray(p[source]) for p in predictions]
+        else:  # A bare array answers a bare array: all classes, (H, W, classes).
+            source = self._sources[self.output_names[0]][0]
+            answers = [np.ascontiguousarray(p[source]) for p in predictions]
+        return orjson.dumps({"predictions": answers}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 # JSON string literals at least this long are cut out of the body before it is parsed (see

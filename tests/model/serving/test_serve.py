@@ -156,11 +156,14 @@ def test_malloc_tuning_applies_on_linux():
 
 
 @pytest.mark.parametrize(
-    "shape", [None, (256, 256), (300, 7), (2, 129, 131), (1,), (), (0, 5), (4, 0), (1000, 1000)]
+    "shape",
+    [None, (256, 256), (300, 7), (2, 129, 131), (1,), (), (0, 5), (4, 0), (1000, 1000)]
+    + [(16384 + n,) for n in range(3)],  # encoded in two pieces: each length mod 3 where they meet
 )
 def test_encode_tensor_matches_tensorflows_serialize_and_encode_base64(shape):
     """The hand-written TensorProto is TensorFlow's, byte for byte: multi-byte lengths and sizes, a
-    scalar, empty tensors (proto3 leaves zeros out), and a plane sliced out of a tile (not contiguous)."""
+    scalar, empty tensors (proto3 leaves zeros out), a plane sliced out of a tile (not contiguous), and
+    tensors large enough to be encoded in two pieces."""
     rng = np.random.default_rng(1)
     array = tiles(1, 7)[0] if shape is None else rng.random(shape).astype(np.float32)
     for value in (array, array[..., ::2] if array.ndim else array):
