@@ -112,13 +112,14 @@ def test_a_variant_names_its_recipe_length_apart_from_model_train_settings():
         TrainConfig(data="d", output="o", epochs=1, **split_settings(VARIANTS[name])[0]).validate()
     assert split_settings(VARIANTS["bf16"]) == ({"precision": "mixed_bfloat16"}, TrainConfig.epochs)
 
-    def summary(epoch_s: float, whole_s: float) -> dict:
+    def summary(epoch_s: float, whole_s: float, epochs: int = 80) -> dict:
         return {
             "summary": {
                 "epoch_s": epoch_s,
                 "epoch_cpu_s": 2 * epoch_s,
                 "whole_training_s": whole_s,
                 "whole_training_cpu_s": 2 * whole_s,
+                "recipe_epochs": epochs,
             }
         }
 
@@ -130,6 +131,12 @@ def test_a_variant_names_its_recipe_length_apart_from_model_train_settings():
         "whole_training_cpu_s": 3.3,
     }
     assert ratios["whole_training_speedup_vs_default"]["before"] == 0.3
+    # A default of more epochs is compared with the recipe before over the same epochs: 100 s for 80
+    # epochs of 2 s is 260 s for 160, 100 s again at 80.
+    longer = speedups({"default": summary(2.0, 260.0, epochs=160), "before": summary(4.0, 330.0)})
+    assert longer["default_vs_before"]["whole_training_s"] == 3.3
+    assert longer["default_vs_before"]["whole_training_cpu_s"] == 3.3
+    assert longer["whole_training_speedup_vs_default"]["before"] == round(260 / 330, 2)
 
 
 def test_the_region_holdout_table_puts_the_forest_beside_the_model_with_their_ratio():
