@@ -277,6 +277,16 @@ class TrainConfig:
         at_least=0,
         below=1,
     )
+    weight_decay: float = option(
+        0.0,
+        "Decoupled weight decay (AdamW) of the convolution kernels, a fraction of each kernel taken off per "
+        "step scaled by the learning rate; 0 trains with Adam.",
+        "Weight decay",
+        "0.05",
+        group=TRAINING_GROUP,
+        at_least=0,
+        below=1,
+    )
     radiometric_augmentation: float = option(
         0.0,
         "Radiometric augmentation of the training patches: each patch's bands scaled by 1 + s·N(0, 1) "

@@ -408,11 +408,7 @@ def fit(config: TrainConfig, data: TrainingData, model: keras.Model, run: Run) -
     log.info("Training computes in %s (--precision %s).", precision, config.precision)
     model.compile(
         jit_compile=xla_asked,
-        optimizer=keras.optimizers.Adam(
-            learning_rate(config, steps_per_epoch),
-            use_ema=bool(ema),
-            ema_momentum=ema or 0.99,
-        ),
+        optimizer=optimizer(config, model, steps_per_epoch, ema),
         loss=SegmentationLoss(
             len(data.classes),
             label_smoothing=config.label_smoothing,
@@ -460,6 +456,20 @@ def fit(config: TrainConfig, data: TrainingData, model: keras.Model, run: Run) -
         seconds=time.monotonic() - run.started,
         cpu_seconds=time.process_time() - run.cpu_started,
     )
+
+
+def optimizer(
+    config: TrainConfig, model: keras.Model, steps_per_epoch: int, ema: float
+) -> keras.optimizers.Optimizer:
+    """Adam, or AdamW under --weight-decay (kernels only: biases and the batch normalization's scales
+    and offsets, every weight of rank 1, are not decayed)."""
+    rate = learning_rate(config, steps_per_epoch)
+    averaging = {"use_ema": bool(ema), "ema_momentum": ema or 0.99}
+    if not config.weight_decay:
+        return keras.optimizers.Adam(rate, **averaging)
+    adamw = keras.optimizers.AdamW(rate, weight_decay=config.weight_decay, **averaging)
+    adamw.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if len(v.shape) <= 1])
+    return adamw
 
 
 def _callbacks(
@@ -614,6 +624,7 @@ def model_metadata(config: TrainConfig, data: TrainingData, fitted: Fitted, repo
             "xla": fitted.xla,
             "precision": fitted.precision,
             "radiometric_augmentation": config.radiometric_augmentation,
+            "weight_decay": config.weight_decay,
             "class_weights": dict(zip(data.classes, data.class_weights)),
             "loss": describe_loss(config),
             "seed": config.seed,

@@ -359,6 +359,27 @@ def test_what_fits_selects_and_scores_for_each_kind_of_data(data, tmp_path, capl
     assert "metrics are optimistic" in caplog.text
 
 
+def test_weight_decay_shrinks_kernels_only():
+    model = build_model("unet", 3, 4, filters=4, mean=[0.0] * 3, variance=[1.0] * 3)
+    config = train.TrainConfig(data="d", output="o", schedule="plateau")
+    assert type(training.optimizer(config, model, 10, 0.99)) is keras.optimizers.Adam
+    decayed = training.optimizer(dataclasses.replace(config, weight_decay=0.05), model, 10, 0.99)
+    assert isinstance(decayed, keras.optimizers.AdamW) and decayed.use_ema
+    decayed.build(model.trainable_variables)
+    kernels = [v for v in model.trainable_variables if v.path.endswith("kernel")]
+    rest = [v for v in model.trainable_variables if not v.path.endswith("kernel")]
+    assert kernels and rest
+    assert {v.path.rsplit("/", 1)[-1] for v in rest} == {"bias", "gamma", "beta"}
+    assert all(decayed._use_weight_decay(v) for v in kernels)
+    assert not any(decayed._use_weight_decay(v) for v in rest)
+    # One step with zero gradients: Adam leaves the weights, AdamW shrinks the kernels alone.
+    before = [np.array(v) for v in model.trainable_variables]
+    decayed.apply([tf.zeros_like(v) for v in model.trainable_variables], model.trainable_variables)
+    for v, b in zip(model.trainable_variables, before):
+        shrunk = v.path.endswith("kernel") and np.any(b)
+        assert (np.abs(np.array(v)).sum() < np.abs(b).sum()) == shrunk, v.path
+
+
 def test_weight_averaging_window_is_at_most_a_tenth_of_the_run():
     assert training.ema_momentum(0.99, 80 * 178) == 0.99  # Google's sample: 80 epochs of 178 steps
     assert training.ema_momentum(0.99, 3 * 150) == pytest.approx(1 - 10 / 450)  # the demo: 3 short epochs
@@ -454,6 +475,7 @@ def test_xla_auto_compiles_runs_long_enough_to_pay_for_it():
         (["--spectral-indices", "evi"], "--spectral-indices takes auto, none or names"),
         (["--band-roles", "nir"], "--band-roles takes role=band pairs"),
         (["--ema", "1.5"], "--ema must be at least 0"),
+        (["--weight-decay", "-0.1"], "--weight-decay must be at least 0"),
         (["--spectral-indices", "ndbi"], "ndbi needs the swir1 and nir band"),
     ],
 )
