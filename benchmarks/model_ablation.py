@@ -97,6 +97,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "filters-36": {"filters": 36},  # about 1.27x the multiply-adds: inside #26's 1.5x prediction cost
     # A third pooling: context from 8x8 blocks (about 1.4x the multiply-adds a pixel).
     "depth-3": {"depth": 3},
+    # A longer averaging window (about 330 steps instead of 100; the longest a default run allows is a
+    # tenth of its 3,520 steps).
+    "ema-997": {"ema": 0.997},
     # Decoupled weight decay of the kernels (AdamW), for places the model has not seen.
     "weight-decay": {"weight_decay": 0.05},
     # Mixed precision (bfloat16 arithmetic, float32 weights), scored and exported in float32.
