@@ -37,7 +37,10 @@ KERAS_BATCH_NORM = "keras_batch_norm"
 # (SwapEMAWeights, ModelCheckpoint: four eager swaps and an HDF5 write each better epoch), as training
 # did before model.callbacks.AveragedWeights and BestWeights.
 KERAS_CALLBACKS = "keras_callbacks"
-OLD_CODE = (KERAS_BATCH_NORM, KERAS_CALLBACKS)
+# Another: the Lovász term through a full sort of each class's errors, its gradient scattered back
+# through the sort (sorted_lovasz_softmax_loss), as before model.losses counted the errors in bins.
+SORTED_LOVASZ = "sorted_lovasz"
+OLD_CODE = (KERAS_BATCH_NORM, KERAS_CALLBACKS, SORTED_LOVASZ)
 # The settings of each variant on top of the defaults (model/config.py). "epochs" is the recipe's length,
 # used to project a whole training (the runs themselves are of --epochs).
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -53,6 +56,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "precision": "float32",
         KERAS_BATCH_NORM: True,
         KERAS_CALLBACKS: True,
+        SORTED_LOVASZ: True,
     },
     # The same with traced steps: against "before", what XLA did at 16 a step; against "default", the batch.
     "before_traced": {
@@ -63,6 +67,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "precision": "float32",
         KERAS_BATCH_NORM: True,
         KERAS_CALLBACKS: True,
+        SORTED_LOVASZ: True,
     },
     # The default in float32 whatever the CPU (the default until --precision auto).
     "float32": {"precision": "float32"},
@@ -78,6 +83,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "float32_keras_batch_norm": {"precision": "float32", KERAS_BATCH_NORM: True},
     # The default with Keras' SwapEMAWeights and ModelCheckpoint.
     "keras_callbacks": {KERAS_CALLBACKS: True},
+    # The default with the Lovász term through a full sort.
+    "sorted_lovasz": {SORTED_LOVASZ: True},
 }
 
 
@@ -105,6 +112,10 @@ def child(manifest_dir: str, settings: dict[str, Any], epochs: int, output: str)
         architecture.FusedBatchNormalization = keras.layers.BatchNormalization  # this child process only
     if settings.get(KERAS_CALLBACKS):
         use_keras_callbacks(training)
+    if settings.get(SORTED_LOVASZ):
+        from model import losses
+
+        losses.lovasz_softmax_loss = sorted_lovasz_softmax_loss  # this child process only
     settings, _ = split_settings(settings)
     config = TrainConfig(data=manifest_dir, output=output, epochs=epochs, verbose=0, **settings)
     stages: dict[str, dict[str, float]] = {}
@@ -157,6 +168,27 @@ def use_keras_callbacks(training: Any) -> None:
         return [theirs(c) for c in ours(config, monitor, best, ema, run)]
 
     training._callbacks = keras_callbacks
+
+
+def sorted_lovasz_softmax_loss(probabilities: Any, one_hot: Any, usable: Any) -> Any:
+    """Berman et al.'s Lovász-softmax as written, and as model.losses computed it before: each class's
+    errors sorted (top_k over all pixels), dotted with the Jaccard gradient along the sort, the gradient
+    flowing back through the sort."""
+    import tensorflow as tf
+
+    keep = tf.cast(tf.reshape(usable, [-1, 1]), probabilities.dtype)
+    p = tf.reshape(probabilities, [-1, probabilities.shape[-1]]) * keep
+    y = tf.reshape(one_hot, [-1, one_hot.shape[-1]]) * keep
+    errors, labels = tf.transpose(tf.abs(y - p)), tf.transpose(y)
+    sorted_errors, order = tf.math.top_k(errors, k=tf.shape(errors)[1])
+    sorted_labels = tf.gather(labels, order, batch_dims=1)
+    totals = tf.reduce_sum(sorted_labels, axis=1, keepdims=True)
+    union = totals + tf.cumsum(1.0 - sorted_labels, axis=1)
+    jaccard = 1.0 - (totals - tf.cumsum(sorted_labels, axis=1)) / tf.maximum(union, 1e-7)
+    gradient = tf.concat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], axis=1)
+    per_class = tf.reduce_sum(sorted_errors * tf.stop_gradient(gradient), axis=1)
+    present = tf.cast(tf.reshape(totals, [-1]) > 0, per_class.dtype)
+    return tf.reduce_sum(per_class * present) / tf.maximum(tf.reduce_sum(present), 1.0)
 
 
 def run_child(manifest_dir: str, settings: dict[str, Any], epochs: int) -> dict[str, Any]:

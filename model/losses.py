@@ -137,30 +137,51 @@ def dice_loss(
     return 1.0 - tf.reduce_mean((2.0 * intersection + smooth) / (sizes + smooth))
 
 
+# Lovász's order is kept to within 1/LOVASZ_BINS of error: a pixel's weight needs only how many
+# foreground and background pixels have larger errors, which counts in bins give without a sort.
+LOVASZ_BINS = 1024
+
+
 def lovasz_softmax_loss(probabilities: tf.Tensor, one_hot: tf.Tensor, usable: tf.Tensor) -> tf.Tensor:
     """Lovász-softmax over the batch's labelled pixels, averaged over the classes present (a scalar).
 
-    Per class: the pixel errors |label - p| sorted in decreasing order, dotted with the gradient of the
-    Jaccard loss along that order (the Lovász extension, a tight convex surrogate of 1 - IoU).
+    Per class: the pixel errors |label - p| in decreasing order, dotted with the gradient of the Jaccard
+    loss along that order (the Lovász extension, a tight convex surrogate of 1 - IoU).
+
+    The order is that of the errors in LOVASZ_BINS equal bins, foreground pixels first within a bin,
+    instead of a full sort (which took half of the term's time): a foreground pixel's weight is then
+    1/union before its bin, and the background pixels of a bin share the bin's change of the Jaccard
+    loss evenly. Errors within a bin differ by less than 1/LOVASZ_BINS, so the value is that of the
+    exact sort to within that much of each class's loss; the errors are weighed where they lie, so the
+    gradient is the weights themselves.
     """
-    p, y = _flat(probabilities, one_hot, usable)
+    # Counts in float32 whatever the probabilities' type: bfloat16 holds integers exactly only to 256.
+    p, y = (tf.cast(t, tf.float32) for t in _flat(probabilities, one_hot, usable))
     errors = tf.transpose(tf.abs(y - p))  # (classes, pixels)
     labels = tf.transpose(y)
-    classes, pixels = tf.shape(errors)[0], tf.shape(errors)[1]
-    _, order = tf.math.top_k(tf.stop_gradient(errors), k=pixels)
-    # Positions in the flattened (classes, pixels) array: one permutation of all of them.
-    flat_order = tf.reshape(order + tf.range(classes)[:, None] * pixels, [-1])
-    sorted_labels = tf.reshape(tf.gather(tf.reshape(labels, [-1]), flat_order), [classes, pixels])
-    totals = tf.reduce_sum(sorted_labels, axis=1, keepdims=True)
-    intersection = totals - tf.cumsum(sorted_labels, axis=1)
-    union = totals + tf.cumsum(1.0 - sorted_labels, axis=1)
-    jaccard = 1.0 - intersection / tf.maximum(union, EPSILON)
-    gradient = tf.concat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], axis=1)
-    # Each pixel's weight taken back to its own place (the inverse permutation), so that the errors are
-    # weighed where they lie: the same sum as over the sorted errors, and its gradient is the weights
-    # themselves rather than a scatter of them back through the sort (a third of the term's time).
-    back = tf.math.invert_permutation(flat_order)
-    weights = tf.reshape(tf.gather(tf.reshape(gradient, [-1]), back), [classes, pixels])
+    counted = tf.transpose(tf.broadcast_to(tf.cast(tf.reshape(usable, [-1, 1]), tf.float32), tf.shape(y)))
+    classes = tf.shape(errors)[0]
+    # Bin 0 holds the largest errors, so that counts summed along the bins run in decreasing error.
+    scaled = (1.0 - tf.stop_gradient(errors)) * LOVASZ_BINS
+    bins = tf.cast(tf.clip_by_value(scaled, 0.0, LOVASZ_BINS - 1.0), tf.int32)
+    # One slot per (class, bin, foreground or background): counting is one segment sum.
+    is_background = tf.cast(tf.reshape(1.0 - labels, [-1]), tf.int32)
+    slots = tf.reshape(bins + tf.range(classes)[:, None] * LOVASZ_BINS, [-1]) * 2 + is_background
+    counts = tf.math.unsorted_segment_sum(tf.reshape(counted, [-1]), slots, classes * LOVASZ_BINS * 2)
+    counts = tf.reshape(counts, [classes, LOVASZ_BINS, 2])
+    foreground, background = counts[..., 0], counts[..., 1]
+    totals = tf.reduce_sum(foreground, axis=1, keepdims=True)
+    # Intersection and union of the pixels ranked before each bin, then after its foreground pixels.
+    union_before = totals + tf.cumsum(background, axis=1, exclusive=True)
+    intersection_after = totals - tf.cumsum(foreground, axis=1)
+    foreground_weight = 1.0 / tf.maximum(union_before, EPSILON)
+    background_change = intersection_after / tf.maximum(
+        union_before, EPSILON
+    ) - intersection_after / tf.maximum(union_before + background, EPSILON)
+    background_weight = background_change / tf.maximum(background, 1.0)
+    table = tf.reshape(tf.stack([foreground_weight, background_weight], axis=2), [-1])
+    weights = tf.reshape(tf.gather(table, slots), tf.shape(errors))
     per_class = tf.reduce_sum(errors * tf.stop_gradient(weights), axis=1)
     present = tf.cast(tf.reshape(totals, [-1]) > 0, per_class.dtype)
-    return tf.reduce_sum(per_class * present) / tf.maximum(tf.reduce_sum(present), 1.0)
+    value = tf.reduce_sum(per_class * present) / tf.maximum(tf.reduce_sum(present), 1.0)
+    return tf.cast(value, probabilities.dtype)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from benchmarks.train_throughput import sorted_lovasz_softmax_loss
 from model.architecture import build_model
 from model.losses import SegmentationLoss, dice_loss, lovasz_softmax_loss
 from transforms.contracts.schema import LABEL_NODATA
@@ -74,23 +75,11 @@ def test_lovasz_of_hard_predictions_is_one_minus_the_mean_iou():
     assert float(lovasz_softmax_loss(one_hot, one_hot, usable)) == pytest.approx(0.0, abs=1e-7)
 
 
-def _lovasz_through_the_sort(probabilities, one_hot, usable):
-    """Berman et al.'s formulation as written: the sorted errors dotted with the Jaccard gradient along
-    the sort, the gradient flowing back through the sort."""
-    keep = tf.cast(tf.reshape(usable, [-1, 1]), tf.float32)
-    p = tf.reshape(probabilities, [-1, probabilities.shape[-1]]) * keep
-    y = tf.reshape(one_hot, [-1, one_hot.shape[-1]]) * keep
-    errors, labels = tf.transpose(tf.abs(y - p)), tf.transpose(y)
-    sorted_errors, order = tf.math.top_k(errors, k=errors.shape[1])
-    sorted_labels = tf.gather(labels, order, batch_dims=1)
-    totals = tf.reduce_sum(sorted_labels, axis=1, keepdims=True)
-    jaccard = 1.0 - (totals - tf.cumsum(sorted_labels, axis=1)) / tf.maximum(
-        totals + tf.cumsum(1.0 - sorted_labels, axis=1), 1e-7
-    )
-    gradient = tf.concat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], axis=1)
-    per_class = tf.reduce_sum(sorted_errors * tf.stop_gradient(gradient), axis=1)
-    present = tf.cast(tf.reshape(totals, [-1]) > 0, tf.float32)
-    return tf.reduce_sum(per_class * present) / tf.maximum(tf.reduce_sum(present), 1.0)
+def _value_and_gradient(term, probabilities, one_hot, usable):
+    with tf.GradientTape() as tape:
+        tape.watch(probabilities)
+        value = term(probabilities, one_hot, usable)
+    return float(value), tape.gradient(value, probabilities).numpy()
 
 
 def test_lovasz_weighs_the_errors_in_place_as_the_sorted_formulation_does():
@@ -98,16 +87,40 @@ def test_lovasz_weighs_the_errors_in_place_as_the_sorted_formulation_does():
     probabilities = tf.constant(probabilities)
     usable = tf.constant(labels != LABEL_NODATA)
     one_hot = tf.one_hot(tf.where(usable, labels, 0), 4)
-    values, gradients = [], []
-    for term in (lovasz_softmax_loss, _lovasz_through_the_sort):
-        with tf.GradientTape() as tape:
-            tape.watch(probabilities)
-            value = term(probabilities, one_hot, usable)
-        values.append(float(value))
-        gradients.append(tape.gradient(value, probabilities).numpy())
-    assert values[0] == pytest.approx(values[1], rel=1e-6)
-    assert np.abs(gradients[1]).max() > 0
-    np.testing.assert_allclose(gradients[0], gradients[1], atol=1e-7)
+    value, gradient = _value_and_gradient(lovasz_softmax_loss, probabilities, one_hot, usable)
+    exact_value, exact_gradient = _value_and_gradient(
+        sorted_lovasz_softmax_loss, probabilities, one_hot, usable
+    )
+    assert value == pytest.approx(exact_value, rel=1e-6)
+    assert np.abs(exact_gradient).max() > 0
+    # 20 pixels: no two errors of a class share a bin, so the order is the sort's.
+    np.testing.assert_allclose(gradient, exact_gradient, atol=1e-7)
+
+
+def test_lovasz_in_bins_keeps_the_sorted_value_and_gradient_on_a_full_batch():
+    """A training batch: 16,384 pixels of 9 classes share 1,024 bins a class, a tenth unlabelled."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 9, (64, 16, 16))
+    usable = rng.random(labels.shape) > 0.1
+    logits = rng.normal(size=(*labels.shape, 9)).astype(np.float32) * 2
+    probabilities = tf.nn.softmax(tf.constant(logits))
+    one_hot = tf.one_hot(labels, 9)
+    value, gradient = _value_and_gradient(lovasz_softmax_loss, probabilities, one_hot, tf.constant(usable))
+    exact_value, exact_gradient = _value_and_gradient(
+        sorted_lovasz_softmax_loss, probabilities, one_hot, tf.constant(usable)
+    )
+    assert value == pytest.approx(exact_value, rel=1e-4)
+    assert np.linalg.norm(gradient - exact_gradient) < 0.01 * np.linalg.norm(exact_gradient)
+    assert (gradient[~usable] == 0).all()
+    # Unlabelled pixels weigh nothing: dropping them from the batch changes nothing.
+    kept = _value_and_gradient(
+        lovasz_softmax_loss,
+        tf.boolean_mask(probabilities, usable)[None],
+        tf.boolean_mask(one_hot, usable)[None],
+        tf.ones((1, int(usable.sum())), bool),
+    )
+    assert kept[0] == pytest.approx(value, rel=1e-6)
+    np.testing.assert_allclose(kept[1][0], gradient[usable], atol=1e-9)
 
 
 def test_dice_is_zero_when_right_and_counts_only_labelled_pixels():
