@@ -224,3 +224,22 @@ def test_the_old_code_variant_trains_with_keras_callbacks():
         LogLearningRate, keras.callbacks.SwapEMAWeights, keras.callbacks.ModelCheckpoint
     ]  # fmt: skip
     assert callbacks[1].swap_on_epoch and callbacks[2].save_best_only and callbacks[2].monitor == "val_loss"
+
+
+def test_ensembles_average_their_members_probabilities_and_score_every_combination():
+    import numpy as np
+
+    from benchmarks.ensemble_quality import mean_iou, score_ensembles
+
+    labels = np.array([[0, 0, 1, 1]])
+    # Each member alone gets one pixel wrong; their mean gets every pixel right.
+    a = np.array([[[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.1, 0.9]]])
+    b = np.array([[[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.1, 0.9]]])
+    classes = ["water", "built"]
+    assert mean_iou(a, labels, classes) == pytest.approx(np.mean([1 / 2, 2 / 3]))
+    found = {split: {"labels": labels, "a": a, "b": b} for split in ("selection", "validation")}
+    rows = score_ensembles(found, {"long": ["a", "b"]}, [1, 2, 3], classes)
+    assert set(rows) == {"long x1", "long x2"}  # no combination of 3 out of 2
+    assert [r["members"] for r in rows["long x1"]["combinations"]] == [["a"], ["b"]]
+    assert rows["long x2"]["validation_mean_iou"] == {"mean": 1.0, "std": 0.0}
+    assert rows["long x1"]["selection_mean_iou"]["mean"] == pytest.approx(np.mean([1 / 2, 2 / 3]), abs=1e-4)
