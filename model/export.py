@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from model.architecture import INPUT_NAME, MODES, OUTPUT_NAME, SEGMENTATION, receptive_field
 from model.errors import ModelError, ModelNotFoundError
+from model.losses import SegmentationLoss
 from model.serving import eeify
 from model.signature import write_signature
 from transforms.contracts.label_scheme import scheme_from_metadata
@@ -163,10 +164,11 @@ def load_model_metadata(model_dir: str) -> dict[str, Any]:
 
 def load_keras_model(model_dir: str) -> keras.Model:
     """The Keras model of a model folder (for fine-tuning or evaluation; prediction can use saved_model/)."""
-    # The custom layers are registered by importing model.architecture (done at the top of this module).
+    # The custom layers are registered by importing model.architecture (done at the top of this module);
+    # the loss is named here, since nothing else may have imported model.losses in this process.
     path = join_path(model_dir, KERAS_MODEL)
     if not tf.io.gfile.exists(path):
         raise ModelNotFoundError(
             f"No Keras model at {path!r}. Point it at a folder written by `python -m model.train`."
         )
-    return keras.saving.load_model(path)
+    return keras.saving.load_model(path, custom_objects={"terrabeam>SegmentationLoss": SegmentationLoss})

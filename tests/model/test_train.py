@@ -11,6 +11,9 @@ import base64
 import dataclasses
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -176,9 +179,18 @@ def test_earthengine_json_matches_the_eeified_model(model_dir):
     assert config["inputBands"] == info["bands"]
 
 
-def test_evaluate_cli_scores_a_model_folder(model_dir, data, capsys):
-    assert evaluate.run(["--model", str(model_dir), "--data", data]) == 0
-    printed = json.loads(capsys.readouterr().out)
+def test_evaluate_cli_scores_a_model_folder(model_dir, data):
+    # A fresh interpreter, as users run it: the folder's Keras model names the registered loss, which
+    # loading must find without model.train having been imported.
+    done = subprocess.run(
+        [sys.executable, "-m", "model.evaluate", "--model", str(model_dir), "--data", data],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = json.loads(done.stdout)
     stored = json.loads((model_dir / "metrics.json").read_text())
     assert printed["mean_iou"] == pytest.approx(stored["mean_iou"], abs=1e-6)
 
