@@ -11,8 +11,6 @@ import base64
 import dataclasses
 import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -35,7 +33,7 @@ from model.dataset import (
 from model.errors import IncompatibleDataError, ModelNotFoundError
 from model.export import export_model, load_keras_model, load_model_metadata
 from model.synthetic import write_synthetic_extraction
-from tests.helpers.environment import run_python
+from tests.helpers.environment import run_command, run_python
 from transforms.contracts.label_scheme import scheme_from_metadata
 from transforms.contracts.schema import LABEL_NODATA
 
@@ -182,13 +180,7 @@ def test_earthengine_json_matches_the_eeified_model(model_dir):
 def test_evaluate_cli_scores_a_model_folder(model_dir, data):
     # A fresh interpreter, as users run it: the folder's Keras model names the registered loss, which
     # loading must find without model.train having been imported.
-    done = subprocess.run(
-        [sys.executable, "-m", "model.evaluate", "--model", str(model_dir), "--data", data],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
+    done = run_command([sys.executable, "-m", "model.evaluate", "--model", str(model_dir), "--data", data])
     assert done.returncode == 0, done.stderr[-2000:]
     printed = json.loads(done.stdout)
     stored = json.loads((model_dir / "metrics.json").read_text())
