@@ -1,5 +1,5 @@
 """Keras callbacks of a training run: the averaged weights in the model for selection, the best epoch's
-weights kept, reports as it goes, the learning rate in the history, a time budget."""
+weights kept (and reported as it goes), the learning rate in the history, a time budget."""
 
 from __future__ import annotations
 
@@ -11,39 +11,6 @@ import keras
 import tensorflow as tf
 
 log = logging.getLogger("terrabeam.train")
-
-
-class BestEpoch(keras.callbacks.Callback):
-    """After each epoch, says which epoch is the best so far by `monitor` (lower is better).
-
-    The same choice as the checkpoint and early stopping make, so the line names the epoch whose
-    weights the model folder will hold if training stopped now.
-    """
-
-    def __init__(self, monitor: str = "val_loss", epochs: int | None = None) -> None:
-        super().__init__()
-        self.monitor = monitor
-        self.epochs = epochs
-        self.best: float = math.inf
-        self.best_epoch: int | None = None  # 1-based
-        self.messages: list[str] = []
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        value = (logs or {}).get(self.monitor)
-        if value is None:
-            return
-        value = float(value)
-        of = f"/{self.epochs}" if self.epochs else ""
-        if value < self.best:
-            self.best, self.best_epoch = value, epoch + 1
-            message = f"Epoch {epoch + 1}{of}: {self.monitor} {value:.4f}, the best so far."
-        else:
-            message = (
-                f"Epoch {epoch + 1}{of}: {self.monitor} {value:.4f}; best so far: epoch {self.best_epoch} "
-                f"({self.best:.4f})."
-            )
-        self.messages.append(message)
-        log.info(message)
 
 
 class TimeLimit(keras.callbacks.Callback):
@@ -134,22 +101,31 @@ def _averaged_pairs(optimizer: keras.optimizers.Optimizer) -> list[tuple[keras.V
 
 
 class BestWeights(keras.callbacks.Callback):
-    """Keeps the weights of the best epoch by `monitor` (lower is better) in memory and puts them back in
-    the model when the fit ends; also writes them to `path` (a Keras .weights.h5), at the first best
-    epoch, then at most every `write_every` seconds, and when the fit ends.
+    """Keeps the weights of the best epoch by `monitor` (lower is better; a NaN never is) in memory and
+    puts them back in the model when the fit ends; also writes them to `path` (a Keras .weights.h5), at
+    the first best epoch, then at most every `write_every` seconds, and when the fit ends.
+
+    After each epoch it says which epoch is the best so far: the epoch whose weights the model folder
+    will hold if training stopped now. It stops the fit after an epoch whose training loss is not
+    finite (the run diverged; later epochs cannot recover), noted in `diverged_epoch`.
 
     Keras' ModelCheckpoint(save_best_only=True) writes the file at every better epoch: ~90 ms each on 2
     cores, ~4 % of a default epoch. In memory a copy costs a few ms; the writes spaced out bound what an
     interrupted run loses to `write_every` seconds of training.
     """
 
-    def __init__(self, monitor: str, path: str | None = None, write_every: float = 60.0) -> None:
+    def __init__(
+        self, monitor: str, path: str | None = None, write_every: float = 60.0, epochs: int | None = None
+    ) -> None:
         super().__init__()
         self.monitor = monitor
         self.path = path
         self.write_every = write_every
+        self.epochs = epochs
         self.best: float = math.inf
         self.best_epoch: int | None = None  # 0-based, as Keras counts
+        self.diverged_epoch: int | None = None  # 0-based
+        self.messages: list[str] = []
         self.writes = 0
         self._written_epoch: int | None = None
         self._last_write = -math.inf
@@ -172,15 +148,36 @@ class BestWeights(keras.callbacks.Callback):
         self._keep, self._restore = keep, restore
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        value = (logs or {}).get(self.monitor)
-        if value is None or not float(value) < self.best:
-            return
-        self.best, self.best_epoch = float(value), epoch
-        if not self._kept:
-            self._make_copies()
-        self._keep()
-        if self.path and time.monotonic() - self._last_write >= self.write_every:
-            self._write()
+        logs = logs or {}
+        value = logs.get(self.monitor)
+        if value is not None and float(value) < self.best:
+            self.best, self.best_epoch = float(value), epoch
+            if not self._kept:
+                self._make_copies()
+            self._keep()
+            if self.path and time.monotonic() - self._last_write >= self.write_every:
+                self._write()
+        if value is not None:
+            self._report(epoch, float(value))
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.diverged_epoch = epoch
+            self.model.stop_training = True
+            log.warning("Epoch %d: the training loss is %s; training stops here.", epoch + 1, float(loss))
+
+    def _report(self, epoch: int, value: float) -> None:
+        of = f"/{self.epochs}" if self.epochs else ""
+        if self.best_epoch == epoch:
+            message = f"Epoch {epoch + 1}{of}: {self.monitor} {value:.4f}, the best so far."
+        elif self.best_epoch is None:
+            message = f"Epoch {epoch + 1}{of}: {self.monitor} {value:.4f}; no epoch has a finite one yet."
+        else:
+            message = (
+                f"Epoch {epoch + 1}{of}: {self.monitor} {value:.4f}; best so far: epoch {self.best_epoch + 1} "
+                f"({self.best:.4f})."
+            )
+        self.messages.append(message)
+        log.info(message)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self.best_epoch is None:

@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from model import architecture
-from model.callbacks import AveragedWeights, BestEpoch, BestWeights, LogLearningRate, TimeLimit
+from model.callbacks import AveragedWeights, BestWeights, LogLearningRate, TimeLimit
 from model.config import TrainConfig
 from model.dataset import (
     FIT,
@@ -432,7 +432,7 @@ def fit(config: TrainConfig, data: TrainingData, model: keras.Model, run: Run) -
     tf.io.gfile.makedirs(join_path(config.output, "checkpoints"))
     checkpoint = join_path(config.output, CHECKPOINT)
     monitor = "val_loss" if selection_batches is not None else "loss"
-    best = BestWeights(monitor, checkpoint)
+    best = BestWeights(monitor, checkpoint, epochs=config.epochs)
     history = model.fit(
         train_batches,
         validation_data=selection_batches,
@@ -442,14 +442,24 @@ def fit(config: TrainConfig, data: TrainingData, model: keras.Model, run: Run) -
         shuffle=False,  # the dataset shuffles itself
         verbose=config.verbose,
     )
-    losses = history.history[monitor]
-    best_epoch = min(range(len(losses)), key=losses.__getitem__)
+    if best.best_epoch is None:
+        raise ModelError(
+            f"Training diverged: no epoch had a finite {monitor} "
+            f"({_divergence(best, history.history)}), so there are no weights worth keeping. Lower "
+            "--learning-rate, and check the training data for NaN or infinite pixels."
+        )
+    if best.diverged_epoch is not None:
+        log.warning(
+            "Training stopped after epoch %d, whose training loss was not finite; the model is epoch %d's.",
+            best.diverged_epoch + 1,
+            best.best_epoch + 1,
+        )
     return Fitted(
         # Scored and exported in float32 whatever it trained in: what prediction and Earth Engine run.
         model=model if precision == FLOAT32 else architecture.with_precision(model, FLOAT32),
         history={k: [float(v) for v in vs] for k, vs in history.history.items()},
         monitor=monitor,
-        best_epoch=best_epoch,
+        best_epoch=best.best_epoch,  # the epoch whose weights BestWeights put back
         ema=ema,
         xla=bool(model.jit_compile),  # what Keras compiled, not what was asked
         precision=precision,
@@ -479,7 +489,8 @@ def _callbacks(
     if ema:
         # The averaged weights are the ones validated and kept (so the best epoch is theirs).
         callbacks.append(AveragedWeights())
-    # Puts the best epoch's weights back in the model when the fit ends, and writes the checkpoint.
+    # Reports the best epoch after each, puts its weights back in the model when the fit ends, and
+    # writes the checkpoint.
     callbacks.append(best)
     if config.schedule == "plateau":
         callbacks += [
@@ -488,10 +499,16 @@ def _callbacks(
                 monitor=monitor, factor=0.5, patience=max(1, config.patience // 2)
             ),
         ]
-    callbacks.append(BestEpoch(monitor, config.epochs))
     if config.max_minutes:
         callbacks.append(TimeLimit(config.max_minutes - run.minutes()))
     return callbacks
+
+
+def _divergence(best: BestWeights, history: dict[str, list[float]]) -> str:
+    """Where the losses stopped being finite, for the error of a run with no usable epoch."""
+    if best.diverged_epoch is not None:
+        return f"the training loss was {history['loss'][best.diverged_epoch]} after epoch {best.diverged_epoch + 1}"
+    return f"{best.monitor} was never finite in {len(history.get(best.monitor, []))} epoch(s)"
 
 
 def learning_rate(

@@ -92,15 +92,19 @@ def test_averaged_weights_swap_back_exactly():
 
 
 class _Scripted(keras.callbacks.Callback):
-    """Replaces the monitored value by a script, and records the weights each epoch ends with."""
+    """Replaces the monitored value (and the training loss, if scripted) by a script, and records the
+    weights each epoch ends with."""
 
-    def __init__(self, values: list[float]) -> None:
+    def __init__(self, values: list[float], losses: list[float] | None = None) -> None:
         super().__init__()
         self.values = values
+        self.losses = losses
         self.weights: list[list[np.ndarray]] = []
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs["val_loss"] = self.values[epoch]
+        if self.losses:
+            logs["loss"] = self.losses[epoch]
         self.weights.append([np.array(w) for w in self.model.weights])
 
 
@@ -134,3 +138,32 @@ def test_best_weights_without_a_best_epoch_leave_the_model_and_write_nothing(tmp
     assert best.best_epoch is None and best.writes == 0 and not path.exists()
     for w, last in zip(model.weights, script.weights[1]):
         np.testing.assert_array_equal(np.array(w), last)
+
+
+def test_the_best_epoch_so_far_is_reported_after_each_epoch(caplog):
+    script = _Scripted([float("nan"), 0.9, 0.7, 0.8, 0.6])
+    best = BestWeights("val_loss", epochs=5)
+    with caplog.at_level("INFO", logger="terrabeam.train"):
+        _model(ema=False).fit(
+            *_data(), epochs=5, validation_data=_data(1), callbacks=[script, best], verbose=0
+        )
+    assert best.messages == [
+        "Epoch 1/5: val_loss nan; no epoch has a finite one yet.",
+        "Epoch 2/5: val_loss 0.9000, the best so far.",
+        "Epoch 3/5: val_loss 0.7000, the best so far.",
+        "Epoch 4/5: val_loss 0.8000; best so far: epoch 3 (0.7000).",
+        "Epoch 5/5: val_loss 0.6000, the best so far.",
+    ]
+    assert [m for m in caplog.messages if m.startswith("Epoch")] == best.messages
+    assert best.best_epoch == 4 and best.diverged_epoch is None
+
+
+def test_a_training_loss_that_is_not_finite_stops_the_fit_and_keeps_the_best_epoch():
+    script = _Scripted([0.9, 0.5, 0.7, 0.4, 0.3], losses=[1.0, 0.8, float("inf"), 0.5, 0.4])
+    best = BestWeights("val_loss")
+    model = _model(ema=False)
+    history = model.fit(*_data(), epochs=5, validation_data=_data(1), callbacks=[script, best], verbose=0)
+    assert len(history.history["loss"]) == 3 and best.diverged_epoch == 2
+    assert best.best_epoch == 1
+    for w, kept in zip(model.weights, script.weights[1]):
+        np.testing.assert_array_equal(np.array(w), kept)

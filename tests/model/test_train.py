@@ -30,7 +30,7 @@ from model.dataset import (
     read_patches,
     scan_statistics,
 )
-from model.errors import IncompatibleDataError, ModelNotFoundError
+from model.errors import IncompatibleDataError, ModelError, ModelNotFoundError
 from model.export import export_model, load_keras_model, load_model_metadata
 from model.synthetic import write_synthetic_extraction
 from tests.helpers.environment import run_command, run_python
@@ -185,6 +185,20 @@ def test_evaluate_cli_scores_a_model_folder(model_dir, data):
     printed = json.loads(done.stdout)
     stored = json.loads((model_dir / "metrics.json").read_text())
     assert printed["mean_iou"] == pytest.approx(stored["mean_iou"], abs=1e-6)
+
+
+def test_a_run_that_diverges_from_the_start_says_so_and_writes_no_model(data, tmp_path):
+    # A learning rate of 1e30 overflows the weights in the first epoch: no epoch is worth keeping.
+    config = train.TrainConfig(
+        data=data, output=str(tmp_path / "m"), epochs=3, filters=4, batch_size=8, verbose=0, ema=0.0,
+        learning_rate=1e30, schedule="plateau",
+    )  # fmt: skip
+    with pytest.raises(
+        ModelError,
+        match=r"Training diverged: no epoch had a finite val_loss \(the training loss was nan after epoch 1\)",
+    ):
+        train.train(config)
+    assert not (tmp_path / "m" / "model.json").exists()
 
 
 def test_continuing_from_a_model_needs_the_same_bands(model_dir, tmp_path):

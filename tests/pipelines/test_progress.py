@@ -9,13 +9,11 @@ import os
 import re
 
 import keras
-import numpy as np
 import pytest
 from apache_beam.metrics.execution import MetricKey, MetricResult
 from apache_beam.metrics.metricbase import MetricName
 from apache_beam.runners.runner import PipelineRunner, PipelineState
 
-from model.callbacks import BestEpoch
 from pipelines import extract, predict
 from pipelines import progress as reporting
 from pipelines.progress import EXTRACTION, PREDICTION, RateMeter, Reporter, status_line
@@ -234,35 +232,6 @@ def test_progress_can_be_turned_off(monkeypatch, tmp_path):
         PipelineOptions([]), lambda p: p | beam.Create([1, 2]), EXTRACTION, stream
     )
     assert result.state == PipelineState.DONE and stream.getvalue() == ""
-
-
-# --- training --------------------------------------------------------------------------------------
-
-
-def test_best_epoch_so_far_is_reported_after_each_epoch(caplog):
-    callback = BestEpoch("val_loss", epochs=4)
-    with caplog.at_level("INFO", logger="terrabeam.train"):
-        for epoch, loss in enumerate([0.9, 0.7, 0.8, 0.6]):
-            callback.on_epoch_end(epoch, {"val_loss": loss, "loss": 1.0})
-    assert callback.messages == [
-        "Epoch 1/4: val_loss 0.9000, the best so far.",
-        "Epoch 2/4: val_loss 0.7000, the best so far.",
-        "Epoch 3/4: val_loss 0.8000; best so far: epoch 2 (0.7000).",
-        "Epoch 4/4: val_loss 0.6000, the best so far.",
-    ]
-    assert caplog.messages == callback.messages
-
-
-def test_best_epoch_agrees_with_keras_history():
-    keras.utils.set_random_seed(0)
-    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
-    y = (x[:, :1] > 0).astype("float32")
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
-    model.compile("adam", "binary_crossentropy")
-    callback = BestEpoch("val_loss", epochs=5)
-    history = model.fit(x, y, validation_split=0.25, epochs=5, verbose=0, callbacks=[callback])
-    losses = history.history["val_loss"]
-    assert callback.best_epoch == int(np.argmin(losses)) + 1 and len(callback.messages) == 5
 
 
 def test_counter_pickles_into_workers():
