@@ -148,7 +148,8 @@ def child(manifest_dir: str, settings: dict[str, Any], epochs: int, output: str)
 def use_keras_callbacks(training: Any) -> None:
     """In this child process only, trains with Keras' SwapEMAWeights and ModelCheckpoint in place of
     AveragedWeights and BestWeights (the fit then leaves the last epoch's weights in the model: the
-    timed stages after it run on those)."""
+    timed stages after it run on those). BestWeights still runs for its report and its choice of the
+    best epoch (what the old code's BestEpoch did), without keeping or writing weights."""
     import keras
 
     from model.callbacks import AveragedWeights, BestWeights
@@ -156,16 +157,22 @@ def use_keras_callbacks(training: Any) -> None:
     ours = training._callbacks
 
     def keras_callbacks(config: Any, monitor: str, best: BestWeights, ema: float, run: Any) -> list:
-        def theirs(callback: keras.callbacks.Callback) -> keras.callbacks.Callback:
+        def theirs(callback: keras.callbacks.Callback) -> list[keras.callbacks.Callback]:
             if isinstance(callback, AveragedWeights):
-                return keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
-            if callback is best:
-                return keras.callbacks.ModelCheckpoint(
-                    best.path, monitor=monitor, save_best_only=True, save_weights_only=True
-                )
-            return callback
+                return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)]
+            if callback is best:  # the checkpoint where BestWeights was, after the averages' swap
+                return [
+                    keras.callbacks.ModelCheckpoint(
+                        best.path, monitor=monitor, save_best_only=True, save_weights_only=True
+                    ),
+                    best,
+                ]
+            return [callback]
 
-        return [theirs(c) for c in ours(config, monitor, best, ema, run)]
+        callbacks = [c for callback in ours(config, monitor, best, ema, run) for c in theirs(callback)]
+        best._make_copies = best._keep = best._restore = lambda: None
+        best.path = None
+        return callbacks
 
     training._callbacks = keras_callbacks
 

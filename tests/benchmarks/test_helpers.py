@@ -221,9 +221,14 @@ def test_the_old_code_variant_trains_with_keras_callbacks():
     use_keras_callbacks(training)
     callbacks = training._callbacks(None, "val_loss", best, 0.99, None)
     assert [type(c) for c in callbacks] == [
-        LogLearningRate, keras.callbacks.SwapEMAWeights, keras.callbacks.ModelCheckpoint
+        LogLearningRate, keras.callbacks.SwapEMAWeights, keras.callbacks.ModelCheckpoint, BestWeights
     ]  # fmt: skip
     assert callbacks[1].swap_on_epoch and callbacks[2].save_best_only and callbacks[2].monitor == "val_loss"
+    assert callbacks[2].filepath == "best.weights.h5"
+    # BestWeights still chooses and reports the best epoch (fit() reads it), but keeps and writes nothing.
+    best.on_epoch_end(0, {"val_loss": 0.5, "loss": 1.0})
+    best.on_train_end()
+    assert best.best_epoch == 0 and best.writes == 0 and best.path is None
 
 
 def test_ensembles_average_their_members_probabilities_and_score_every_combination():
