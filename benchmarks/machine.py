@@ -27,11 +27,17 @@ def cpu_description() -> dict[str, Any]:
     }
 
 
+# Settings of the environment that change TensorFlow's speed, recorded when a run sets them.
+SPEED_SETTINGS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
 def machine() -> dict[str, Any]:
-    """CPU count, Python, platform and CPU of this machine."""
+    """CPU count, Python, platform and CPU of this machine, and the speed settings the run had."""
+    settings = {name: os.environ[name] for name in SPEED_SETTINGS if name in os.environ}
     return {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         **cpu_description(),
+        **({"environment": settings} if settings else {}),
     }

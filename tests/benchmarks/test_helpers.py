@@ -248,3 +248,22 @@ def test_ensembles_average_their_members_probabilities_and_score_every_combinati
     assert [r["members"] for r in rows["long x1"]["combinations"]] == [["a"], ["b"]]
     assert rows["long x2"]["validation_mean_iou"] == {"mean": 1.0, "std": 0.0}
     assert rows["long x1"]["selection_mean_iou"]["mean"] == pytest.approx(np.mean([1 / 2, 2 / 3]), abs=1e-4)
+
+
+def test_results_record_the_thread_settings_a_run_had(monkeypatch):
+    from benchmarks.machine import machine
+
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+    monkeypatch.delenv("TF_NUM_INTEROP_THREADS", raising=False)
+    assert "environment" not in machine()
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "1")
+    assert machine()["environment"] == {"TF_NUM_INTRAOP_THREADS": "1"}
+
+
+def test_runs_at_once_share_the_cores_out_as_tensorflow_threads(monkeypatch):
+    from benchmarks.model_ablation import child_threads
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert child_threads(1) == {}  # one run: TensorFlow's own choice
+    assert child_threads(2) == {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+    assert child_threads(4)["TF_NUM_INTRAOP_THREADS"] == "1"
