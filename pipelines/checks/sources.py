@@ -78,7 +78,9 @@ def local_imagery(inputs: Sequence[str], band_names: str | None) -> LocalImagery
     if dated is None:
         source = LocalRasterSource(inputs, comma_list(band_names))
         source.check_files()  # a broken or cut-short file stops the job here, not on the workers
-        return LocalImagery(source, {"inputs": list(inputs)})
+        # The names given are recorded, so that what reads the record (the map viewer) opens the same bands.
+        named = {"band_names": list(source.bands)} if band_names else {}
+        return LocalImagery(source, {"inputs": list(inputs), **named})
     dates = date_sources(dated)
     note = check_dates(dates)
     if note:
