@@ -63,29 +63,25 @@ def split_probabilities(model_dirs: dict[str, str], manifest: str) -> dict[str, 
     from model.export import load_keras_model
     from model.train import TrainConfig
 
-    config = TrainConfig(data=manifest, output=tempfile.mkdtemp(), **settings_of(DEFAULTS))
-    data = training.load_training_data(config)
+    with tempfile.TemporaryDirectory() as output:
+        data = training.load_training_data(TrainConfig(data=manifest, output=output, **settings_of(DEFAULTS)))
     splits = {"selection": data.selection.patches, "validation": data.score.patches}
+    models = {name: load_keras_model(model_dir) for name, model_dir in model_dirs.items()}
+    calls = {name: tf.function(lambda x, m=model: m(x, training=False)) for name, model in models.items()}
     found: dict[str, Any] = {}
     for split, patches in splits.items():
         batches = list(make_batches(patches, batch_size=64))
         found[split] = {"labels": np.concatenate([b[1].numpy() for b in batches])}
-        for name, model_dir in model_dirs.items():
-            model = load_keras_model(model_dir)
-            call = tf.function(lambda x, m=model: m(x, training=False))
+        for name, call in calls.items():
             found[split][name] = np.concatenate([call(b[0]).numpy() for b in batches])
     return found
 
 
 def mean_iou(probabilities: np.ndarray, labels: np.ndarray, classes: list[str]) -> float:
     """The mean IoU of the argmax of `probabilities` over the usable labels (model.evaluate's rule)."""
-    from model.evaluate import summarize
-    from transforms.contracts.schema import LABEL_NODATA
+    from model.evaluate import pixel_confusion, summarize
 
-    count = len(classes)
-    predicted = np.argmax(probabilities, axis=-1)
-    usable = (labels != LABEL_NODATA) & (labels >= 0) & (labels < count)
-    matrix = np.bincount(labels[usable] * count + predicted[usable], minlength=count**2).reshape(count, count)
+    matrix = pixel_confusion(labels, np.argmax(probabilities, axis=-1), len(classes))
     return float(summarize(matrix, classes)["mean_iou"])
 
 

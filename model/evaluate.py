@@ -49,12 +49,16 @@ def confusion_matrix(
             predicted = np.argmax(averaged, axis=-1)
         else:
             predicted = tf.argmax(probabilities(inputs), axis=-1, output_type=tf.int32).numpy()
-        labels = labels.numpy()
-        usable = (labels != LABEL_NODATA) & (labels >= 0) & (labels < num_classes)
-        matrix += np.bincount(
-            labels[usable] * num_classes + predicted[usable], minlength=num_classes**2
-        ).reshape(num_classes, num_classes)
+        matrix += pixel_confusion(labels.numpy(), predicted, num_classes)
     return matrix
+
+
+def pixel_confusion(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """(num_classes, num_classes) counts of (label, prediction) over the usable pixels: the label not
+    NODATA and a class of the scheme."""
+    usable = (labels != LABEL_NODATA) & (labels >= 0) & (labels < num_classes)
+    counts = np.bincount(labels[usable] * num_classes + predicted[usable], minlength=num_classes**2)
+    return counts.reshape(num_classes, num_classes)
 
 
 def summarize(matrix: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
