@@ -223,8 +223,10 @@ def child_threads(jobs: int) -> dict[str, str]:
     On 2 cores a default training step took the same wall time on one thread as on two (37.7 against
     35.5-37.7 ms) for 60 % of the CPU time, and two runs of two threads each at once slowed each other
     to ~50 ms a step where two single-threaded ones kept ~39 ms."""
-    threads = str(max(1, (os.cpu_count() or 1) // max(1, jobs)))
-    return {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads} if jobs > 1 else {}
+    if jobs <= 1:
+        return {}  # one run: TensorFlow's own choice
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    return {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads}
 
 
 def _spawn(name: str, seed: int, manifest_dir: str, jobs: int = 1) -> dict[str, Any]:

@@ -150,15 +150,16 @@ class BestWeights(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         value = logs.get(self.monitor)
-        if value is not None and float(value) < self.best:
-            self.best, self.best_epoch = float(value), epoch
-            if not self._kept:
-                self._make_copies()
-            self._keep()
-            if self.path and time.monotonic() - self._last_write >= self.write_every:
-                self._write()
         if value is not None:
-            self._report(epoch, float(value))
+            value = float(value)
+            if value < self.best:
+                self.best, self.best_epoch = value, epoch
+                if not self._kept:
+                    self._make_copies()
+                self._keep()
+                if self.path and time.monotonic() - self._last_write >= self.write_every:
+                    self._write()
+            self._report(epoch, value)
         loss = logs.get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.diverged_epoch = epoch
