@@ -159,7 +159,7 @@ def lovasz_softmax_loss(probabilities: tf.Tensor, one_hot: tf.Tensor, usable: tf
     p, y = (tf.cast(t, tf.float32) for t in _flat(probabilities, one_hot, usable))
     errors = tf.transpose(tf.abs(y - p))  # (classes, pixels)
     labels = tf.transpose(y)
-    counted = tf.transpose(tf.broadcast_to(tf.cast(tf.reshape(usable, [-1, 1]), tf.float32), tf.shape(y)))
+    counted = tf.broadcast_to(tf.cast(tf.reshape(usable, [1, -1]), tf.float32), tf.shape(errors))
     classes = tf.shape(errors)[0]
     # Bin 0 holds the largest errors, so that counts summed along the bins run in decreasing error.
     scaled = (1.0 - tf.stop_gradient(errors)) * LOVASZ_BINS
