@@ -190,7 +190,16 @@ def parse_params(pairs: Iterable[str]) -> dict[str, str]:
 
 
 def _gcs_values(value: str) -> list[str]:
-    return [part for part in value.split(",") if part.strip().startswith("gs:")]
+    """The gs:// paths of a comma-separated parameter, a dated input's LABEL= cut off
+    (`before=gs://b/a.tif`)."""
+    paths = []
+    for part in (p.strip() for p in value.split(",")):
+        label, dated, path = part.partition("=")
+        if dated and path.startswith("gs:") and not any(c in label for c in "/:"):
+            part = path
+        if part.startswith("gs:"):
+            paths.append(part)
+    return paths
 
 
 def check_parameters(job: str, params: Mapping[str, str], metadata: Mapping[str, Any]) -> dict[str, str]:

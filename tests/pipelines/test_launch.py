@@ -165,6 +165,35 @@ def test_every_job_has_a_template_that_launches(capsys):
         assert len(parameters) == len(params) + 1
 
 
+def predict_args(inputs: str) -> list[str]:
+    argv = [
+        "predict",
+        "--project",
+        PROJECT,
+        "--region",
+        REGION,
+        "--template-path",
+        "gs://my-bucket/t/predict.json",
+    ]
+    params = ["model=gs://my-bucket/models/run1", f"inputs={inputs}", "output=gs://my-bucket/maps"]
+    return argv + [a for p in params for a in ("--param", p)]
+
+
+def test_dated_inputs_launch_and_their_paths_are_checked(capsys):
+    dated = "before=gs://my-bucket/s2-2019.tif,after=gs://my-bucket/s2-2023.tif"
+    code, requests = run(predict_args(dated), [ok({"job": {"id": JOB_ID}})])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads(requests[0][2])["launchParameter"]["parameters"]["inputs"] == dated
+    # The path after a date label is checked as any Cloud Storage path is.
+    assert (
+        launch.main(
+            predict_args("before=gs://my-bucket/a.tif,after=gs://ab/b.tif"), http=HttpMockSequence([])
+        )
+        == 2
+    )
+    assert "Parameter inputs 'gs://ab/b.tif' is not a valid Cloud Storage path" in capsys.readouterr().err
+
+
 BAD_INPUT = [
     (
         ["segment", "--project", PROJECT, "--region", REGION, "--template-path", TEMPLATE],

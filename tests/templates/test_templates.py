@@ -54,7 +54,16 @@ BOOL_BAD = ["True", "yes", "1", ""]
 NAMES_BAD = ["B2 B3", "B2,,B3", ",B2", "B2,", ""]
 BAD = {
     "terrabeam_job": ["extracts", "train", "", "predict;rm"],
-    "inputs": [*GCS_FILE_BAD, "gs://my-bucket/a.tif gs://my-bucket/b.tif", "gs://my-bucket/a.tif,"],
+    "inputs": [
+        *GCS_FILE_BAD,
+        "gs://my-bucket/a.tif gs://my-bucket/b.tif",
+        "gs://my-bucket/a.tif,",
+        "before=/local/a.tif",
+        "=gs://my-bucket/a.tif",
+        "1x=gs://my-bucket/a.tif",  # a label is a name, a year or an ISO date
+        "before =gs://my-bucket/a.tif",
+        "before=gs://my-bucket/a.tif,after=",
+    ],
     "label_raster": GCS_FILE_BAD,
     "regions": GCS_FILE_BAD,
     "output": GCS_BAD,
@@ -279,6 +288,39 @@ def test_entry_point_maps_parameters_onto_the_job_flags(monkeypatch):
     ]
     _, argv = launch.template_argv(["--terrabeam_job", "train", "--sdk_container_image=other:2"])
     assert argv == ["--sdk_container_image=other:2"]
+
+
+@pytest.mark.parametrize("job", ["extract", "predict"])
+@pytest.mark.parametrize(
+    "value, dates",
+    [
+        (
+            "before=gs://my-bucket/s2-2019.tif,before=gs://my-bucket/dem.tif,after=gs://my-bucket/s2-2023.tif",
+            {
+                "before": ("gs://my-bucket/s2-2019.tif", "gs://my-bucket/dem.tif"),
+                "after": ("gs://my-bucket/s2-2023.tif",),
+            },
+        ),
+        (
+            "2019-07-01=gs://my-bucket/year=2019/a.tif,2023=gs://my-bucket/b.tif",
+            {"2019-07-01": ("gs://my-bucket/year=2019/a.tif",), "2023": ("gs://my-bucket/b.tif",)},
+        ),
+    ],
+)
+def test_dated_inputs_pass_the_template_and_reach_the_job_as_dates(job, value, dates):
+    from transforms.io.dated import parse_inputs
+
+    assert all(re.fullmatch(r, value) for r in parameters(job)["inputs"]["regexes"])
+    _, argv = launch.template_argv([f"--terrabeam_job={job}", f"--inputs={value}"])
+    assert argv[0] == "--inputs"
+    assert dict(parse_inputs(argv[1:])) == dates
+
+
+@pytest.mark.parametrize("job", ["extract", "predict"])
+def test_a_stac_file_in_cloud_storage_passes_the_template(job):
+    assert all(
+        re.fullmatch(r, "gs://my-bucket/stac/catalog.json") for r in parameters(job)["inputs"]["regexes"]
+    )
 
 
 @pytest.mark.parametrize(

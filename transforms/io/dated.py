@@ -1,4 +1,4 @@
-"""Imagery by date: local rasters of several dates, from the command line or a STAC file on disk.
+"""Imagery by date: rasters of several dates, from the command line or a STAC file (local or gs://).
 
 `--inputs before=s2-2019.tif before=dem.tif after=s2-2023.tif` gives each file a date label (a simple
 identifier, a year such as 2019, or an ISO date such as 2019-07-01; a label may repeat to give several files of one date);
@@ -17,7 +17,7 @@ Public API:
 
 - `parse_inputs(tokens, band_names=None) -> DatedInputs | None`: the --inputs tokens as dates, or None
   for plain paths (one multi-band file or one file per band, as before). A STAC file is read here.
-- `read_stac(path) -> DatedInputs`: a STAC file on disk, one item per date.
+- `read_stac(path) -> DatedInputs`: a STAC file, local or in Cloud Storage, one item per date.
 - `DatedInputs`: label -> tuple of paths, in order (a `Mapping`); `files(label)` gives each path with
   the band names its STAC asset declares; `to_json()` is what a manifest records.
 - `date_sources(dated) -> dict[str, LocalRasterSource]`: one source per date, plain band names.
@@ -177,8 +177,8 @@ def stacked_band(band: str, label: str) -> str:
 
 
 def read_stac(path: str) -> DatedInputs:
-    """The dates of a STAC file on disk: a Catalog or Collection (its items, recursively), an
-    ItemCollection, or one Item. One item per date, labelled by its UTC date (`datetime`, else
+    """The dates of a STAC file, local or gs:// (read through `tf.io.gfile`): a Catalog or Collection
+    (its items, recursively), an ItemCollection, or one Item. One item per date, labelled by its UTC date (`datetime`, else
     `start_datetime`), earliest first; each item's GeoTIFF assets are its files (relative hrefs are
     resolved against the JSON file), named by their `eo:bands` (or STAC 1.1 `bands`), else their key.
     Assets whose roles leave out `data` (thumbnails, overviews, visual previews) are skipped.
@@ -187,14 +187,15 @@ def read_stac(path: str) -> DatedInputs:
     from pystac.utils import make_absolute_href
 
     href = make_absolute_href(path)
+    stac_io = _stac_io()
     try:
-        doc = pystac.StacIO.default().read_json(href)
+        doc = stac_io.read_json(href)
     except (OSError, ValueError) as e:
         raise DatedInputsError(f"Cannot read the STAC file {path!r}: {e}") from None
     kind = doc.get("type") if isinstance(doc, dict) else None
     try:
         if kind in ("Catalog", "Collection"):
-            catalog = pystac.read_dict(doc, href=href)
+            catalog = pystac.read_dict(doc, href=href, stac_io=stac_io)
             items = list(catalog.get_items(recursive=True))
         elif kind == "FeatureCollection":
             items = list(pystac.ItemCollection.from_dict(doc, preserve_dict=False))
@@ -222,6 +223,27 @@ def read_stac(path: str) -> DatedInputs:
         dated[label] = (item.id, _item_files(item, href, path))
     dates = tuple((label, dated[label][1]) for label in sorted(dated))
     return DatedInputs(dates, catalog=path)
+
+
+def _stac_io() -> Any:
+    """pystac's reader, with gs:// (any filesystem of TensorFlow's `tf.io.gfile`) besides local files
+    and http(s), so that a catalogue can sit in Cloud Storage beside its COGs."""
+    from pystac.stac_io import DefaultStacIO
+
+    class GfileStacIO(DefaultStacIO):
+        def read_text_from_href(self, href: str) -> str:
+            scheme = href.split("://", 1)[0].lower() if "://" in href else ""
+            if scheme in ("", "file", "http", "https"):
+                return super().read_text_from_href(href)
+            import tensorflow as tf
+
+            try:
+                with tf.io.gfile.GFile(href, "r") as f:
+                    return f.read()
+            except tf.errors.OpError as e:  # not an OSError: said as one, as pystac's own reader does
+                raise OSError(f"{href}: {e.message}") from None
+
+    return GfileStacIO()
 
 
 def _item_date(item: Any, path: str) -> str:

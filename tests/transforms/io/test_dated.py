@@ -296,3 +296,70 @@ def test_a_file_shared_by_two_dates_is_read_for_each(tiny_scene):
     warped = stack.read(shifted, ["dem_before", "dem_after"]).pixels
     np.testing.assert_array_equal(warped[..., 0], warped[..., 1])
     assert not np.array_equal(warped[..., 0], pixels[..., 0])  # resampled, not the aligned read
+
+
+# --- STAC files in Cloud Storage: TensorFlow's in-memory filesystem (ram://) stands in for gs:// -----
+
+
+def copy_to_ram(folder: Path, name: str) -> str:
+    """Every JSON file under `folder` copied to a fresh ram:// folder; the path of `name` there."""
+    import tensorflow as tf
+
+    base = f"ram://stac-{os.urandom(4).hex()}"
+    for path in folder.rglob("*.json"):
+        target = f"{base}/{path.relative_to(folder).as_posix()}"
+        tf.io.gfile.makedirs(target.rsplit("/", 1)[0])
+        with tf.io.gfile.GFile(target, "w") as f:
+            f.write(path.read_text())
+    return f"{base}/{name}"
+
+
+def test_a_stac_catalogue_in_cloud_storage_is_read_with_its_links(tiny_scene, after, tmp_path):
+    write_stac_catalog(stac_dates(tiny_scene, after[0]), tmp_path / "stac")
+    catalog = copy_to_ram(tmp_path / "stac", "catalog.json")
+    base = catalog.rsplit("/", 1)[0]
+    dated = parse_inputs([catalog])  # the items are read from ram:// too, through the catalogue's links
+    assert list(dated) == ["2019-07-01", "2023-07-01"] and dated.catalog == catalog
+    # Asset hrefs relative to an item resolve within the bucket, as GDAL then reads them (gs:// there).
+    later = dated["2023-07-01"]
+    assert len(later) == 1 and later[0].startswith(base + "/")
+    assert later[0].endswith("/" + Path(after[0]).name) and ".." not in later[0]
+    assert [f.bands for f in dated.files("2023-07-01")] == [BANDS]
+
+
+def test_an_item_collection_in_cloud_storage_reaches_the_pixels(tiny_scene, after, tmp_path):
+    dates = stac_dates(tiny_scene, after[0])
+    (tmp_path / "stac").mkdir()
+    items = Path(write_item_collection(dates, tmp_path / "stac"))
+    doc = json.loads(items.read_text())
+    for feature in doc["features"]:  # absolute hrefs: local rasters that GDAL can open
+        for asset in feature["assets"].values():
+            asset["href"] = os.path.abspath(items.parent / asset["href"])
+    items.write_text(json.dumps(doc))
+    remote = copy_to_ram(tmp_path / "stac", "items.json")
+    check_stac_dates(parse_inputs([remote]), tiny_scene, after[0], remote)
+
+
+def test_a_missing_stac_file_in_cloud_storage_is_named():
+    import tensorflow as tf
+
+    with pytest.raises(DatedInputsError, match=r"Cannot read the STAC file 'ram://nowhere/items\.json'"):
+        parse_inputs(["ram://nowhere/items.json"])
+    catalog = f"ram://stac-{os.urandom(4).hex()}/catalog.json"
+    lost = {"rel": "item", "href": "./lost/lost.json", "type": "application/json"}
+    with tf.io.gfile.GFile(catalog, "w") as f:  # a catalogue that links to an item that is not there
+        f.write(
+            json.dumps(
+                {
+                    "type": "Catalog",
+                    "stac_version": "1.0.0",
+                    "id": "dates",
+                    "description": "x",
+                    "links": [lost],
+                }
+            )
+        )
+    with pytest.raises(DatedInputsError) as e:
+        parse_inputs([catalog])
+    assert f"The STAC file {catalog!r} does not parse as STAC" in str(e.value)
+    assert catalog.replace("catalog.json", "lost/lost.json") in str(e.value)
