@@ -120,14 +120,35 @@ def metadata_path(job: str) -> Path:
     return TEMPLATES_DIR / job / METADATA_NAME
 
 
-def load_metadata(job: str) -> dict[str, Any]:
+def load_metadata(job: str, template_path: str | None = None) -> dict[str, Any]:
+    """The job's template parameters: `templates/<job>/metadata.json` of this checkout, else (an installed
+    terrabeam has no templates/ folder) the metadata that `gcloud dataflow flex-template build
+    --metadata-file` put into the staged spec at `template_path`."""
     path = metadata_path(job)
-    try:
+    if path.exists():
         return json.loads(path.read_text(encoding="utf-8"))
-    except OSError:
+    if template_path is None:
+        raise LaunchError(f"No template metadata for {job!r} at {path}; run from a terrabeam checkout.")
+    from transforms.io.files import read_json
+
+    try:
+        spec = read_json(template_path)
+    except Exception as e:  # tf.io.gfile's errors (credentials, permissions) are no OSError
         raise LaunchError(
-            f"No template metadata for {job!r} at {path}; run from a terrabeam checkout."
+            f"This installation has no {path.relative_to(TEMPLATES_DIR.parent)}, and the template spec "
+            f"{template_path} could not be read for its parameters ({e.__class__.__name__}: {e}). Check "
+            "the path and your credentials (gcloud auth application-default login), or run from a "
+            "terrabeam checkout."
         ) from None
+    if spec is None:
+        raise LaunchError(f"There is no template spec at {template_path}: stage it with `make template`.")
+    metadata = spec.get("metadata") if isinstance(spec, dict) else None
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("parameters"), list):
+        raise LaunchError(
+            f"The template spec {template_path} holds no parameter metadata: stage it again with `make "
+            "template` (gcloud dataflow flex-template build --metadata-file templates/<job>/metadata.json)."
+        )
+    return metadata
 
 
 def beam_option_names() -> set[str]:
@@ -414,7 +435,8 @@ class LaunchRequest:
 
 
 def build_request(args: argparse.Namespace) -> LaunchRequest:
-    """Validate the command line (no network) and build the launch request."""
+    """Validate the command line and build the launch request (no network, except to read the staged
+    spec's parameters where this installation has no templates/ folder)."""
     job_spec(args.job)
     if not PROJECT_ID.fullmatch(args.project):
         raise LaunchError(f"--project {args.project!r} is not a Google Cloud project id.")
@@ -431,7 +453,7 @@ def build_request(args: argparse.Namespace) -> LaunchRequest:
         if "dataflow_service_options" in params:
             raise LaunchError("Give either --gpu or --param dataflow_service_options, not both.")
         params["dataflow_service_options"] = gpu_service_option(args.gpu)
-    parameters = check_parameters(args.job, params, load_metadata(args.job))
+    parameters = check_parameters(args.job, params, load_metadata(args.job, template_path))
     environment: dict[str, Any] = {}
     for flag, key in (("temp_location", "tempLocation"), ("staging_location", "stagingLocation")):
         value = getattr(args, flag)

@@ -194,6 +194,38 @@ def test_dated_inputs_launch_and_their_paths_are_checked(capsys):
     assert "Parameter inputs 'gs://ab/b.tif' is not a valid Cloud Storage path" in capsys.readouterr().err
 
 
+def test_an_installed_terrabeam_reads_the_parameters_from_the_staged_spec(tmp_path, monkeypatch, capsys):
+    """Without templates/ (terrabeam installed with pip), the metadata that `make template` put into the
+    staged spec validates the parameters."""
+    import transforms.io.files
+
+    checkout_metadata = json.loads(launch.metadata_path("predict").read_text(encoding="utf-8"))
+    monkeypatch.setattr(launch, "TEMPLATES_DIR", tmp_path / "templates")  # no checkout here
+    spec_path = "gs://my-bucket/t/predict.json"
+    staged = {spec_path: {"image": "us-docker.pkg.dev/p/r/terrabeam:1", "metadata": checkout_metadata}}
+    read = []
+
+    def read_json(path: str):  # Cloud Storage, as transforms.io.files reads it
+        read.append(path)
+        return staged.get(path)
+
+    monkeypatch.setattr(transforms.io.files, "read_json", read_json)
+    code, requests = run(predict_args("gs://my-bucket/s2.tif"), [ok({"job": {"id": JOB_ID}})])
+    assert code == 0, capsys.readouterr().err
+    assert read == [spec_path] and len(requests) == 1
+    # The staged formats refuse a bad value before any request, as the checkout's do.
+    assert launch.main(predict_args("s2.tif"), http=HttpMockSequence([])) == 2
+    assert "Parameter inputs='s2.tif' has the wrong format" in capsys.readouterr().err
+    staged[spec_path] = {"image": "us-docker.pkg.dev/p/r/terrabeam:1"}
+    assert launch.main(predict_args("gs://my-bucket/s2.tif"), http=HttpMockSequence([])) == 2
+    assert f"The template spec {spec_path} holds no parameter metadata" in capsys.readouterr().err
+    staged.clear()
+    assert launch.main(predict_args("gs://my-bucket/s2.tif"), http=HttpMockSequence([])) == 2
+    assert (
+        f"There is no template spec at {spec_path}: stage it with `make template`" in capsys.readouterr().err
+    )
+
+
 BAD_INPUT = [
     (
         ["segment", "--project", PROJECT, "--region", REGION, "--template-path", TEMPLATE],
