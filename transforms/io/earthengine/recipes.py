@@ -26,8 +26,8 @@ Presets, with the first day a window may reach (a window that ends before it is 
   (``COPERNICUS/S2_SR_HARMONIZED``, surface reflectance x10000), Cloud Score+ masked; from 2015-06-23.
 - ``landsat:WINDOW``: SR_B1 ... SR_B7 of Landsat 8 and 9 Collection 2 Level-2 merged
   (``LANDSAT/LC08/C02/T1_L2``, ``LANDSAT/LC09/C02/T1_L2``), scaled to surface reflectance
-  (DN x 0.0000275 - 0.2), QA_PIXEL bits 1-5 masked (dilated cloud, cirrus, cloud, cloud shadow, snow);
-  from Landsat 8's 2013-04-11 (Landsat 9 joins on 2021-10-31).
+  (DN x 0.0000275 - 0.2), QA_PIXEL bits 1-5 masked (dilated cloud, cirrus, cloud, cloud shadow, snow)
+  and pixels where any band saturated (QA_RADSAT not 0); from Landsat 8's 2013-04-11 (Landsat 9 joins on 2021-10-31).
 - ``s1-grd:WINDOW``: VV and VH of Sentinel-1 GRD (``COPERNICUS/S1_GRD``), interferometric wide swath
   (IW) scenes with both polarisations, in dB as the collection holds them (no rescaling), both orbit
   directions unless ``@orbit=ASCENDING`` or ``DESCENDING``; from 2014-10-03.
@@ -623,10 +623,14 @@ def _sentinel2(part: Part):
 
 
 def _landsat(part: Part):
-    """Landsat 8 and 9 surface reflectance over the window, QA_PIXEL masked, scaled, composited."""
+    """Landsat 8 and 9 surface reflectance over the window, QA_PIXEL and QA_RADSAT masked, scaled,
+    composited."""
 
     def prepare(image):
-        clear = image.select("QA_PIXEL").bitwiseAnd(LANDSAT_QA_BITS).eq(0)
+        # QA_RADSAT is 0 where no band saturated; a saturated band's value is no measurement.
+        clear = (
+            image.select("QA_PIXEL").bitwiseAnd(LANDSAT_QA_BITS).eq(0).And(image.select("QA_RADSAT").eq(0))
+        )
         reflectance = image.select(list(LANDSAT_BANDS)).multiply(LANDSAT_SCALE).add(LANDSAT_OFFSET)
         return reflectance.updateMask(clear)
 

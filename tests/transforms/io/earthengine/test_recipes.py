@@ -252,7 +252,7 @@ def test_sentinel2_threshold_percentile_and_suffix(fake):
     assert [f"{b}_before" for b in S2_SR_BANDS] in names and [f"{b}_after" for b in S2_SR_BANDS] in names
 
 
-def test_landsat_is_scaled_and_masked_with_qa_pixel(fake):
+def test_landsat_is_scaled_and_masked_with_qa_pixel_and_qa_radsat(fake):
     tree = tree_of("landsat:2022-05-01..2022-09-30@mean")
     assert loaded(tree) == {"LANDSAT/LC08/C02/T1_L2", "LANDSAT/LC09/C02/T1_L2"}
     assert calls(tree, "ImageCollection.merge")
@@ -261,6 +261,14 @@ def test_landsat_is_scaled_and_masked_with_qa_pixel(fake):
     assert qa["image1"]["arguments"]["bandSelectors"] == ["QA_PIXEL"]
     # Bits 1-5: dilated cloud, cirrus, cloud, cloud shadow, snow.
     assert qa["image2"]["arguments"]["value"] == 0b111110
+    # ... and saturation: clear only where QA_RADSAT is 0 as well.
+    (both,) = calls(tree, "Image.and")
+    radsat = [
+        c
+        for c in calls(tree, "Image.eq")
+        if c["image1"].get("arguments", {}).get("bandSelectors") == ["QA_RADSAT"]
+    ]
+    assert len(radsat) == 1 and radsat[0]["image2"]["arguments"]["value"] == 0
     assert constants(tree, "Image.multiply") == [0.0000275] and constants(tree, "Image.add") == [-0.2]
     assert calls(tree, "reduce.mean")
     assert final_bands(tree) == [f"SR_B{i}" for i in range(1, 8)]
