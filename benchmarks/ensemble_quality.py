@@ -1,13 +1,14 @@
 """Ensembles of default trainings against one, on real Earth Engine patches, under the honest protocol.
 
-    python -m benchmarks.ensemble_quality [--long-seeds 0,1,2] [--short-seeds 10,11,12,13]
+    python -m benchmarks.ensemble_quality [--long-seeds 0,1,2] [--short-seeds 10,11,12,13] [--config NAME]
 
 Members are default trainings (benchmarks.model_ablation's configuration of today's defaults, spelled
-out), each in its own process: "long" ones of the recipe's epochs, "short" ones of half as many, so
+out, or the --config given, e.g. narrower members), each in its own process: "long" ones of the recipe's epochs, "short" ones of half as many, so
 that two short members cost the training time of one long one. An ensemble averages its members'
 softmax probabilities. Every combination of members of one length is scored on the selection carve
 (which decides) and once on the validation split; the rows are means over the combinations. An
-ensemble of N members calls N models a tile: N times the prediction cost of one, by construction.
+ensemble of N members calls N models a tile: N times the prediction cost of one, by construction (one
+member's against the pre-ablation default is measured, as model_ablation measures it).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 from benchmarks.child import run_in_child
 from benchmarks.machine import machine
 from benchmarks.model_ablation import settings_of
-from benchmarks.model_quality import DATA, RESULTS, write_manifest_for
+from benchmarks.model_quality import DATA, RESULTS, prediction_cost_ratio, write_manifest_for
 
 DEFAULTS = "recipe-1206+xla-off+batch-64+bf16"
 
@@ -36,7 +37,7 @@ def train_member(spec: dict[str, Any]) -> dict[str, Any]:
     """One member trained into spec["model_dir"] (the child side)."""
     from model.train import TrainConfig, train
 
-    settings = {**settings_of(DEFAULTS), "epochs": spec["epochs"]}
+    settings = {**settings_of(spec["config"]), "epochs": spec["epochs"]}
     config = TrainConfig(
         data=spec["manifest"], output=spec["model_dir"], seed=spec["seed"], verbose=0, **settings
     )
@@ -54,7 +55,7 @@ def train_member(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def split_probabilities(model_dirs: dict[str, str], manifest: str) -> dict[str, Any]:
+def split_probabilities(model_dirs: dict[str, str], manifest: str, config: str = DEFAULTS) -> dict[str, Any]:
     """Each member's probabilities and the labels, on the selection carve and the validation split."""
     import tensorflow as tf
 
@@ -64,7 +65,7 @@ def split_probabilities(model_dirs: dict[str, str], manifest: str) -> dict[str, 
     from model.train import TrainConfig
 
     with tempfile.TemporaryDirectory() as output:
-        data = training.load_training_data(TrainConfig(data=manifest, output=output, **settings_of(DEFAULTS)))
+        data = training.load_training_data(TrainConfig(data=manifest, output=output, **settings_of(config)))
     splits = {"selection": data.selection.patches, "validation": data.score.patches}
     models = {name: load_keras_model(model_dir) for name, model_dir in model_dirs.items()}
     calls = {name: tf.function(lambda x, m=model: m(x, training=False)) for name, model in models.items()}
@@ -119,22 +120,24 @@ def score_ensembles(
 
 def markdown(results: dict[str, Any]) -> str:
     lines = [
-        "# Ensembles of default trainings against one (honest protocol)",
+        f"# Ensembles of {results.get('config', DEFAULTS)} trainings against one (honest protocol)",
         "",
         f"Command: `{results['command']}`. Machine: {results['machine']['cpu_model']}, "
         f"{results['machine']['cpus']} cores. Each row: the mean ± std over every combination of that many "
         "members of one length; selection decides, validation is scored once. Training time is the sum of "
-        "the members' (mean wall seconds of one member × members); prediction cost is members × one model's.",
+        "the members' (mean wall seconds of one member × members); prediction cost is members × one "
+        "member's, against the pre-ablation default's (U-Net, depth 2, 32 filters; model_ablation's measure).",
         "",
         "| members | combinations | selection mIoU | validation mIoU | training (wall s) | predict cost |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
+    member_cost = results["member_prediction_cost"]["ratio"]
     for name, row in results["ensembles"].items():
         seconds = results["member_seconds"][row["group"]] * row["members"]
         sel, val = row["selection_mean_iou"], row["validation_mean_iou"]
         lines.append(
             f"| {name} | {len(row['combinations'])} | {sel['mean']:.3f} ± {sel['std']:.3f} | "
-            f"{val['mean']:.3f} ± {val['std']:.3f} | {seconds:.0f} | {row['members']}× |"
+            f"{val['mean']:.3f} ± {val['std']:.3f} | {seconds:.0f} | {row['members'] * member_cost:.2f}× |"
         )
     return "\n".join(lines) + "\n"
 
@@ -146,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--long-seeds", default="0,1,2")
     parser.add_argument("--short-seeds", default="10,11,12,13")
-    parser.add_argument("--epochs", type=int, default=settings_of(DEFAULTS)["epochs"])
+    parser.add_argument("--config", default=DEFAULTS, help="The members' model_ablation configuration.")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="Long members' epochs (default: the config's)."
+    )
     parser.add_argument("--output", type=Path, default=RESULTS / "ensemble_quality.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -157,11 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "training").is_dir():
         print(f"error: {args.data}/training not found; pass --data", file=sys.stderr)
         return 2
-    lengths = {"long": args.epochs, "short": args.epochs // 2}
+    long_epochs = args.epochs or settings_of(args.config)["epochs"]
     seeds = {
-        "long": [int(s) for s in args.long_seeds.split(",")],
-        "short": [int(s) for s in args.short_seeds.split(",")],
+        "long": [int(s) for s in args.long_seeds.split(",") if s],
+        "short": [int(s) for s in args.short_seeds.split(",") if s],
     }
+    lengths = {g: n for g, n in {"long": long_epochs, "short": long_epochs // 2}.items() if seeds[g]}
     with tempfile.TemporaryDirectory(prefix="ensemble-") as tmp:
         manifest = str(write_manifest_for(args.data, Path(tmp) / "data"))
         members: dict[str, dict[str, Any]] = {}
@@ -170,14 +177,20 @@ def main(argv: list[str] | None = None) -> int:
             for seed in seeds[group]:
                 name = f"{group}-seed{seed}"
                 model_dirs[name] = str(Path(tmp) / name)
-                spec = {"manifest": manifest, "model_dir": model_dirs[name], "seed": seed, "epochs": epochs}
+                spec = {
+                    "manifest": manifest,
+                    "model_dir": model_dirs[name],
+                    "seed": seed,
+                    "epochs": epochs,
+                    "config": args.config,
+                }
                 members[name] = {"group": group, **run_in_child("benchmarks.ensemble_quality", spec, name)}
                 print(
                     f"{name}: selection {members[name]['selection_mean_iou']:.4f} "
                     f"({members[name]['train_seconds']:.0f} s)",
                     flush=True,
                 )
-        found = split_probabilities(model_dirs, manifest)
+        found = split_probabilities(model_dirs, manifest, args.config)
         classes = json.loads((Path(model_dirs[next(iter(model_dirs))]) / "metrics.json").read_text())[
             "classes"
         ]
@@ -187,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m benchmarks.ensemble_quality "
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine(),
-        "settings": settings_of(DEFAULTS),
+        "config": args.config,
+        "settings": settings_of(args.config),
+        "member_prediction_cost": prediction_cost_ratio(settings_of(args.config)),
         "epochs": lengths,
         "members": members,
         "member_seconds": {

@@ -94,6 +94,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "radiometric": {"radiometric_augmentation": 0.05},
     "radiometric-strong": {"radiometric_augmentation": 0.1},
     "filters-48": {"filters": 48},
+    "filters-16": {"filters": 16},  # members of an ensemble at a fraction of the prediction cost
+    "filters-24": {"filters": 24},
     "filters-36": {"filters": 36},  # about 1.27x the multiply-adds: inside #26's 1.5x prediction cost
     # A third pooling: context from 8x8 blocks (about 1.4x the multiply-adds a pixel).
     "depth-3": {"depth": 3},
