@@ -178,9 +178,10 @@ def stacked_band(band: str, label: str) -> str:
 
 def read_stac(path: str) -> DatedInputs:
     """The dates of a STAC file, local or gs:// (read through `tf.io.gfile`): a Catalog or Collection
-    (its items, recursively), an ItemCollection, or one Item. One item per date, labelled by its UTC date (`datetime`, else
-    `start_datetime`), earliest first; each item's GeoTIFF assets are its files (relative hrefs are
-    resolved against the JSON file), named by their `eo:bands` (or STAC 1.1 `bands`), else their key.
+    (its items, recursively), an ItemCollection, or one Item. One item per date, labelled by its UTC
+    date (`datetime`, else `start_datetime`), earliest first; each item's GeoTIFF assets are its files
+    (relative hrefs are resolved against the JSON file, within its bucket for gs://), named by their
+    `eo:bands` (or STAC 1.1 `bands`), else their key.
     Assets whose roles leave out `data` (thumbnails, overviews, visual previews) are skipped.
     """
     import pystac
