@@ -316,8 +316,9 @@ class TrainConfig:
         text_format=BAND_ROLES_FORMAT,
     )
     class_weight_power: float = option(
-        0.5,
-        "Class weight = (median frequency / frequency) ** power; 0 disables class weighting.",
+        0.25,
+        "Class weight = (median frequency / frequency) ** power; 0 weighs every class alike, 0.5 lifts rare "
+        "classes more.",
         "Class weight power",
         "0.5",
         group=TRAINING_GROUP,

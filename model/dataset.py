@@ -378,8 +378,9 @@ def class_weights_from_counts(
 ) -> list[float]:
     """Class weights (median frequency / frequency) ** power, capped, with mean weight 1 per pixel.
 
-    power=1 is median-frequency balancing; power=0.5 (the default) lifts rare classes less, trading a
-    little overall accuracy for much better IoU on rare classes without flooding the map with them.
+    power=1 is median-frequency balancing; smaller powers lift rare classes less, without flooding the
+    map with them (model.train's default is 0.25, beside a Lovász term that already optimizes each
+    class's IoU); power=0 weighs every class alike.
     Classes absent from the data get weight 0 (they have no pixels to weigh).
     """
     counts = np.asarray(counts, np.float64)
