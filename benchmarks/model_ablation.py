@@ -74,6 +74,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "class-weight-0.25": {"class_weight_power": 0.25},
     "class-weight-0": {"class_weight_power": 0.0},
     "label-smoothing-0": {"label_smoothing": 0.0},
+    "lr-4e-3": {"learning_rate": 4e-3},  # batches of 64 at the linear-scaling rule's rate (16 at 1e-3)
     # The recipe these levers chose (model.train's defaults of 2026-12-06), spelled out: the base of the
     # speed levers below (python -m benchmarks.model_ablation --configs recipe-1206+xla-off,...).
     "recipe-1206": {
