@@ -3,8 +3,9 @@
     python -m benchmarks.ensemble_quality [--long-seeds 0,1,2] [--short-seeds 10,11,12,13] [--config NAME]
 
 Members are default trainings (benchmarks.model_ablation's configuration of today's defaults, spelled
-out, or the --config given, e.g. narrower members), each in its own process: "long" ones of the recipe's epochs, "short" ones of half as many, so
-that two short members cost the training time of one long one. An ensemble averages its members'
+out, or the --config given, e.g. narrower members), each in its own process: "long" ones of the
+recipe's epochs, "short" ones of half as many, so that two short members cost the training time of
+one long one. An ensemble averages its members'
 softmax probabilities. Every combination of members of one length is scored on the selection carve
 (which decides) and once on the validation split; the rows are means over the combinations. An
 ensemble of N members calls N models a tile: N times the prediction cost of one, by construction (one
@@ -56,7 +57,7 @@ def train_member(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def split_probabilities(model_dirs: dict[str, str], manifest: str, config: str = DEFAULTS) -> dict[str, Any]:
+def split_probabilities(model_dirs: dict[str, str], manifest: str, config: str) -> dict[str, Any]:
     """Each member's probabilities and the labels, on the selection carve and the validation split."""
     import tensorflow as tf
 
@@ -121,7 +122,7 @@ def score_ensembles(
 
 def markdown(results: dict[str, Any]) -> str:
     lines = [
-        f"# Ensembles of {results.get('config', DEFAULTS)} trainings against one (honest protocol)",
+        f"# Ensembles of {results['config']} trainings against one (honest protocol)",
         "",
         f"Command: `{results['command']}`. Machine: {results['machine']['cpu_model']}, "
         f"{results['machine']['cpus']} cores. Each row: the mean ± std over every combination of that many "

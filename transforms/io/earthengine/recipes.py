@@ -27,7 +27,8 @@ Presets, with the first day a window may reach (a window that ends before it is 
 - ``landsat:WINDOW``: SR_B1 ... SR_B7 of Landsat 8 and 9 Collection 2 Level-2 merged
   (``LANDSAT/LC08/C02/T1_L2``, ``LANDSAT/LC09/C02/T1_L2``), scaled to surface reflectance
   (DN x 0.0000275 - 0.2), QA_PIXEL bits 1-5 masked (dilated cloud, cirrus, cloud, cloud shadow, snow)
-  and pixels where any band saturated (QA_RADSAT not 0); from Landsat 8's 2013-04-11 (Landsat 9 joins on 2021-10-31).
+  and pixels where any band saturated (QA_RADSAT not 0); from Landsat 8's 2013-04-11 (Landsat 9
+  joins on 2021-10-31).
 - ``s1-grd:WINDOW``: VV and VH of Sentinel-1 GRD (``COPERNICUS/S1_GRD``), interferometric wide swath
   (IW) scenes with both polarisations, in dB as the collection holds them (no rescaling), both orbit
   directions unless ``@orbit=ASCENDING`` or ``DESCENDING``; from 2014-10-03.
