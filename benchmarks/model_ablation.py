@@ -75,6 +75,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "class-weight-0": {"class_weight_power": 0.0},
     "label-smoothing-0": {"label_smoothing": 0.0},
     "lr-4e-3": {"learning_rate": 4e-3},  # batches of 64 at the linear-scaling rule's rate (16 at 1e-3)
+    "lr-3e-3": {"learning_rate": 3e-3},  # between the square-root (2e-3) and linear (4e-3) rules' rates
     # The recipe these levers chose (model.train's defaults of 2026-12-06), spelled out: the base of the
     # speed levers below (python -m benchmarks.model_ablation --configs recipe-1206+xla-off,...).
     "recipe-1206": {
@@ -91,6 +92,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # scaling), half the epochs.
     "xla-off": {"xla": "off"},
     "batch-64": {"batch_size": 64, "learning_rate": 2e-3},
+    "batch-32": {"batch_size": 32, "learning_rate": 1.4e-3},  # twice the steps of batch-64, same rule
     "epochs-40": {"epochs": 40},
     # The time the faster steps saved, spent on training longer (about 11 minutes on 2 cores).
     "epochs-160": {"epochs": 160},
