@@ -181,6 +181,16 @@ class TrainConfig:
         group=MODEL_GROUP,
         at_least=1,
     )
+    dropout: float | None = option(
+        None,
+        "Dropout before the decoder: unet drops whole channels of its bottom block, classifier drops "
+        "units before its head (default: the architecture's, 0.1 and 0.2).",
+        "Dropout",
+        "0.1",
+        group=MODEL_GROUP,
+        at_least=0,
+        below=1,
+    )
     epochs: int = option(
         80,
         "Epochs of the cosine schedule; under the plateau schedule the most epochs, as early stopping may "
@@ -401,6 +411,13 @@ class TrainConfig:
             problem = setting.problem(getattr(self, setting.name))
             if problem:
                 raise ModelError(problem)
+        if self.architecture == "minimal":
+            given = [f"--{name}" for name in ("depth", "dropout") if getattr(self, name) is not None]
+            if given:
+                raise ModelError(
+                    f"{' and '.join(given)} shape unet and classifier; the minimal architecture has no "
+                    "poolings or dropout. Leave them out, or choose --architecture unet."
+                )
         self.roles()
         self.index_names()
 

@@ -322,6 +322,8 @@ def _new_or_initial_model(config: TrainConfig, data: TrainingData) -> keras.Mode
     options: dict[str, Any] = {"filters": config.filters}
     if config.depth is not None:
         options["depth"] = config.depth
+    if config.dropout is not None:
+        options["dropout"] = config.dropout
     try:
         indices = architecture.resolve_spectral_indices(
             data.schema.bands, config.index_names(), config.roles()

@@ -120,6 +120,9 @@ def test_shared_names_agree_with_the_modules_that_use_them():
         ({"max_minutes": -5.0}, "--max-minutes must be positive, got -5.0."),
         ({"band_roles": "nir"}, "--band-roles takes role=band pairs"),
         ({"spectral_indices": "ndvi,evi"}, "--spectral-indices takes auto, none or names"),
+        ({"dropout": 1.0}, "--dropout must be at least 0 and below 1, got 1.0."),
+        ({"architecture": "minimal", "dropout": 0.2}, "--dropout shape unet and classifier; the minimal"),
+        ({"architecture": "minimal", "depth": 3, "dropout": 0.0}, "--depth and --dropout shape unet"),
     ],
 )
 def test_validation_names_the_flag_and_the_accepted_values(settings, message):

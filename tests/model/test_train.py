@@ -339,6 +339,14 @@ def test_the_validation_split_plays_no_part_in_training_or_selection(data, tmp_p
     assert metrics_a["confusion_matrix"] != metrics_b["confusion_matrix"]  # scored on other pixels
 
 
+@pytest.mark.parametrize("dropout, rate", [(None, 0.1), (0.3, 0.3), (0.0, None)])
+def test_dropout_shapes_the_unet_it_builds(data, tmp_path, dropout, rate):
+    config = train.TrainConfig(data=data, output=str(tmp_path), filters=4, dropout=dropout, verbose=0)
+    model = training.build_model(config, training.load_training_data(config))
+    rates = [layer.rate for layer in model.layers if isinstance(layer, keras.layers.SpatialDropout2D)]
+    assert rates == ([] if rate is None else [pytest.approx(rate)])
+
+
 def _roles(data: str, tmp_path: Path, splits: dict[str, str], **settings):
     """model.train's choice of fit / selection / scored records for a manifest with these splits."""
     manifest = json.loads((Path(data) / "manifest.json").read_text())
