@@ -105,6 +105,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "filters-36": {"filters": 36},  # about 1.27x the multiply-adds: inside #26's 1.5x prediction cost
     # A third pooling: context from 8x8 blocks (about 1.4x the multiply-adds a pixel).
     "depth-3": {"depth": 3},
+    # The U-Net's spatial dropout of its bottom block (0.1 by default): none, or more for unseen places.
+    "dropout-0": {"dropout": 0.0},
+    "dropout-0.3": {"dropout": 0.3},
     # A longer averaging window (about 330 steps instead of 100; the longest a default run allows is a
     # tenth of its 3,520 steps).
     "ema-997": {"ema": 0.997},
