@@ -412,26 +412,29 @@ def save_results(result: dict[str, Any], output: Path, table: Callable[[dict[str
 
 def parse_settings(items: Sequence[str]) -> dict[str, Any]:
     """`--set name=value` pairs as TrainConfig keyword arguments (values typed like the defaults)."""
-    import dataclasses
+    import types
+    import typing
 
     from model.train import TrainConfig
 
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    hints = typing.get_type_hints(TrainConfig)
     settings: dict[str, Any] = {}
     for item in items:
         name, sep, value = item.partition("=")
         name = name.replace("-", "_")
-        if not sep or name not in fields:
+        if not sep or name not in hints:
             raise ValueError(f"--set takes name=value with a model.train setting name, got {item!r}.")
-        default = fields[name].default
-        if isinstance(default, bool):
+        kinds = typing.get_args(hints[name]) if isinstance(hints[name], types.UnionType) else (hints[name],)
+        if type(None) in kinds and value.lower() == "none":
+            settings[name] = None
+            continue
+        kind = next(k for k in kinds if k is not type(None))  # int | None: an int when given
+        if kind is bool:
             settings[name] = value.lower() in ("1", "true", "yes")
-        elif isinstance(default, int):
-            settings[name] = int(value)
-        elif isinstance(default, float):
-            settings[name] = float(value)
+        elif kind in (int, float):
+            settings[name] = kind(value)
         else:
-            settings[name] = None if value.lower() == "none" and default is None else value
+            settings[name] = value
     return settings
 
 

@@ -95,6 +95,31 @@ def split_pixels(data: Path, split: str) -> tuple[Any, Any]:
     return usable_pixels(read_patches(files, reader, cache=False, compression=compression))
 
 
+def spectral_indices(manifest: dict[str, Any], settings: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """The indices model.train computes for this extraction's bands under `settings` (name -> bands)."""
+    from model.architecture import resolve_spectral_indices
+    from model.config import TrainConfig
+    from transforms.contracts.manifest import schema_of
+
+    config = TrainConfig(**settings)
+    return resolve_spectral_indices(schema_of(manifest).bands, config.index_names(), config.roles())
+
+
+def with_indices(pixels: tuple[Any, Any], indices: dict[str, tuple[int, int]]) -> tuple[Any, Any]:
+    """Per-pixel features with each index's normalized difference appended, as the model's
+    SpectralIndices layer computes it (0 where the two bands sum to 0)."""
+    import numpy as np
+
+    values, labels = pixels
+    columns = [values]
+    for a, b in indices.values():
+        total = values[:, a] + values[:, b]
+        safe = np.where(np.abs(total) > 1e-6, total, 1.0)
+        ratio = np.where(np.abs(total) > 1e-6, (values[:, a] - values[:, b]) / safe, 0.0)
+        columns.append(np.clip(ratio, -1.0, 1.0)[:, None].astype(values.dtype))
+    return np.concatenate(columns, axis=1), labels
+
+
 def describe_split(fold: dict[str, Any]) -> str:
     split = fold.get("split") or {}
     if split.get("rule") != "spatial-blocks-with-guard":
@@ -176,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         "each scored with every seed.",
     )
     parser.add_argument("--trees", type=int, default=100, help="Trees of the RandomForest.")
+    parser.add_argument(
+        "--forest-indices",
+        action="store_true",
+        help="Give the forest the spectral indices the FCN computes (from --set band_roles=...) as "
+        "features beside the band values.",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS / "region_holdout.json")
     args = parser.parse_args(argv)
     if not (args.data / "strata.tif").exists():
@@ -198,7 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         "extraction": f"{args.points_per_class} points per class, {args.patch_size}² patches, "
         f"validation fraction {args.validation_fraction:g}",
         "fcn": {"description": "model.train defaults" + (f", {settings}" if settings else ""), "runs": []},
-        "forest": {"description": f"RandomForest per pixel ({args.trees} trees)", "runs": []},
+        "forest": {
+            "description": f"RandomForest per pixel ({args.trees} trees"
+            + (", band values and spectral indices)" if args.forest_indices else ")"),
+            "runs": [],
+        },
     }
 
     def save() -> None:
@@ -214,6 +249,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             manifest = json.loads((data / "manifest.json").read_text())
             train_pixels, score_pixels = split_pixels(data, "train"), split_pixels(data, "validation")
+            if args.forest_indices:
+                indices = spectral_indices(manifest, settings)
+                train_pixels, score_pixels = (
+                    with_indices(train_pixels, indices),
+                    with_indices(score_pixels, indices),
+                )
+                result["forest"]["indices"] = sorted(indices)
             result["folds"][str(fold)] = {
                 "split": manifest.get("split"),
                 "patches": {name: split.get("patches") for name, split in manifest["splits"].items()},

@@ -82,6 +82,9 @@ def test_quality_runs_import_as_the_baseline_and_the_table_shows_deltas():
 def test_settings_from_the_command_line_are_typed_like_the_defaults():
     settings = model_quality.parse_settings(["schedule=cosine", "ema=0.99", "epochs=40", "band-roles=nir=B8"])
     assert settings == {"schedule": "cosine", "ema": 0.99, "epochs": 40, "band_roles": "nir=B8"}
+    optional = model_quality.parse_settings(["depth=3", "dropout=0.3", "max-minutes=none", "xla=off"])
+    assert optional == {"depth": 3, "dropout": 0.3, "max_minutes": None, "xla": "off"}
+    assert type(optional["depth"]) is int
     with pytest.raises(ValueError, match="name=value"):
         model_quality.parse_settings(["speed=fast"])
 
@@ -267,3 +270,22 @@ def test_runs_at_once_share_the_cores_out_as_tensorflow_threads(monkeypatch):
     assert child_threads(1) == {}  # one run: TensorFlow's own choice
     assert child_threads(2) == {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
     assert child_threads(4)["TF_NUM_INTRAOP_THREADS"] == "1"
+
+
+def test_the_forests_spectral_indices_are_the_models():
+    import numpy as np
+
+    from benchmarks import region_holdout
+    from model.architecture import SpectralIndices
+
+    bands = ["b10", "b20", "b30", "b40"]
+    manifest = {"bands": bands, "patch_size": 4, "classes": ["a", "b"]}
+    settings = {"band_roles": "green=b20,red=b30,nir=b40"}
+    indices = region_holdout.spectral_indices(manifest, settings)
+    assert sorted(indices) == ["ndvi", "ndwi"]  # no swir1 named: no MNDWI, no NDBI
+    values = np.array([[1, 2, 3, 5], [0, 0, 0, 0], [4, 3, 1, 1]], dtype=np.float32)
+    features, labels = region_holdout.with_indices((values, np.array([0, 1, 0])), indices)
+    expected = SpectralIndices(indices)(values[:, None, None, :]).numpy()[:, 0, 0, :]
+    assert features.shape == (3, 6) and labels.tolist() == [0, 1, 0]
+    np.testing.assert_allclose(features[:, :4], values)
+    np.testing.assert_allclose(features[:, 4:], expected, rtol=1e-6)
