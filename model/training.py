@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import keras
@@ -330,6 +331,7 @@ def _new_or_initial_model(config: TrainConfig, data: TrainingData) -> keras.Mode
         )
         if indices:
             options["indices"] = indices
+            _log_indices(indices, data.schema.bands, given=config.roles())
         return architecture.build_model(
             name,
             len(data.schema.bands),
@@ -340,6 +342,21 @@ def _new_or_initial_model(config: TrainConfig, data: TrainingData) -> keras.Mode
         )
     except (ValueError, TypeError) as e:
         raise ModelError(f"Cannot build {name!r}: {e}") from None
+
+
+def _log_indices(indices: dict[str, tuple[int, int]], bands: Sequence[str], given: dict[str, str]) -> None:
+    """Say which bands each index reads: names such as B4 and B8 are read as Sentinel-2's, which is
+    wrong for Landsat's bands of the same names, and only the log and model.json show it."""
+    read = ", ".join(f"{name} = ({bands[a]}, {bands[b]})" for name, (a, b) in indices.items())
+    guessed = sorted({bands[i] for pair in indices.values() for i in pair} - set(given.values()))
+    log.info(
+        "Spectral indices: %s.%s",
+        read,
+        f" Bands {', '.join(guessed)} were read by name (Sentinel-2's, or the role names); name another "
+        "sensor's bands with --band-roles, or turn the indices off with --spectral-indices none."
+        if guessed
+        else "",
+    )
 
 
 # --- fit -------------------------------------------------------------------------------------------------

@@ -347,6 +347,18 @@ def test_dropout_shapes_the_unet_it_builds(data, tmp_path, dropout, rate):
     assert rates == ([] if rate is None else [pytest.approx(rate)])
 
 
+@pytest.mark.parametrize("roles, guessed", [("green=b3,red=b1,nir=b2", False), ("nir=b2", True)])
+def test_the_log_says_which_bands_each_index_reads(data, tmp_path, caplog, roles, guessed):
+    config = train.TrainConfig(data=data, output=str(tmp_path), filters=4, band_roles=roles, verbose=0)
+    with caplog.at_level("INFO", logger="terrabeam.train"):
+        training.build_model(config, training.load_training_data(config))
+    said = "\n".join(r.getMessage() for r in caplog.records if "Spectral indices" in r.getMessage())
+    if guessed:  # NDWI's green is the synthetic data's b3, read by its Sentinel-2 name
+        assert "ndwi = (b3, b2)" in said and "Bands b3 were read by name" in said and "--band-roles" in said
+    else:
+        assert "ndvi = (b2, b1)" in said and "read by name" not in said
+
+
 def _roles(data: str, tmp_path: Path, splits: dict[str, str], **settings):
     """model.train's choice of fit / selection / scored records for a manifest with these splits."""
     manifest = json.loads((Path(data) / "manifest.json").read_text())
