@@ -74,6 +74,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "class-weight-0.25": {"class_weight_power": 0.25},
     "class-weight-0": {"class_weight_power": 0.0},
     "label-smoothing-0": {"label_smoothing": 0.0},
+    "label-smoothing-0.2": {"label_smoothing": 0.2},
     "lr-4e-3": {"learning_rate": 4e-3},  # batches of 64 at the linear-scaling rule's rate (16 at 1e-3)
     "lr-3e-3": {"learning_rate": 3e-3},  # between the square-root (2e-3) and linear (4e-3) rules' rates
     # The recipe these levers chose (model.train's defaults of 2026-12-06), spelled out: the base of the
