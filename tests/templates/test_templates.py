@@ -121,6 +121,7 @@ BAD = {
     "loss": ["dice", "CE", ""],
     "region_loss": ["jaccard", "Dice", ""],
     "label_smoothing": ["1", "-0.1", "x", ""],
+    "dropout": ["1", "-0.1", "x", ""],
     "weight_decay": ["1", "-0.05", "x", ""],
     "bootstrap": ["1.5", "-0.2", ""],
     "radiometric_augmentation": ["1", "-0.05", "5%", ""],
