@@ -106,18 +106,15 @@ def spectral_indices(manifest: dict[str, Any], settings: dict[str, Any]) -> dict
 
 
 def with_indices(pixels: tuple[Any, Any], indices: dict[str, tuple[int, int]]) -> tuple[Any, Any]:
-    """Per-pixel features with each index's normalized difference appended, as the model's
-    SpectralIndices layer computes it (0 where the two bands sum to 0)."""
+    """Per-pixel features with each index appended, computed by the model's own SpectralIndices layer
+    (pixels as a batch of 1×1 patches)."""
     import numpy as np
 
+    from model.architecture import SpectralIndices
+
     values, labels = pixels
-    columns = [values]
-    for a, b in indices.values():
-        total = values[:, a] + values[:, b]
-        safe = np.where(np.abs(total) > 1e-6, total, 1.0)
-        ratio = np.where(np.abs(total) > 1e-6, (values[:, a] - values[:, b]) / safe, 0.0)
-        columns.append(np.clip(ratio, -1.0, 1.0)[:, None].astype(values.dtype))
-    return np.concatenate(columns, axis=1), labels
+    computed = SpectralIndices(indices)(values[:, None, None, :]).numpy()[:, 0, 0, :]
+    return np.concatenate([values, computed.astype(values.dtype)], axis=1), labels
 
 
 def describe_split(fold: dict[str, Any]) -> str:
