@@ -36,6 +36,7 @@ from model.vocabulary import (
     LABEL_MAJORITY,
     LABEL_SOURCES,
     LOSSES,
+    MINIMAL,
     MODES,
     NO_INDICES,
     PRECISIONS,
@@ -411,7 +412,7 @@ class TrainConfig:
             problem = setting.problem(getattr(self, setting.name))
             if problem:
                 raise ModelError(problem)
-        if self.architecture == "minimal":
+        if self.architecture == MINIMAL:
             given = [f"--{name}" for name in ("depth", "dropout") if getattr(self, name) is not None]
             if given:
                 raise ModelError(

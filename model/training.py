@@ -326,12 +326,11 @@ def _new_or_initial_model(config: TrainConfig, data: TrainingData) -> keras.Mode
     if config.dropout is not None:
         options["dropout"] = config.dropout
     try:
-        indices = architecture.resolve_spectral_indices(
-            data.schema.bands, config.index_names(), config.roles()
-        )
+        roles = config.roles()
+        indices = architecture.resolve_spectral_indices(data.schema.bands, config.index_names(), roles)
         if indices:
             options["indices"] = indices
-            _log_indices(indices, data.schema.bands, given=config.roles())
+            _log_indices(indices, data.schema.bands, given=roles)
         return architecture.build_model(
             name,
             len(data.schema.bands),
